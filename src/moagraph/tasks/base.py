@@ -1,0 +1,70 @@
+"""What a task is: examples, the prompt a node sees, answer extraction, grading.
+
+A task knows nothing about graphs: the executor asks it for the first
+prompt, and for ``extract``/``equivalent`` when a vote node clusters answers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from moagraph.models.base import ChatMessage
+
+TaskKind = Literal["math", "choice", "code", "chat"]
+
+
+class TaskDataError(FileNotFoundError):
+    """The task's data file is missing; the message says where to put it."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One query of a task. ``reference`` is whatever the grader needs."""
+
+    id: str
+    question: str
+    reference: Any = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+class Task(ABC):
+    """A benchmark: loader + prompt + answer extraction + grader.
+
+    ``avg_input_tokens`` / ``avg_output_tokens`` are the task averages (A, B)
+    that the cost model uses to plan budgets before anything runs.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[TaskKind]
+    avg_input_tokens: ClassVar[int]
+    avg_output_tokens: ClassVar[int]
+    system_prompt: ClassVar[str] = ""
+
+    @abstractmethod
+    def load(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Example]:
+        """Examples of a split; ``n`` takes a seeded random sample."""
+
+    def prompt(self, example: Example) -> list[ChatMessage]:
+        """Messages for a node that answers the query from scratch."""
+        msgs: list[ChatMessage] = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        msgs.append({"role": "user", "content": self.format_question(example)})
+        return msgs
+
+    def format_question(self, example: Example) -> str:
+        return example.question
+
+    @abstractmethod
+    def extract(self, text: str) -> Any:
+        """The final answer in a model's output (None if there is none)."""
+
+    def equivalent(self, a: Any, b: Any) -> bool:
+        """Whether two extracted answers are the same answer (vote clustering)."""
+        return a is not None and a == b
+
+    @abstractmethod
+    def grade(self, text: str, example: Example) -> float:
+        """Score in [0, 1] of a model's full output on ``example``."""
