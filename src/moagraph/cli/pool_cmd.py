@@ -1,0 +1,1 @@
+"""Commands registered on `moagraph.cli.app` (filled in by its owner)."""
