@@ -1,1 +1,199 @@
-"""Commands registered on `moagraph.cli.app` (filled in by its owner)."""
+"""`moagraph pool import|show` and `moagraph record`: make and inspect replay pools."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moagraph.cli import app
+
+pool_app = typer.Typer(help="Make and inspect replay pools.", no_args_is_help=True)
+import_app = typer.Typer(help="Import recordings made elsewhere as a replay pool.", no_args_is_help=True)
+pool_app.add_typer(import_app, name="import")
+app.add_typer(pool_app, name="pool")
+
+# Tables are wide; when piped (CI logs, README pastes) do not wrap them at 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=170)
+
+
+def _fail(e: Exception) -> typer.Exit:
+    console.print(f"[red]Error: {e}[/]", highlight=False)
+    return typer.Exit(2)
+
+
+@import_app.command("jsonl")
+def import_jsonl_cmd(
+    file: Path = typer.Argument(..., help="Records JSONL(.gz): one {model, query_id, sample, text, ...} a line."),
+    models: Path = typer.Option(..., "--models", help="JSON: [{name, params_b, layers?, hidden_size?, ...}] or {name: {params_b}}."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder for the pool."),
+    queries: Path | None = typer.Option(None, "--queries", help="Queries JSONL: {query_id, question, reference?}."),
+    name: str | None = typer.Option(None, "--name", help="Pool name (default: folder name)."),
+    field_map: list[str] = typer.Option([], "--map", help="Rename a source field: SOURCE=FIELD (repeatable)."),
+    tokens: str = typer.Option("chars4", "--tokens", help="Estimate missing token counts: chars4 | minilm | auto."),
+) -> None:
+    """Import your own recording (RouterBench-like) as a replay pool."""
+    from moagraph.pools.importers import import_jsonl, parse_field_map
+
+    try:
+        pool = import_jsonl(
+            file, models, out, queries_path=queries, name=name,
+            field_map=parse_field_map(field_map), tokens=tokens,
+        )
+    except ValueError as e:
+        raise _fail(e) from None
+    console.print(f"wrote pool [bold]{pool.name}[/] ({len(pool.models)} models) to {out}/pool.yaml")
+    show_pool(out)
+
+
+@import_app.command("alpaca-eval")
+def import_alpaca_cmd(
+    data_dir: Path = typer.Argument(..., help="The shared/data/alpaca_eval folder."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder for the pool."),
+    limit: int | None = typer.Option(None, "--limit", help="Keep only the first N instructions."),
+    exclude_closed: bool = typer.Option(False, "--exclude-closed", help="Leave out models of undisclosed size."),
+    tokens: str = typer.Option("auto", "--tokens", help="Token counting: auto | minilm | chars4."),
+) -> None:
+    """Import AlpacaEval 2.0 outputs with judge win probabilities as a routing pool."""
+    from moagraph.pools.importers import import_alpaca_eval
+
+    try:
+        with console.status("importing AlpacaEval outputs and labels"):
+            import_alpaca_eval(data_dir, out, limit=limit, include_closed=not exclude_closed, tokens=tokens)
+    except ValueError as e:
+        raise _fail(e) from None
+    console.print(f"wrote {out}/pool.yaml")
+    show_pool(out)
+
+
+def pool_table(pool_ref: str | Path) -> tuple[Table, list[dict[str, object]]]:
+    """The per-model table of a pool (replay stats where recordings exist) and its rows."""
+    from moagraph.models.cost import call_dollars, call_flops
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
+    from moagraph.pools.schema import read_records, summarize
+
+    pool = load_pool(resolve_pool(pool_ref))
+    recs_by_file: dict[Path, list] = {}
+    stats = {}
+    for m in pool.models:
+        if m.backend != "replay" or not m.replay:
+            continue
+        path = pool.resolve(m.replay)
+        if path not in recs_by_file:
+            recs_by_file[path] = read_records(path)
+        recorded = m.replay_model or m.name
+        s = summarize([r for r in recs_by_file[path] if r.model == recorded])
+        if s:
+            stats[m.name] = s[0]
+    all_recs = [r for rs in recs_by_file.values() for r in rs]
+    a = sum(r.prompt_tokens for r in all_recs) / len(all_recs) if all_recs else 0.0
+    b = sum(r.completion_tokens for r in all_recs) / len(all_recs) if all_recs else 0.0
+    smallest = pool.smallest()
+    unit = call_flops(smallest, a, b) if all_recs else 0.0
+    table = Table(title=f"pool {pool.name} ({pool.path})", title_justify="left")
+    for col, just in [
+        ("model", "left"), ("params B", "right"), ("backend", "left"), ("quality", "right"),
+        ("mean in tok", "right"), ("mean out tok", "right"), ("cost / call", "right"),
+        ("$ / 1k calls", "right"), ("latency s", "right"), ("queries", "right"), ("samples", "right"),
+    ]:
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    rows = []
+    for m in pool.models:
+        s = stats.get(m.name)
+        if s is None:
+            table.add_row(m.name, f"{m.params_b:g}", m.backend, *["-"] * 8)
+            continue
+        cost = call_flops(m, s.mean_prompt_tokens, s.mean_completion_tokens) / unit if unit else 0.0
+        dollars = 1000 * call_dollars(m, s.mean_prompt_tokens, s.mean_completion_tokens)
+        q = "-" if s.score_mean is None else f"{s.score_mean:.3f}"
+        table.add_row(
+            m.name, f"{m.params_b:g}", m.backend, q, f"{s.mean_prompt_tokens:.0f}",
+            f"{s.mean_completion_tokens:.0f}", f"{cost:.2f}", f"{dollars:.2f}", f"{s.mean_latency_s:.2f}",
+            str(s.n_queries), str(s.n_samples),
+        )
+        rows.append({"model": m.name, "params_b": m.params_b, "quality": s.score_mean, "cost": cost,
+                     "tokens_out": s.mean_completion_tokens, "n_queries": s.n_queries, "n_samples": s.n_samples})
+    table.caption = (
+        "quality = mean score (accuracy, or judge win rate); cost = FLOPs of one call at the model's mean "
+        f"tokens / one call of {smallest.name} at the pool's mean tokens ({a:.0f} in, {b:.0f} out)"
+    )
+    return table, rows
+
+
+def show_pool(pool_ref: str | Path, plot: Path | None = None) -> None:
+    table, rows = pool_table(pool_ref)
+    console.print(table)
+    if plot is not None and rows:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        pts = [r for r in rows if r["quality"] is not None]
+        ax.scatter([r["cost"] for r in pts], [r["quality"] for r in pts])
+        for r in pts:
+            ax.annotate(str(r["model"]), (r["cost"], r["quality"]), fontsize=7)  # type: ignore[arg-type]
+        ax.set_xscale("log")
+        ax.set_xlabel("cost per call (normalised FLOPs)")
+        ax.set_ylabel("quality (accuracy / win rate)")
+        ax.set_title(table.title or "pool")
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+        console.print(f"plot: {plot}")
+
+
+@pool_app.command("show")
+def show_cmd(
+    pool: str = typer.Argument(..., help="Pool file, folder holding pool.yaml, or bundled pool name."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also save quality vs cost as PNG."),
+) -> None:
+    """Per-model quality, tokens, cost, queries and samples of a pool."""
+    try:
+        show_pool(pool, plot)
+    except ValueError as e:
+        raise _fail(e) from None
+
+
+@app.command("record")
+def record_cmd(
+    pool: str = typer.Option("local", "--pool", help="Live pool (file, folder or bundled name)."),
+    task: str = typer.Option(..., "--task", help="Task name, e.g. gsm8k, math."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder (resumes if it holds a recording)."),
+    n: int | None = typer.Option(None, "--n", help="Queries (seeded sample of the split); default all."),
+    samples: int = typer.Option(4, "--samples", help="Samples per model and query."),
+    split: str = typer.Option("test", "--split"),
+    seed: int = typer.Option(0, "--seed", help="Base seed; sample k uses seed+k."),
+    temperature: float = typer.Option(0.7, "--temperature", help="> 0 so samples differ."),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    max_tokens: int = typer.Option(192, "--max-tokens"),
+    concurrency: int = typer.Option(4, "--concurrency", help="Calls in flight (per-model limits also apply)."),
+    models: list[str] = typer.Option([], "--model", help="Record only these pool models (repeatable)."),
+    name: str | None = typer.Option(None, "--name", help="Pool name (default: folder name)."),
+) -> None:
+    """Run every model of a live pool on a task and write a replay pool (resumable)."""
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
+    from moagraph.pools.record import RecordSettings, record_pool
+    from moagraph.tasks.registry import get_task
+
+    try:
+        settings = RecordSettings(
+            task=task, split=split, n=n, seed=seed, samples=samples, temperature=temperature,
+            top_p=top_p, max_tokens=max_tokens, concurrency=concurrency, models=models or None,
+        )
+        live = load_pool(resolve_pool(pool))
+        t = get_task(task)
+        result = asyncio.run(record_pool(live, t, out, settings, pool_name=name))
+    except ValueError as e:
+        raise _fail(e) from None
+    console.print(
+        f"recorded {result.new_records} new calls ({result.skipped} already done), "
+        f"{result.total_records} in all; wall time {result.wall_s:.0f} s -> {out}/pool.yaml"
+    )
+    show_pool(out)

@@ -1,1 +1,117 @@
-"""Commands registered on `moagraph.cli.app` (filled in by its owner)."""
+"""`moagraph serve`: graphs and routers behind an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moagraph.cli import app
+
+console = Console()
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"{option} {v!r}: expected NAME=PATH, e.g. {option} math=best.yaml")
+        if name in out:
+            raise ValueError(f"{option}: the name {name!r} is given twice; served names must be unique")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def build_app(
+    pool: str,
+    graphs: list[str],
+    routers: list[str],
+    *,
+    router_kind: str = "routemoa",
+    cache: Path | None = None,
+    config: Any,
+) -> Any:
+    """Everything `serve` does before uvicorn starts (tests call it directly)."""
+    from moagraph.graph.spec import Graph
+    from moagraph.models.runtime import PoolRuntime
+    from moagraph.pools import resolve_pool
+    from moagraph.serve.app import create_app
+    from moagraph.serve.runtime import ServeRuntime
+
+    graph_files = _pairs(graphs, "--graph")
+    router_files = _pairs(routers, "--router")
+    clash = set(graph_files) & set(router_files)
+    if clash:
+        raise ValueError(f"--graph and --router both use the name(s) {', '.join(sorted(clash))}")
+    runtime = ServeRuntime(PoolRuntime.from_path(resolve_pool(pool), cache))
+    served: dict[str, Any] = {}
+    for name, path in graph_files.items():
+        g = Graph.load(path)
+        served[name] = g if g.name else g.model_copy(update={"name": name})
+    for name, path in router_files.items():
+        from moagraph.route.base import load_router
+
+        served[name] = load_router(path, runtime, kind=router_kind)  # type: ignore[arg-type]
+    return create_app(runtime, served, config=config)
+
+
+@app.command("serve")
+def serve_cmd(
+    pool: str = typer.Option("local", "--pool", help="Pool file, or a bundled pool name."),
+    graph: list[str] = typer.Option([], "--graph", help="Serve a graph: NAME=graph.yaml (repeatable)."),
+    router: list[str] = typer.Option([], "--router", help="Serve a router: NAME=scorer file (repeatable)."),
+    router_kind: str = typer.Option("routemoa", "--router-kind", help="Router built on each --router file."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0: all)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", help="Require `Authorization: Bearer KEY` (default: $MOAGRAPH_API_KEY)."
+    ),
+    store: Path | None = typer.Option(None, "--store", help="SQLite file for request logs and traces."),
+    cache: Path | None = typer.Option(None, "--cache", help="SQLite call cache."),
+    task: str = typer.Option("chat", "--task", help="Task whose prompts and cost averages apply."),
+    budget_flops: float | None = typer.Option(
+        None, "--budget-flops", help="Refuse requests whose estimated cost (normalised FLOPs) is higher."
+    ),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", help="max_tokens for requests that send none."
+    ),
+    grace: float = typer.Option(30.0, "--grace", help="Seconds in-flight requests get on shutdown."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve graphs and routers as OpenAI chat models (/v1/models, /v1/chat/completions).
+
+    With no --graph/--router every pool model is served as a one-node graph.
+    """
+    import uvicorn
+
+    from moagraph.serve.config import ServeConfig
+
+    try:
+        config = ServeConfig.with_env(
+            host=host, port=port, api_key=api_key, store=store, task=task,
+            budget_flops=budget_flops, grace_s=grace, default_max_tokens=max_tokens,
+        )
+        fastapi_app = build_app(pool, graph, router, router_kind=router_kind, cache=cache, config=config)
+    except ValueError as e:
+        console.print(f"[red]Error: {e}[/]", highlight=False)
+        raise typer.Exit(2) from None
+
+    table = Table(title=f"moagraph serving on http://{host}:{port}/v1")
+    for col in ("model", "kind", "pool models", "width x depth", "est. FLOPs (norm.)"):
+        table.add_column(col)
+    for e in fastapi_app.state.served.values():
+        i = e.info
+        shape = f"{i.width} x {i.depth}" if i.width is not None else "-"
+        est = f"{i.estimated_flops_normalised:.3g}" if i.estimated_flops_normalised is not None else "-"
+        table.add_row(e.name, i.kind, ", ".join(i.models), shape, est)
+    console.print(table)
+    auth = "bearer key required" if config.api_key else "no auth (set --api-key or $MOAGRAPH_API_KEY)"
+    console.print(f"auth: {auth}; store: {config.store or 'none'}; budget: {config.budget_flops or 'none'}")
+    uvicorn.run(
+        fastapi_app, host=host, port=port, log_level=log_level,
+        timeout_graceful_shutdown=config.grace_s,
+    )

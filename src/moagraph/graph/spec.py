@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from moagraph.models.pool import Pool
 
 
 class Role(str, Enum):
@@ -22,6 +25,7 @@ class Role(str, Enum):
     FUSER = "fuser"  # fusion agent: synthesises its (assistant) inputs
     AGGREGATOR = "aggregator"  # MoA-style final synthesis
     VOTE = "vote"  # no LLM: majority over extracted answers
+    JUDGE = "judge"  # picks the best of its inputs; passes that input on unchanged
 
     @property
     def uses_llm(self) -> bool:
@@ -38,7 +42,9 @@ class Node(BaseModel):
     id: str
     role: Role = Role.ASSISTANT
     model: str | None = Field(None, description="Pool model name; none for a vote node.")
-    inputs: list[str] = Field(default_factory=list, description="Ids of the nodes feeding this one.")
+    inputs: list[str] = Field(
+        default_factory=list, description="Ids of the nodes feeding this one."
+    )
     temperature: float | None = None
     max_tokens: int | None = None
     sample_index: int | None = Field(
@@ -71,7 +77,132 @@ class Graph(BaseModel):
         return g
 
     def topological_order(self) -> list[str]:
-        return list(nx.topological_sort(self.to_networkx()))
+        """Deterministic topological order: ties broken by the order nodes are listed."""
+        pos = {n.id: i for i, n in enumerate(self.nodes)}
+        return list(nx.lexicographical_topological_sort(self.to_networkx(), key=pos.__getitem__))
+
+    def successors(self, node_id: str) -> list[str]:
+        return [n.id for n in self.nodes if node_id in n.inputs]
+
+    @property
+    def width(self) -> int:
+        """Largest topological generation: nodes whose longest path from a source has
+        the same length (vote nodes included). For layered graphs (MoA, parallel
+        votes) that is the widest layer; it is a lower bound of the largest antichain."""
+        return max((len(g) for g in nx.topological_generations(self.to_networkx())), default=0)
+
+    @property
+    def depth(self) -> int:
+        """Number of LLM nodes on the longest path (vote nodes count 0), i.e. how many
+        model calls a query waits for one after the other."""
+        best: dict[str, int] = {}
+        for nid in self.topological_order():
+            node = self.node(nid)
+            here = 1 if node.role.uses_llm else 0
+            best[nid] = here + max((best[i] for i in node.inputs), default=0)
+        return max(best.values(), default=0)
+
+    @property
+    def models_used(self) -> list[str]:
+        """Distinct pool models, in node order."""
+        return list(dict.fromkeys(n.model for n in self.nodes if n.model))
+
+    # --- validation ---------------------------------------------------------
+    def validate_structure(self) -> Graph:
+        """Check every rule that needs no pool; raise :class:`GraphError` naming the node
+        and the rule. Returns ``self`` so builders can chain it."""
+        return self.validate_against(None)
+
+    def validate_against(self, pool: Pool | None = None) -> Graph:
+        """Check the graph's rules (and, given a pool, that every model exists in it).
+
+        Not a pydantic validator on purpose: search code builds and trims graphs
+        step by step, and only the finished graph has to be valid.
+        """
+        where = f"graph {self.name!r}" if self.name else "graph"
+        if not self.nodes:
+            raise GraphError(f"{where}: `nodes` is empty; add at least one node")
+        ids: dict[str, Node] = {}
+        for n in self.nodes:
+            if not n.id:
+                raise GraphError(f"{where}: a node has an empty `id`; give every node a name")
+            if n.id in ids:
+                raise GraphError(
+                    f"{where}: node {n.id!r} appears twice (rule: unique ids); rename one"
+                )
+            ids[n.id] = n
+        for n in self.nodes:
+            for src in n.inputs:
+                if src not in ids:
+                    raise GraphError(
+                        f"{where}: node {n.id!r} has input {src!r}, which is not a node "
+                        f"(rule: inputs refer to existing nodes); known: {', '.join(ids)}"
+                    )
+            if len(set(n.inputs)) != len(n.inputs):
+                raise GraphError(f"{where}: node {n.id!r} lists the same input twice; list it once")
+            if n.id in n.inputs:
+                raise GraphError(f"{where}: node {n.id!r} feeds itself (rule: acyclic)")
+        if self.sink not in ids:
+            raise GraphError(
+                f"{where}: sink {self.sink!r} is not a node (rule: the sink must exist); "
+                f"set `sink:` to one of: {', '.join(ids)}"
+            )
+        g = self.to_networkx()
+        try:
+            cycle = nx.find_cycle(g)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            path = " -> ".join([e[0] for e in cycle] + [cycle[0][0]])
+            raise GraphError(f"{where}: nodes form a cycle {path} (rule: acyclic); remove one edge")
+        sinkless = [n for n in ids if n != self.sink and not nx.has_path(g, n, self.sink)]
+        if sinkless:
+            raise GraphError(
+                f"{where}: node(s) {', '.join(map(repr, sinkless))} never reach the sink {self.sink!r} "
+                "(rule: one sink, every node feeds it); connect them or remove them"
+            )
+        for n in self.nodes:
+            self._check_role(n, ids, where)
+        if pool is not None:
+            for n in self.nodes:
+                if n.model is not None and n.model not in pool:
+                    raise GraphError(
+                        f"{where}: node {n.id!r} uses model {n.model!r}, which is not in pool "
+                        f"{pool.name!r} (rule: models come from the pool); known: {', '.join(pool.names)}"
+                    )
+        return self
+
+    @staticmethod
+    def _check_role(n: Node, ids: dict[str, Node], where: str) -> None:
+        role = n.role
+        if role.uses_llm and not n.model:
+            raise GraphError(
+                f"{where}: node {n.id!r} has role {role.value} but no `model` (rule: LLM roles need a model)"
+            )
+        if role is Role.VOTE:
+            if n.model:
+                raise GraphError(
+                    f"{where}: node {n.id!r} is a vote node with model {n.model!r} (rule: vote uses no model); remove `model`"
+                )
+            if not n.inputs:
+                raise GraphError(
+                    f"{where}: vote node {n.id!r} has no inputs (rule: vote needs >= 1 input)"
+                )
+        if role is Role.FUSER and not any(ids[i].role is Role.ASSISTANT for i in n.inputs):
+            raise GraphError(
+                f"{where}: fuser node {n.id!r} has no assistant input (rule: a fuser needs >= 1 assistant input)"
+            )
+        if role in (Role.AGGREGATOR, Role.JUDGE) and not n.inputs:
+            raise GraphError(
+                f"{where}: {role.value} node {n.id!r} has no inputs (rule: {role.value} needs >= 1 input)"
+            )
+        if role not in (Role.ASSISTANT, Role.VOTE):
+            fusers = [i for i in n.inputs if ids[i].role is Role.FUSER]
+            if fusers:
+                raise GraphError(
+                    f"{where}: node {n.id!r} ({role.value}) is fed by fuser {fusers[0]!r} "
+                    "(rule: a node fed by a fuser must be an assistant)"
+                )
 
     def in_degree(self, node_id: str) -> int:
         return len(self.node(node_id).inputs)
@@ -94,19 +225,32 @@ class Graph(BaseModel):
         return p
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> Graph:
+    def from_dict(
+        cls, raw: dict[str, Any], source: str = "<dict>", *, validate: bool = True
+    ) -> Graph:
         try:
-            return cls.model_validate(raw)
+            graph = cls.model_validate(raw)
         except ValidationError as e:
             parts = [f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
             raise GraphError(f"invalid graph {source}: " + "; ".join(parts)) from None
+        return graph.validate_structure() if validate else graph
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "<yaml>") -> Graph:
+        raw = yaml.safe_load(text)
+        if not isinstance(raw, dict):
+            raise GraphError(f"graph {source} must hold a mapping with `nodes:` and `sink:`")
+        return cls.from_dict(raw, source)
 
     @classmethod
     def load(cls, path: str | Path) -> Graph:
         p = Path(path)
         if not p.exists():
             raise GraphError(f"graph file {p} does not exist")
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+        except yaml.YAMLError as e:
+            raise GraphError(f"graph file {p} is not valid YAML/JSON: {e}") from None
         if not isinstance(raw, dict):
             raise GraphError(f"graph file {p} must hold a mapping with `nodes:` and `sink:`")
         return cls.from_dict(raw, str(p))

@@ -65,6 +65,14 @@ class LLMRequest:
     def prompt_hash(self) -> str:
         return prompt_hash(self.messages)
 
+    def effective_seed(self) -> int:
+        """Seed for this sample: ``params.seed + sample_index`` (base 0).
+
+        Sample k of a prompt is then reproducible, and samples differ from each
+        other at temperature > 0 even when the caller gives one fixed seed.
+        """
+        return (self.params.seed if self.params.seed is not None else 0) + self.sample_index
+
 
 def prompt_hash(messages: tuple[ChatMessage, ...] | list[ChatMessage]) -> str:
     """Stable hash of a conversation (role + content only)."""
@@ -98,8 +106,21 @@ class BackendError(RuntimeError):
         self.retryable = retryable
 
 
+class BackendConfigError(BackendError, ValueError):
+    """The call cannot succeed as configured (bad key, model, URL, path).
+
+    Also a ``ValueError`` so the CLI prints it without a traceback: the user
+    fixes it in the pool file or the environment, not by retrying.
+    """
+
+
 class ReplayMiss(BackendError):
     """A strict replay pool has no recording for this request."""
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count (~4 characters a token) for endpoints that report no usage."""
+    return 0 if not text else max(1, round(len(text) / 4))
 
 
 @runtime_checkable

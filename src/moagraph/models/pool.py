@@ -56,6 +56,11 @@ class ModelSpec(BaseModel):
     max_retries: int = Field(4, ge=0)
     context_length: int = Field(8192, gt=0)
     n_threads: int | None = Field(None, description="llamacpp: CPU threads (default: all cores).")
+    prompt_format: Literal["auto", "chat", "completion"] = Field(
+        "auto",
+        description="llamacpp: 'chat' uses the GGUF chat template, 'completion' a plain "
+        "'Question: ...\\nAnswer:' prompt (base models); 'auto' picks chat when the GGUF has a template.",
+    )
     replay: str | None = Field(
         None, description="replay: path to the recorded JSONL(.gz), relative to the pool file."
     )

@@ -62,7 +62,8 @@ class PoolRuntime:
         self.cache = cache
         self._backends: dict[str, Backend] = dict(overrides or {})
         self._semaphores: dict[str, asyncio.Semaphore] = {}
-        self.calls = 0  # backend calls actually made (cache misses)
+        self.calls = 0  # backend calls actually made (cache misses, failures included)
+        self.cache_hits = 0  # calls answered by the cache
 
     @classmethod
     def from_path(cls, pool_path: str | Path, cache_path: str | Path | None = None) -> PoolRuntime:
@@ -108,18 +109,20 @@ class PoolRuntime:
         )
         backend = self.backend(model)
         key = None
-        if self.cache is not None:
+        # A replay backend is its own store: caching it would only duplicate the file.
+        if self.cache is not None and getattr(backend, "cacheable", True):
             from moagraph.models.cache import cache_key
 
             key = cache_key(backend.identity(spec), request)
             hit = self.cache.get(key)
             if hit is not None:
+                self.cache_hits += 1
                 await emit(on_token, hit.text)
                 return hit
         async with self._semaphore(spec):
+            self.calls += 1  # counted when made, so failed calls count too
             completion = await backend.complete(request, on_token)
-        self.calls += 1
-        if self.cache is not None and key is not None:
+        if key is not None and self.cache is not None:
             self.cache.put(key, completion)
         return completion
 

@@ -15,8 +15,18 @@ from moagraph.models.base import ChatMessage
 TaskKind = Literal["math", "choice", "code", "chat"]
 
 
-class TaskDataError(FileNotFoundError):
-    """The task's data file is missing; the message says where to put it."""
+class TaskDataError(FileNotFoundError, ValueError):
+    """The task's data file is missing; the message says where to put it.
+
+    Also a ``ValueError`` so the CLI prints it without a traceback."""
+
+
+class TaskError(ValueError):
+    """A user error about a task (unknown name or split, bad file); says how to fix it."""
+
+
+class NotGradableError(TaskError):
+    """This output cannot be graded without a judge or a recorded score."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class Task(ABC):
     avg_input_tokens: ClassVar[int]
     avg_output_tokens: ClassVar[int]
     system_prompt: ClassVar[str] = ""
+    gradable: ClassVar[bool] = True
+    """False for open-ended tasks (chat) that need a judge or a recorded score."""
 
     @abstractmethod
     def load(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Example]:
@@ -68,3 +80,7 @@ class Task(ABC):
     @abstractmethod
     def grade(self, text: str, example: Example) -> float:
         """Score in [0, 1] of a model's full output on ``example``."""
+
+    async def agrade(self, text: str, example: Example) -> float:
+        """Async :meth:`grade`; code tasks run their sandbox in a worker thread."""
+        return self.grade(text, example)

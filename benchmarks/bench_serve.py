@@ -1,0 +1,243 @@
+"""Load benchmark of `moagraph serve` on loopback with a zero-latency backend.
+
+What it measures: the server's own overhead (HTTP, validation, executor,
+trace, request log), since the backend answers instantly. The server runs in
+this process (uvicorn on 127.0.0.1, same settings as `moagraph serve`); the
+load comes from a SEPARATE client process (httpx async, N concurrent
+connections), so client work does not share the server's event loop.
+
+    .venv/bin/python benchmarks/bench_serve.py            # ~1 minute
+    .venv/bin/python benchmarks/bench_serve.py --quick    # a few seconds
+
+Reports requests/s and p50/p99 latency per scenario, and the latency the
+server adds over calling the executor in-process (p50 of a sequential HTTP
+round trip minus p50 of a direct ``GraphExecutor.run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+# --- client (runs in its own process) ------------------------------------------
+
+
+async def _client(url: str, model: str, n: int, conc: int, stream: bool, limit_s: float,
+                  key: str) -> dict[str, Any]:
+    import httpx
+
+    body = {"model": model, "stream": stream,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    headers = {"Authorization": f"Bearer {key}"}
+    lat: list[float] = []
+    errors = 0
+    todo = min(50, n)  # warm-up requests (connections, caches): not measured
+    deadline = time.perf_counter() + limit_s
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30, headers=headers) as c:
+        async def worker() -> None:
+            nonlocal todo, errors
+            while todo > 0 and time.perf_counter() < deadline:
+                todo -= 1
+                t = time.perf_counter()
+                if stream:
+                    async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                        data = b"".join([x async for x in r.aiter_bytes()])
+                    ok = r.status_code == 200 and data.rstrip().endswith(b"data: [DONE]")
+                else:
+                    r = await c.post("/v1/chat/completions", json=body)
+                    ok = r.status_code == 200
+                if ok:
+                    lat.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*[worker() for _ in range(min(conc, 2))])  # warm the connections
+        lat.clear()
+        errors = 0
+        todo = n
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(conc)])
+        elapsed = time.perf_counter() - t0
+    lat.sort()
+    q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan"))
+    return {"n": len(lat), "errors": errors, "elapsed_s": elapsed,
+            "rps": len(lat) / elapsed if elapsed else 0.0, "p50_ms": q(0.50) * 1e3,
+            "p99_ms": q(0.99) * 1e3}
+
+
+def client_main(argv: list[str]) -> None:
+    url, model, n, conc, stream, limit_s, key = argv
+    out = asyncio.run(_client(url, model, int(n), int(conc), stream == "1", float(limit_s), key))
+    print(json.dumps(out))
+
+
+# --- server side ----------------------------------------------------------------
+
+
+def _task() -> Any:
+    from moagraph.tasks.base import Example, Task
+
+    class OpenChat(Task):
+        name: ClassVar[str] = "chat"
+        kind: ClassVar[Any] = "chat"
+        avg_input_tokens: ClassVar[int] = 120
+        avg_output_tokens: ClassVar[int] = 200
+
+        def load(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Example]:
+            return []
+
+        def extract(self, text: str) -> Any:
+            return text
+
+        def grade(self, text: str, example: Example) -> float:
+            return 0.0
+
+    try:  # the real chat task when it is there: its prompts are what a user gets
+        from moagraph.tasks.registry import get_task
+
+        return get_task("chat")
+    except Exception:  # noqa: BLE001 - the benchmark measures the server, not the task
+        return OpenChat()
+
+
+def _graphs() -> dict[str, Any]:
+    from moagraph.graph.spec import Graph, Node, Role
+
+    return {
+        "solo": Graph(name="solo", sink="a", nodes=[Node(id="a", model="m1")]),
+        "moa3": Graph(name="moa3", sink="agg", nodes=[
+            Node(id="a", model="m1"), Node(id="b", model="m2"),
+            Node(id="agg", role=Role.AGGREGATOR, model="m2", inputs=["a", "b"]),
+        ]),
+    }
+
+
+async def _direct(runtime: Any, task: Any, graph: Any, n: int) -> float:
+    """p50 seconds of an in-process executor call: the floor the server adds to."""
+    from moagraph.graph.executor import GraphExecutor
+    from moagraph.serve.conversation import ConversationTask, to_example
+    from moagraph.serve.schemas import MessageIn
+
+    ex = GraphExecutor(runtime, ConversationTask(task))
+    msgs = [MessageIn(role="user", content="What is the capital of France?")]
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        await ex.run(graph, to_example(f"q{i}", msgs))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client_main(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="Few requests (smoke run).")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=4000, help="Per concurrent scenario.")
+    ap.add_argument("--limit-s", type=float, default=12.0, help="Time cap per scenario.")
+    ap.add_argument("--no-store", action="store_true", help="Run without the SQLite request log.")
+    args = ap.parse_args()
+    if args.quick:
+        args.requests, args.limit_s = 300, 4.0
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from moagraph.graph.testing import ScriptedBackend, fake_pool
+    from moagraph.models.runtime import PoolRuntime
+    from moagraph.serve.app import create_app
+    from moagraph.serve.config import ServeConfig
+    from moagraph.serve.testing import ServerThread
+
+    console = Console()
+    pool = fake_pool("m1", "m2", max_concurrency=10_000)
+    backend = ScriptedBackend(respond=lambda r: "Paris is the capital of France.", record=False)
+    overrides = {m: backend for m in pool.names}
+    task = _task()
+    graphs = _graphs()
+
+    direct = {name: asyncio.run(_direct(PoolRuntime(pool, overrides=overrides), task, g, 300))
+              for name, g in graphs.items()}
+
+    key = "bench-key"
+    with tempfile.TemporaryDirectory() as tmp:
+        store = None if args.no_store else Path(tmp) / "serve.sqlite"
+        config = ServeConfig(api_key=key, store=store)
+        app = create_app(PoolRuntime(pool, overrides=overrides), graphs, config=config, task=task)
+        scenarios = [  # (label, model, concurrency, stream, requests)
+            ("sequential (added latency)", "solo", 1, False, min(args.requests, 1000)),
+            ("solo graph", "solo", args.concurrency, False, args.requests),
+            ("solo graph, streaming", "solo", args.concurrency, True, args.requests),
+            ("3-node MoA graph", "moa3", args.concurrency, False, args.requests),
+        ]
+        results = []
+        with ServerThread(app) as srv, Progress(console=console, transient=True) as prog:
+            bar = prog.add_task("load", total=len(scenarios))
+            for label, model, conc, stream, n in scenarios:
+                prog.update(bar, description=f"{label} (c={conc})")
+                cmd = [sys.executable, __file__, "--client", srv.base_url, model, str(n), str(conc),
+                       "1" if stream else "0", str(args.limit_s), key]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                     env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                results.append((label, model, conc, stream, json.loads(out.stdout)))
+                prog.advance(bar)
+            rows_logged = None
+        if store is not None:
+            from moagraph.serve.log import read_rows
+
+            rows_logged = len(read_rows(store))
+
+    loop_impl = "uvloop" if _has("uvloop") else "asyncio"
+    http_impl = "httptools" if _has("httptools") else "h11"
+    table = Table(title=f"moagraph serve on loopback, zero-latency backend "
+                        f"({os.cpu_count()} cores, {loop_impl} + {http_impl}, "
+                        f"store {'on' if store else 'off'}, uvicorn {_ver('uvicorn')})")
+    for col in ("scenario", "model", "conc.", "requests", "errors", "req/s", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right" if col not in ("scenario", "model") else "left")
+    for label, model, conc, stream, r in results:
+        table.add_row(label, model, str(conc), str(r["n"]), str(r["errors"]), f"{r['rps']:.0f}",
+                      f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
+    console.print(table)
+
+    seq = results[0][4]
+    t2 = Table(title="latency the server adds over an in-process executor call (p50)")
+    for col in ("graph", "in-process ms", "HTTP round trip ms", "added ms"):
+        t2.add_column(col, justify="right" if col != "graph" else "left")
+    t2.add_row("solo", f"{direct['solo'] * 1e3:.3f}", f"{seq['p50_ms']:.3f}",
+               f"{seq['p50_ms'] - direct['solo'] * 1e3:.3f}")
+    console.print(t2)
+    console.print(f"in-process p50, moa3: {direct['moa3'] * 1e3:.3f} ms")
+    if rows_logged is not None:
+        console.print(f"request rows written to SQLite: {rows_logged}")
+    best = max(r["rps"] for *_, r in results[1:])
+    goal = "met" if best >= 500 else "NOT met"
+    console.print(f"goal >= 500 req/s on loopback: {goal} (best {best:.0f} req/s)")
+
+
+def _has(mod: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def _ver(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Evaluate a policy on a task: concurrent queries, graded, stored as they finish.
+
+Each finished query is committed to the :class:`~moagraph.store.RunStore`
+before the next result is awaited, so ``resume=True`` continues a killed
+run without calling the model again for any query it already finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from moagraph.graph.executor import BudgetExceeded
+from moagraph.graph.trace import Policy, Trace
+from moagraph.store import ResultRow, RunStore
+from moagraph.tasks.base import Example, Task
+
+__all__ = ["EvalReport", "aevaluate", "evaluate", "grade_trace", "report_table", "wilson_interval"]
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval; well-behaved at p = 0 or 1 and for small n,
+    which is where our sample-split evaluations live."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass
+class EvalReport:
+    policy: str
+    task: str
+    run_id: str | None
+    n: int
+    accuracy: float | None
+    ci_low: float | None
+    ci_high: float | None
+    mean_flops: float
+    mean_flops_norm: float | None
+    mean_dollars: float
+    mean_latency_s: float  # critical path
+    mean_wall_s: float
+    errors: int
+    cache_hits: int
+    resumed: int  # results taken from the store instead of recomputed
+    elapsed_s: float
+    rows: list[ResultRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> Table:
+        """Metric/value table for one report (fits a terminal; see :func:`report_table`)."""
+        t = Table(
+            title=f"{self.policy} on {self.task}" + (f" (run {self.run_id})" if self.run_id else "")
+        )
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        acc = (
+            "n/a (ungraded)"
+            if self.accuracy is None
+            else f"{self.accuracy:.3f}  95% CI [{self.ci_low:.3f}, {self.ci_high:.3f}]"
+        )
+        for k, v in [
+            (
+                "queries",
+                f"{self.n}" + (f" ({self.resumed} from the store)" if self.resumed else ""),
+            ),
+            ("accuracy", acc),
+            (
+                "mean FLOPs (normalised)",
+                "n/a" if self.mean_flops_norm is None else f"{self.mean_flops_norm:.4g}",
+            ),
+            ("mean FLOPs (absolute)", f"{self.mean_flops:.4g}"),
+            ("mean $ / query", f"{self.mean_dollars:.4g}"),
+            ("mean latency s (critical path)", f"{self.mean_latency_s:.3f}"),
+            ("mean wall s / query", f"{self.mean_wall_s:.3f}"),
+            ("errors", str(self.errors)),
+            ("cache hits (calls)", str(self.cache_hits)),
+            ("elapsed s", f"{self.elapsed_s:.1f}"),
+        ]:
+            t.add_row(k, v)
+        return t
+
+
+def report_table(reports: Sequence[EvalReport], title: str = "Evaluation") -> Table:
+    """One row per report: what people compare (accuracy vs cost vs latency)."""
+    t = Table(title=title)
+    for col, just in [
+        ("policy", "left"),
+        ("task", "left"),
+        ("n", "right"),
+        ("accuracy (95% CI)", "right"),
+        ("FLOPs (norm)", "right"),
+        ("FLOPs", "right"),
+        ("$ / query", "right"),
+        ("latency s", "right"),
+        ("wall s", "right"),
+        ("errors", "right"),
+        ("cache hits", "right"),
+    ]:
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in reports:
+        acc = (
+            "n/a (ungraded)"
+            if r.accuracy is None
+            else f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+        )
+        t.add_row(
+            r.policy,
+            r.task,
+            str(r.n),
+            acc,
+            "n/a" if r.mean_flops_norm is None else f"{r.mean_flops_norm:.3g}",
+            f"{r.mean_flops:.3g}",
+            f"{r.mean_dollars:.3g}",
+            f"{r.mean_latency_s:.3g}",
+            f"{r.mean_wall_s:.3g}",
+            str(r.errors),
+            str(r.cache_hits),
+        )
+    return t
+
+
+async def grade_trace(task: Task, trace: Trace, example: Example) -> float | None:
+    """Score a trace: 0 on error; a replayed score for chat tasks; else ``task.grade``.
+
+    Tasks with ``gradable = False`` (open chat with no judge) score only from a
+    replayed judge score, else None.
+    """
+    if trace.error is not None:
+        return 0.0
+    replayed = trace.meta.get("sink_score")
+    if getattr(task, "kind", None) == "chat" and replayed is not None:
+        return float(replayed)
+    if getattr(task, "gradable", True) is False:
+        return None if replayed is None else float(replayed)
+    agrade = getattr(task, "agrade", None)  # tasks decide what runs off the loop (code sandboxes)
+    if agrade is not None:
+        return float(await agrade(trace.output, example))
+    return float(task.grade(trace.output, example))
+
+
+async def aevaluate(
+    policy: Policy,
+    task: Task,
+    examples: Sequence[Example],
+    *,
+    store: RunStore | None = None,
+    run_id: str | None = None,
+    resume: bool = False,
+    concurrency: int = 8,
+    progress: bool = True,
+    unit_flops: float | None = None,
+    config: dict[str, Any] | None = None,
+    retry_errors: bool = False,
+) -> EvalReport:
+    """Async :func:`evaluate`, for callers already inside an event loop (search, server)."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency={concurrency}: must be >= 1")
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        raise ValueError("examples: ids must be unique (the store keys results by example id)")
+    unit = unit_flops if unit_flops is not None else getattr(policy, "unit_flops", None)
+    t0 = time.perf_counter()
+    if store is not None:
+        run_id = run_id or f"{policy.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = {"policy": policy.name, "task": task.name, "n": len(examples), **(config or {})}
+        store.create_run(run_id, cfg, resume=resume)
+    elif resume:
+        raise ValueError("resume=True needs a store (pass --store PATH)")
+    skip = (
+        store.finished_ids(run_id, include_errors=not retry_errors) if store and resume else set()
+    )  # type: ignore[arg-type]
+    todo = [ex for ex in examples if ex.id not in skip]
+    mem_rows: dict[str, ResultRow] = {}
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(ex: Example) -> None:
+        async with sem:
+            try:
+                trace = await policy.answer(ex, task)
+            except BudgetExceeded:
+                raise
+            except Exception as e:  # noqa: BLE001 - a failed query is a result, not a crash
+                trace = Trace(query_id=ex.id, policy=policy.name, error=f"{type(e).__name__}: {e}")
+            try:
+                trace.score = await grade_trace(task, trace, ex)
+            except Exception as e:  # noqa: BLE001
+                trace.score, trace.error = 0.0, f"grading failed: {type(e).__name__}: {e}"
+        fn = trace.flops / unit if unit else None
+        if store is not None:
+            store.add_result(run_id, trace, flops_norm=fn)  # type: ignore[arg-type]
+        mem_rows[ex.id] = ResultRow(
+            ex.id,
+            trace.score,
+            trace.flops,
+            fn,
+            trace.dollars,
+            trace.latency_s,
+            trace.wall_s,
+            trace.cache_hits,
+            trace.error,
+        )
+
+    status = "interrupted"
+    prog = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=False,
+    )
+    try:
+        with prog:
+            bar = prog.add_task(
+                f"{policy.name} on {task.name}",
+                total=len(examples),
+                completed=len(examples) - len(todo),
+            )
+            pending = [asyncio.create_task(one(ex)) for ex in todo]
+            try:
+                for fut in asyncio.as_completed(pending):
+                    await fut
+                    prog.advance(bar)
+            finally:
+                for p in pending:
+                    p.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        status = "done"
+    finally:
+        if store is not None:
+            store.set_status(run_id, status)  # type: ignore[arg-type]
+    if store is not None:
+        wanted = set(ids)
+        rows = [r for r in store.results(run_id) if r.example_id in wanted]  # type: ignore[arg-type]
+    else:
+        rows = [mem_rows[i] for i in ids if i in mem_rows]
+    return _summarise(
+        policy.name, task.name, run_id, rows, len(examples) - len(todo), time.perf_counter() - t0
+    )
+
+
+def _summarise(
+    policy: str, task: str, run_id: str | None, rows: list[ResultRow], resumed: int, elapsed: float
+) -> EvalReport:
+    n = len(rows)
+    scored = [r.score for r in rows if r.score is not None]
+    acc = sum(scored) / len(scored) if scored else None
+    lo, hi = wilson_interval(sum(scored), len(scored)) if scored else (None, None)
+    norm = [r.flops_norm for r in rows if r.flops_norm is not None]
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else 0.0
+
+    return EvalReport(
+        policy=policy,
+        task=task,
+        run_id=run_id,
+        n=n,
+        accuracy=acc,
+        ci_low=lo,
+        ci_high=hi,
+        mean_flops=mean([r.flops for r in rows]),
+        mean_flops_norm=mean(norm) if norm and len(norm) == n else None,
+        mean_dollars=mean([r.dollars for r in rows]),
+        mean_latency_s=mean([r.latency_s for r in rows]),
+        mean_wall_s=mean([r.wall_s for r in rows]),
+        errors=sum(1 for r in rows if r.error is not None),
+        cache_hits=sum(r.cache_hits for r in rows),
+        resumed=resumed,
+        elapsed_s=elapsed,
+        rows=rows,
+    )
+
+
+def evaluate(policy: Policy, task: Task, examples: Sequence[Example], **kwargs: Any) -> EvalReport:
+    """Evaluate ``policy`` on ``examples`` (blocking). See :func:`aevaluate` for the arguments."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(aevaluate(policy, task, examples, **kwargs))
+    raise RuntimeError("evaluate() called inside a running event loop; use `await aevaluate(...)`")

@@ -1,0 +1,387 @@
+"""Record a replay pool: run every model of a live pool on a task, several samples each.
+
+Why: graph search and router training evaluate thousands of calls; with a
+recording (S samples per model and query) vote graphs and first-layer nodes
+replay exactly and for free. Every call goes through
+:meth:`PoolRuntime.complete`, so a local GGUF model and any OpenAI-compatible
+endpoint record the same way.
+
+Recording is append-only: each finished (model, query, sample) is one line
+in ``records.partial.jsonl``, flushed and fsynced, so a killed recording
+loses at most the call in flight and a rerun skips what is done. Finishing
+merges everything into ``records.jsonl.gz`` and writes ``pool.yaml``
+(``backend: replay``), ``queries.jsonl``, ``summary.json`` and ``README.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from moagraph.models.base import SamplingParams, prompt_hash
+from moagraph.models.pool import ModelSpec, Pool
+from moagraph.models.runtime import PoolRuntime
+from moagraph.pools.importers import write_pool_dir
+from moagraph.pools.schema import (
+    QUERIES_FILE,
+    RECORDS_FILE,
+    ModelSummary,
+    QueryRecord,
+    ReplayRecord,
+    read_records,
+    write_jsonl,
+)
+from moagraph.tasks.base import Example, Task
+
+PARTIAL_FILE = "records.partial.jsonl"
+STATE_FILE = "record_state.json"
+
+
+class RecordSettingsError(ValueError):
+    """A recording option is invalid; the message names the option."""
+
+
+class RecordSettings(BaseModel):
+    """What to record. Stored in summary.json so a pool says how it was made."""
+
+    task: str
+    split: str = "test"
+    n: int | None = Field(None, description="Number of queries (seeded sample); None = all.")
+    seed: int = 0
+    samples: int = Field(4, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(192, gt=0)
+    concurrency: int = Field(4, gt=0)
+    models: list[str] | None = Field(None, description="Subset of the pool's models; None = all.")
+
+
+@dataclass
+class RecordResult:
+    out_dir: Path
+    pool: Pool
+    new_records: int
+    skipped: int
+    total_records: int
+    wall_s: float
+    models: list[ModelSummary]
+
+
+def _reference_json(ref: Any) -> Any:
+    try:
+        json.dumps(ref)
+        return ref
+    except TypeError:
+        return str(ref)
+
+
+def _load_done(out: Path) -> list[ReplayRecord]:
+    """Records already made (finished pool + partial appends), repairing a cut last line."""
+    done: list[ReplayRecord] = []
+    final = out / RECORDS_FILE
+    if final.exists():
+        done.extend(read_records(final))
+    partial = out / PARTIAL_FILE
+    if partial.exists():
+        recs = read_records(partial, tolerate_truncated_tail=True)
+        # Rewrite so the next append starts on a fresh line even if the last was cut short.
+        tmp = partial.with_name(partial.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for r in recs:
+                fh.write(r.model_dump_json(exclude_none=True) + "\n")
+        tmp.replace(partial)
+        done.extend(recs)
+    dedup: dict[tuple[str, str, int], ReplayRecord] = {}
+    for r in done:
+        dedup.setdefault(r.key, r)
+    return list(dedup.values())
+
+
+def _read_state(out: Path) -> dict[str, Any]:
+    p = out / STATE_FILE
+    if p.exists():
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def _write_state(out: Path, state: dict[str, Any]) -> None:
+    tmp = out / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(out / STATE_FILE)
+
+
+def replay_spec(spec: ModelSpec) -> ModelSpec:
+    """The replay twin of a live model: same size and prices, recorded provenance in extra."""
+    live = {"backend": spec.backend, "model": spec.endpoint_model}
+    if spec.base_url:
+        live["base_url"] = spec.base_url
+    return spec.model_copy(
+        update={
+            "backend": "replay",
+            "replay": RECORDS_FILE,
+            "model": "",
+            "base_url": None,
+            "api_key_env": None,
+            "extra": {**spec.extra, "recorded_from": live},
+        }
+    )
+
+
+ProgressFactory = Callable[[int, int], Any]
+
+
+async def record_pool(
+    pool: Pool,
+    task: Task,
+    out_dir: str | Path,
+    settings: RecordSettings,
+    *,
+    runtime: PoolRuntime | None = None,
+    show_progress: bool = True,
+    pool_name: str | None = None,
+) -> RecordResult:
+    """Record (or resume recording) ``settings.samples`` samples of every model on the task."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = settings.models or pool.names
+    for m in names:
+        if m not in pool:
+            raise RecordSettingsError(
+                f"--models: {m!r} is not in pool {pool.name!r}; known: {', '.join(pool.names)}"
+            )
+    if any(pool[m].backend == "replay" for m in names):
+        bad = [m for m in names if pool[m].backend == "replay"]
+        raise RecordSettingsError(
+            f"--pool: models {', '.join(bad)} already replay a recording; record from a live pool "
+            "(backend openai or llamacpp)"
+        )
+    examples: list[Example] = task.load(settings.split, settings.n, settings.seed)
+    if not examples:
+        raise RecordSettingsError(f"--task {settings.task}: split {settings.split!r} has no examples")
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        raise RecordSettingsError(f"--task {settings.task}: example ids are not unique")
+
+    state = _read_state(out)
+    prev = state.get("settings")
+    if prev is not None:
+        for k in ("task", "split", "temperature", "top_p", "max_tokens"):
+            if prev.get(k) != getattr(settings, k):
+                raise RecordSettingsError(
+                    f"--{k.replace('_', '-')}: {out} was recorded with {k}={prev.get(k)!r}; "
+                    f"resume with the same value or record into a new folder"
+                )
+    queries = [
+        QueryRecord(query_id=ex.id, question=ex.question, reference=_reference_json(ex.reference), task=task.name)
+        for ex in examples
+    ]
+    # Merge with queries recorded earlier (a resumed run may add more).
+    if (out / QUERIES_FILE).exists():
+        from moagraph.pools.schema import read_queries
+
+        old = {q.query_id: q for q in read_queries(out / QUERIES_FILE)}
+        for q in queries:
+            old.setdefault(q.query_id, q)
+        queries = list(old.values())
+    write_jsonl(out / QUERIES_FILE, queries)
+
+    done = _load_done(out)
+    done_keys = {r.key for r in done}
+    jobs = [
+        (m, ex, s)
+        for ex in examples
+        for m in names
+        for s in range(settings.samples)
+        if (m, ex.id, s) not in done_keys
+    ]
+    skipped = len(examples) * len(names) * settings.samples - len(jobs)
+    params = SamplingParams(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_tokens=settings.max_tokens,
+        seed=settings.seed,
+    )
+    own_runtime = runtime is None
+    rt = runtime or PoolRuntime(pool)
+    wall_before = float(state.get("wall_s", 0.0))
+    _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_before})
+    t0 = time.perf_counter()
+    partial = open(out / PARTIAL_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    sem = asyncio.Semaphore(settings.concurrency)
+    new: list[ReplayRecord] = []
+    scores: dict[str, list[float]] = {m: [r.score for r in done if r.model == m and r.score is not None] for m in names}  # type: ignore[misc]
+
+    progress = None
+    bar = None
+    if show_progress and jobs:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        progress = Progress(
+            TextColumn("[bold]record[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        progress.start()
+        bar = progress.add_task(f"{settings.task}", total=len(jobs))
+
+    async def one(model: str, ex: Example, s: int) -> None:
+        async with sem:
+            messages = task.prompt(ex)
+            c = await rt.complete(model, messages, params, sample_index=s, query_id=ex.id)
+        score = float(task.grade(c.text, ex))
+        rec = ReplayRecord(
+            model=model,
+            query_id=ex.id,
+            sample=s,
+            text=c.text,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            latency_s=round(c.latency_s, 4),
+            score=min(1.0, max(0.0, score)),
+            task=task.name,
+            prompt_hash=prompt_hash(messages),
+            meta={"finish_reason": c.finish_reason, "seed": settings.seed + s},
+        )
+        partial.write(rec.model_dump_json(exclude_none=True) + "\n")
+        partial.flush()
+        os.fsync(partial.fileno())
+        new.append(rec)
+        scores[model].append(rec.score or 0.0)
+        _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_before + time.perf_counter() - t0})
+        if progress is not None and bar is not None:
+            acc = " ".join(
+                f"{m}={sum(v) / len(v):.2f}" for m, v in scores.items() if v
+            )
+            progress.update(bar, advance=1, description=f"{settings.task} acc {acc}")
+
+    try:
+        # Queries in order: an interrupted recording holds whole queries first.
+        await asyncio.gather(*(one(m, ex, s) for m, ex, s in jobs))
+    finally:
+        partial.close()
+        if progress is not None:
+            progress.stop()
+        if own_runtime:
+            await rt.aclose()
+    wall_s = wall_before + time.perf_counter() - t0
+    _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_s})
+    result_pool = finalize_pool(
+        out,
+        [pool[m] for m in names],
+        settings,
+        wall_s=wall_s,
+        name=pool_name or out.name,
+        task=task,
+    )
+    from moagraph.pools.schema import SUMMARY_FILE, PoolSummary
+
+    summary = PoolSummary.model_validate_json((out / SUMMARY_FILE).read_text())
+    return RecordResult(
+        out_dir=out,
+        pool=result_pool,
+        new_records=len(new),
+        skipped=skipped,
+        total_records=sum(m.n_records for m in summary.models),
+        wall_s=wall_s,
+        models=summary.models,
+    )
+
+
+def finalize_pool(
+    out: Path,
+    live_models: list[ModelSpec],
+    settings: RecordSettings,
+    *,
+    wall_s: float | None,
+    name: str,
+    task: Task | None = None,
+    extra_readme: str = "",
+) -> Pool:
+    """Merge partial appends into records.jsonl.gz and write pool.yaml, summary and README.
+
+    Records without a score are graded with ``task`` if given.
+    """
+    from moagraph.pools.schema import read_queries
+
+    records = _load_done(out)
+    queries = read_queries(out / QUERIES_FILE) if (out / QUERIES_FILE).exists() else None
+    if task is not None and queries is not None and any(r.score is None for r in records):
+        by_id = {q.query_id: q for q in queries}
+        regraded = []
+        for r in records:
+            if r.score is None and r.query_id in by_id:
+                q = by_id[r.query_id]
+                ex = Example(id=q.query_id, question=q.question, reference=q.reference)
+                r = r.model_copy(update={"score": min(1.0, max(0.0, float(task.grade(r.text, ex))))})
+            regraded.append(r)
+        records = regraded
+    order = {m.name: i for i, m in enumerate(live_models)}
+    qorder = {q.query_id: i for i, q in enumerate(queries or [])}
+    records.sort(key=lambda r: (order.get(r.model, 1 << 30), qorder.get(r.query_id, 1 << 30), r.query_id, r.sample))
+    specs = [replay_spec(m) for m in live_models if m.name in {r.model for r in records}]
+    pool = write_pool_dir(
+        out,
+        name=name,
+        description=(
+            f"Recorded with `moagraph record` on {settings.task} ({settings.split}), "
+            f"{settings.samples} samples per model and query, temperature {settings.temperature}, "
+            f"max_tokens {settings.max_tokens}."
+        ),
+        models=specs,
+        records=records,
+        queries=queries,
+        source="moagraph record",
+        task=settings.task,
+        settings=settings.model_dump(),
+        wall_s=wall_s,
+    )
+    partial = out / PARTIAL_FILE
+    if partial.exists():
+        partial.unlink()
+    from moagraph.pools.schema import SUMMARY_FILE, PoolSummary
+
+    summary = PoolSummary.model_validate_json((out / SUMMARY_FILE).read_text())
+    (out / "README.md").write_text(_readme(name, settings, summary, specs, extra_readme), encoding="utf-8")
+    return pool
+
+
+def _readme(name: str, settings: RecordSettings, summary: PoolSummary, specs: list[ModelSpec], extra: str) -> str:
+    rows = []
+    for m in summary.models:
+        acc = "-" if m.score_mean is None else f"{m.score_mean:.3f}"
+        rows.append(
+            f"| {m.model} | {m.n_queries} | {m.n_samples} | {acc} | {m.mean_prompt_tokens:.0f} | "
+            f"{m.mean_completion_tokens:.0f} | {m.mean_latency_s:.2f} |"
+        )
+    live = "\n".join(
+        f"- `{s.name}`: {s.extra.get('recorded_from', {})} ({s.params_b:g}B params, {s.layers} layers, "
+        f"hidden {s.hidden_size})"
+        for s in specs
+    )
+    wall = "unknown" if summary.wall_s is None else f"{summary.wall_s:.0f} s ({summary.wall_s / 60:.1f} min)"
+    return f"""# {name} replay pool
+
+Recorded with `moagraph record --task {settings.task} --split {settings.split} --n {settings.n} \
+--samples {settings.samples} --seed {settings.seed} --temperature {settings.temperature} \
+--max-tokens {settings.max_tokens}`. Sample k uses seed {settings.seed}+k. `score` is the task
+grader's verdict (1 correct, 0 wrong). Recording wall time: {wall} (all models, this machine).
+
+Models (live source):
+{live}
+
+| model | queries | samples | accuracy | mean prompt tok | mean completion tok | mean latency s |
+|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n" + (f"\n{extra}\n" if extra else "")

@@ -1,0 +1,210 @@
+"""Baselines RouteMoA is measured against, run by the same layered runner.
+
+All share one shape: some models answer in layer 1, the same models refine
+for ``layers - 1`` more layers, an aggregator fuses (or not). They differ
+only in which models, chosen how:
+
+- ``dense``: every pool model (classic MoA), aggregator = best by training label;
+- ``sparse``: a fixed subset (given, or the k best by training label);
+- ``single``: the single best model by training label, one call;
+- ``random``: k random models per query (seeded by query id);
+- ``threshold``: weak model if the scorer predicts it is good enough, else strong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from moagraph.graph.prompts import aggregator_messages, refine_messages
+from moagraph.graph.trace import Trace
+from moagraph.models.base import SamplingParams
+from moagraph.models.cost import node_flops
+from moagraph.models.runtime import PoolRuntime
+from moagraph.route.base import RoutePlan, RouterError, register_router
+from moagraph.route.runner import Call, QueryRun, RouteBudget
+from moagraph.route.scorer import Scorer
+from moagraph.tasks.base import Example, Task
+
+
+class _LayeredBaseline:
+    """Fixed-shape MoA: subclasses only choose the models (``choose``)."""
+
+    kind = "baseline"
+
+    def __init__(
+        self,
+        runtime: PoolRuntime,
+        scorer: Scorer | None = None,
+        *,
+        layers: int = 2,
+        aggregate: bool = True,
+        n_inputs: int | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        stop: tuple[str, ...] = (),
+        max_flops_norm: float | None = None,
+        max_dollars: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        if layers < 1:
+            raise RouterError(f"layers={layers}: must be >= 1")
+        if scorer is not None:
+            scorer.check_pool(runtime.pool)
+        self.runtime = runtime
+        self.scorer = scorer
+        self.layers = layers
+        self.aggregate = aggregate
+        self.n_inputs = n_inputs
+        self.params = SamplingParams(temperature=temperature, max_tokens=max_tokens, stop=tuple(stop))
+        self.budget = RouteBudget(max_flops_norm, max_dollars)
+        self.name = name or self.kind
+
+    # helpers -------------------------------------------------------------
+    def prior(self) -> dict[str, float]:
+        """Training mean label per model (no scorer: all equal)."""
+        if self.scorer is None:
+            return {m: 0.0 for m in self.runtime.pool.names}
+        return self.scorer.prior_scores()
+
+    def by_prior(self, models: list[str] | None = None) -> list[str]:
+        p = self.prior()
+        ms = models if models is not None else self.runtime.pool.names
+        return sorted(ms, key=lambda m: (-p.get(m, 0.0), m))
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        """(layer-1 models in this policy's order of preference, aggregator)."""
+        raise NotImplementedError
+
+    def plan(self, example: Example, task: Task | None = None) -> RoutePlan:
+        ranked, agg = self.choose(example)
+        return RoutePlan(
+            layers=[list(ranked)] * self.layers,
+            aggregator=agg if self.aggregate else None,
+            ranked=list(ranked),
+            scores=self.prior(),
+        )
+
+    async def answer(self, example: Example, task: Task, on_token: Any = None) -> Trace:
+        plan = self.plan(example, task)
+        run = QueryRun(self.runtime, task, example, self.name, self.params, self.budget)
+        current: dict[str, str] = {}
+        nodes: dict[str, str] = {}
+        for layer, models in enumerate(plan.layers, 1):
+            if layer == 1:
+                calls = [Call(f"L1:{m}", "assistant", m, task.prompt(example), query_bound=True) for m in models]
+            else:
+                keep = [m for m in plan.ranked if m in current][: self.n_inputs]
+                msgs = refine_messages(task, example, [current[m] for m in keep])
+                calls = [Call(f"L{layer}:{m}", "assistant", m, msgs, inputs=[nodes[k] for k in keep]) for m in models]
+            res = await run.run_calls(calls)
+            got = {c.model: r for c, r in zip(calls, res) if r is not None and r.error is None}
+            if not got:
+                break
+            current = {m: r.output for m, r in got.items()}
+            nodes = {m: r.node_id for m, r in got.items()}
+        ranked_here = [m for m in plan.ranked if m in current]
+        output = current[ranked_here[0]] if ranked_here else ""
+        final = f"top answer ({ranked_here[0]})" if ranked_here else "none"
+        if ranked_here and plan.aggregator is not None and len(plan.ranked) > 1:
+            keep = ranked_here[: self.n_inputs]
+            msgs = aggregator_messages(task, example, [current[m] for m in keep])
+            (r,) = await run.run_calls(
+                [Call("aggregator", "aggregator", plan.aggregator, msgs, inputs=[nodes[m] for m in keep])]
+            )
+            if r is not None and r.error is None:
+                output, final = r.output, f"aggregator ({plan.aggregator})"
+        return run.finish(output, {"router": self.kind, "plan": plan.layers[0], "final": final,
+                                   "aggregator": plan.aggregator})
+
+
+@register_router("dense")
+class DenseMoA(_LayeredBaseline):
+    kind = "dense"
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        ranked = self.by_prior()
+        return ranked, ranked[0]
+
+
+@register_router("sparse")
+class SparseMoA(_LayeredBaseline):
+    kind = "sparse"
+
+    def __init__(self, runtime: PoolRuntime, scorer: Scorer | None = None, *,
+                 models: list[str] | None = None, k: int = 3, **kw: Any) -> None:
+        super().__init__(runtime, scorer, **kw)
+        if models:
+            unknown = [m for m in models if m not in runtime.pool]
+            if unknown:
+                raise RouterError(f"sparse models {unknown} are not in pool {runtime.pool.name!r}")
+        self.models = self.by_prior(list(models)) if models else self.by_prior()[:k]
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        return list(self.models), self.models[0]
+
+
+@register_router("single")
+class SingleBest(_LayeredBaseline):
+    kind = "single"
+
+    def __init__(self, runtime: PoolRuntime, scorer: Scorer | None = None, **kw: Any) -> None:
+        kw.setdefault("layers", 1)
+        kw.setdefault("aggregate", False)
+        super().__init__(runtime, scorer, **kw)
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        return [self.by_prior()[0]], None
+
+
+@register_router("random")
+class RandomK(_LayeredBaseline):
+    kind = "random"
+
+    def __init__(self, runtime: PoolRuntime, scorer: Scorer | None = None, *,
+                 k: int = 3, seed: int = 0, **kw: Any) -> None:
+        super().__init__(runtime, scorer, **kw)
+        if not 1 <= k <= len(runtime.pool.models):
+            raise RouterError(f"random k={k}: must be between 1 and {len(runtime.pool.models)}")
+        self.k, self.seed = k, seed
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        h = int(hashlib.sha256(f"{self.seed}:{example.id}".encode()).hexdigest()[:8], 16)
+        names = self.runtime.pool.names
+        picks = [names[i] for i in np.random.default_rng(h).choice(len(names), self.k, replace=False)]
+        return picks, picks[0]
+
+
+@register_router("threshold")
+class ThresholdRouter(_LayeredBaseline):
+    """RouteLLM-style binary router: the weak model when the scorer predicts its quality
+    >= ``cutoff``, else the strong one. Defaults: strong = best by training label; weak =
+    best by training label among the cheaper half of the pool."""
+
+    kind = "threshold"
+
+    def __init__(self, runtime: PoolRuntime, scorer: Scorer | None = None, *,
+                 cutoff: float = 0.5, strong: str | None = None, weak: str | None = None,
+                 **kw: Any) -> None:
+        if scorer is None:
+            raise RouterError("threshold router needs a trained scorer (--router FILE)")
+        kw.setdefault("layers", 1)
+        kw.setdefault("aggregate", False)
+        super().__init__(runtime, scorer, **kw)
+        pool = runtime.pool
+        ranked = self.by_prior()
+        cost = {m.name: node_flops(m, 0, 200, 300) for m in pool.models}
+        cheap = sorted(pool.names, key=lambda m: cost[m])[: max(1, len(pool.names) // 2)]
+        self.strong = strong or ranked[0]
+        self.weak = weak or next(m for m in ranked if m in cheap and m != self.strong)
+        for role, m in (("strong", self.strong), ("weak", self.weak)):
+            if m not in pool:
+                raise RouterError(f"threshold {role} model {m!r} is not in pool {pool.name!r}")
+        self.cutoff = cutoff
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        assert self.scorer is not None
+        s = self.scorer.scores(example.question)
+        return ([self.weak] if s[self.weak] >= self.cutoff else [self.strong]), None

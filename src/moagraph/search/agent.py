@@ -1,0 +1,355 @@
+"""The LLM agent of Agent-REINFORCE: prompts and a forgiving reply parser.
+
+Replies come from models of any size, including small base models that
+ramble, truncate, use single quotes or percentages. The parser takes the
+largest JSON object it can repair (fenced or in prose), falls back to
+``nX->nY: p`` patterns, clips numbers and ignores unknown keys. It never
+raises: a reply it cannot use yields ``AgentReply(ok=False)`` and the
+optimiser falls back to a REINFORCE step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from moagraph.graph.spec import Graph, Node, Role
+from moagraph.models.base import SamplingParams
+from moagraph.search.space import SearchSpace, finalize_graph
+
+
+class AgentLLM(Protocol):
+    """What the optimiser needs from an agent: text in, text out."""
+
+    async def __call__(self, prompt: str, attempt: int = 0) -> str: ...
+
+
+class RuntimeAgent:
+    """An agent backed by a pool model through ``PoolRuntime`` (so calls are cached).
+
+    The prompt is sent as one user message written as a plain completion
+    prompt that already opens the JSON reply; that also suits base models
+    without a chat template. A retry samples at a higher temperature.
+    """
+
+    def __init__(self, runtime: Any, model: str, max_tokens: int = 256) -> None:
+        self.runtime = runtime
+        self.model = model
+        self.max_tokens = max_tokens
+        self.calls = 0
+
+    async def __call__(self, prompt: str, attempt: int = 0) -> str:
+        params = SamplingParams(
+            temperature=0.0 if attempt == 0 else 0.7,
+            max_tokens=self.max_tokens,
+            seed=attempt,
+            stop=("```", "\n\n\n", "Question:"),
+        )
+        self.calls += 1
+        c = await self.runtime.complete(
+            self.model, [{"role": "user", "content": prompt}], params, sample_index=attempt
+        )
+        return c.text
+
+
+REPLY_PREFIX = '```json\n{"probabilities": {'
+
+
+def update_prompt(
+    *,
+    task_kind: str | None,
+    graph_text: str,
+    reward: float,
+    probabilities: dict[str, Any],
+    history: list[tuple[str, float]],
+    insights: str | None,
+    budget_note: str,
+) -> str:
+    """Feedback prompt after one evaluation; ends inside the JSON reply it asks for."""
+    parts = [
+        "You optimise a collaboration graph of language models for a "
+        f"{task_kind or 'generic'} task. Nodes are sampled from the probabilities below; "
+        "edges nX->nY feed X's answer to Y; the sink votes over its inputs.",
+        budget_note,
+    ]
+    if insights:
+        parts.append("Insights:\n" + insights)
+    if history:
+        parts.append(
+            "Recent graphs and rewards:\n"
+            + "\n".join(f"[reward {r:.3f}] {g.replace(chr(10), '; ')}" for g, r in history)
+        )
+    parts += [
+        f"Latest graph (reward {reward:.3f}):\n{graph_text}",
+        "Current probabilities (JSON):\n" + json.dumps(probabilities, separators=(",", ":")),
+        "Reply with JSON only: {\"probabilities\": {...same keys, updated values in [0,1]...}, "
+        "\"graph\": {\"nodes\": [{\"id\": \"n0\", \"model\": \"...\", \"role\": \"assistant\", "
+        "\"inputs\": []}], \"sink\": [\"n0\"]}}",
+        REPLY_PREFIX,
+    ]
+    return "\n\n".join(p for p in parts if p)
+
+
+MIX_PREFIX = '```json\n{"mixes": ['
+
+
+def mix_prompt(
+    *, task_kind: str | None, mixes: list[str], pilot: list[tuple[str, float]], insights: str | None, k: int
+) -> str:
+    parts = [
+        f"Choose model mixes for a {task_kind or 'generic'} task under a compute budget.",
+    ]
+    if insights:
+        parts.append("Insights:\n" + insights)
+    if pilot:
+        parts.append("Pilot results:\n" + "\n".join(f"- {m}: reward {r:.3f}" for m, r in pilot))
+    parts.append("Budget-feasible mixes:\n" + "\n".join(f"{i}. {m}" for i, m in enumerate(mixes)))
+    parts.append(f"Reply with JSON only: the numbers of the {k} most promising mixes, e.g. {{\"mixes\": [0, 2]}}")
+    parts.append(MIX_PREFIX)
+    return "\n\n".join(parts)
+
+
+@dataclass
+class AgentReply:
+    ok: bool
+    probabilities: dict[str, Any] | None = None
+    graph: Graph | None = None
+    mixes: list[int] = field(default_factory=list)
+    error: str = ""
+
+
+# --- JSON extraction ---------------------------------------------------------
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.S)
+
+
+def _balanced_objects(text: str) -> list[str]:
+    """Every top-level {...} span; an unterminated last one is closed by force."""
+    out: list[str] = []
+    depth, start, in_str, esc, quote = 0, -1, False, False, ""
+    stack: list[str] = []
+    for i, ch in enumerate(text):
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == quote:
+                in_str = False
+            continue
+        if ch in "\"'" and depth > 0:
+            in_str, quote = True, ch
+        elif ch in "{[":
+            if depth == 0 and ch == "{":
+                start = i
+            if start >= 0:
+                stack.append("}" if ch == "{" else "]")
+                depth += 1
+        elif ch in "}]" and depth > 0:
+            stack.pop()
+            depth -= 1
+            if depth == 0:
+                out.append(text[start : i + 1])
+                start = -1
+    if depth > 0 and start >= 0:
+        tail = text[start:]
+        if in_str:
+            tail += quote
+        tail = re.sub(r"[,:\s]+$", "", tail)
+        tail = re.sub(r',\s*"[^"]*"$', "", tail)  # a dangling key
+        out.append(tail + "".join(reversed(stack)))
+    return out
+
+
+def _repair(s: str) -> str:
+    s = re.sub(r"//[^\n]*", "", s)
+    s = re.sub(r"\bTrue\b", "true", s)
+    s = re.sub(r"\bFalse\b", "false", s)
+    s = re.sub(r"\bNone\b", "null", s)
+    if "'" in s and '"' not in s:
+        s = s.replace("'", '"')
+    s = re.sub(r"(\d+(?:\.\d+)?)\s*%", lambda m: str(float(m.group(1)) / 100), s)
+    s = re.sub(r",\s*([}\]])", r"\1", s)
+    s = re.sub(r'([{,]\s*)([A-Za-z_][\w\->]*)\s*:', r'\1"\2":', s)  # bare keys
+    return s
+
+
+def _loads(s: str) -> Any:
+    for cand in (s, _repair(s)):
+        try:
+            return json.loads(cand)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    return None
+
+
+def extract_json(text: str) -> dict[str, Any] | None:
+    """The largest JSON object found in fenced blocks or prose (repaired if needed)."""
+    sources = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    best: dict[str, Any] | None = None
+    best_len = -1
+    for src in sources:
+        for obj in _balanced_objects(src):
+            val = _loads(obj)
+            if isinstance(val, dict) and len(obj) > best_len:
+                best, best_len = val, len(obj)
+    return best
+
+
+_EDGE_PROSE = re.compile(r"n(\d+)\s*-+>\s*n(\d+)\"?\s*[:=]?\s*\"?(\d*\.?\d+)\s*(%?)")
+
+
+def _prose_edges(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for a, b, v, pct in _EDGE_PROSE.findall(text):
+        x = float(v) / (100 if pct else 1)
+        out[f"n{a}->n{b}"] = x
+    return out
+
+
+# --- replies -------------------------------------------------------------------
+_PROB_KEYS = ("probabilities", "probs", "updated_probabilities", "distribution")
+_GRAPH_KEYS = ("graph", "proposed_graph", "next_graph", "new_graph")
+
+
+def parse_update_reply(text: str, space: SearchSpace, prefix: str = REPLY_PREFIX) -> AgentReply:
+    """Parse an agent's update (probabilities and/or a graph). Never raises."""
+    try:
+        return _parse_update(text, space, prefix)
+    except Exception as e:  # a parser must not take the search down
+        return AgentReply(False, error=f"parser error: {type(e).__name__}: {e}")
+
+
+def _parse_update(text: str, space: SearchSpace, prefix: str) -> AgentReply:
+    if not isinstance(text, str) or not text.strip():
+        return AgentReply(False, error="empty reply")
+    obj = None
+    if prefix:
+        # The prompt opened the JSON; the reply continues it.
+        start = prefix[prefix.index("{"):]
+        obj = extract_json(start + text)
+    if obj is None or not _has_content(obj):
+        obj2 = extract_json(text)
+        if obj2 is not None:
+            obj = obj2
+    probs: dict[str, Any] | None = None
+    graph: Graph | None = None
+    if isinstance(obj, dict):
+        for k in _PROB_KEYS:
+            if isinstance(obj.get(k), dict):
+                probs = obj[k]
+                break
+        if probs is None and any(k in obj for k in ("models", "roles", "edges", "sink")):
+            probs = {k: obj[k] for k in ("models", "roles", "edges", "sink") if k in obj}
+        for k in _GRAPH_KEYS:
+            if isinstance(obj.get(k), dict):
+                graph = graph_from_reply(obj[k], space)
+                break
+        if graph is None and isinstance(probs, dict):
+            for k in _GRAPH_KEYS:
+                if isinstance(probs.get(k), dict):
+                    graph = graph_from_reply(probs[k], space)
+    prose = _prose_edges(text)
+    if prose and not space.flat:
+        probs = dict(probs or {})
+        edges = probs.get("edges") if isinstance(probs.get("edges"), dict) else {}
+        probs["edges"] = {**prose, **edges}
+    if probs is not None and not _has_content(probs):
+        probs = None
+    if probs is not None:  # usable only if something in it applies to this space
+        from moagraph.search.distribution import GraphDistribution
+
+        if GraphDistribution(space).set_probabilities(probs) == 0:
+            probs = None
+    if probs is None and graph is None:
+        return AgentReply(False, error="no probabilities or graph found")
+    return AgentReply(True, probabilities=probs, graph=graph)
+
+
+def _has_content(d: dict[str, Any]) -> bool:
+    for k in ("models", "roles", "edges", "sink", *_PROB_KEYS, *_GRAPH_KEYS):
+        v = d.get(k)
+        if isinstance(v, dict) and v:
+            return True
+    return False
+
+
+def graph_from_reply(raw: dict[str, Any], space: SearchSpace) -> Graph | None:
+    """A graph the agent wrote (node list or dict, edges inside nodes or apart)."""
+    names = space.model_names
+    nodes_raw = raw.get("nodes")
+    items: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(nodes_raw, list):
+        for i, n in enumerate(nodes_raw):
+            if isinstance(n, dict):
+                items.append((str(n.get("id", f"n{i}")), n))
+    elif isinstance(nodes_raw, dict):
+        items = [(str(k), v) for k, v in nodes_raw.items() if isinstance(v, dict)]
+    nodes: list[Node] = []
+    seen: set[str] = set()
+    for nid, n in items:
+        m = re.fullmatch(r"n?(\d+)", nid.strip())
+        model = n.get("model")
+        if m is None or model not in names:
+            continue
+        nid = f"n{int(m.group(1))}"
+        if nid in seen or int(m.group(1)) >= space.max_nodes:
+            continue
+        seen.add(nid)
+        role_s = str(n.get("role", "assistant")).lower()
+        role = Role.FUSER if role_s == "fuser" and Role.FUSER in space.roles else Role.ASSISTANT
+        inputs = n.get("inputs") if isinstance(n.get("inputs"), list) else []
+        nodes.append(Node(id=nid, role=role, model=model, inputs=[_nid(x) for x in inputs]))
+    if not nodes:
+        return None
+    idx = {n.id: int(n.id[1:]) for n in nodes}
+    edges = raw.get("edges")
+    if isinstance(edges, list):
+        for e in edges:
+            pair: list[Any] = []
+            if isinstance(e, str):
+                pair = re.findall(r"n?(\d+)", e)
+            elif isinstance(e, (list, tuple)) and len(e) == 2:
+                pair = [str(x).lstrip("n") for x in e]
+            if len(pair) == 2:
+                a, b = f"n{pair[0]}", f"n{pair[1]}"
+                for n in nodes:
+                    if n.id == b:
+                        n.inputs.append(a)
+    for n in nodes:  # only earlier slots may feed a node (keeps it a DAG)
+        n.inputs = [i for i in n.inputs if i in idx and idx[i] < idx[n.id]]
+        if space.flat:
+            n.inputs = []
+            n.role = Role.ASSISTANT
+    nodes.sort(key=lambda n: idx[n.id])
+    sink = raw.get("sink") or raw.get("sink_inputs") or []
+    sink_inputs = [_nid(x) for x in sink] if isinstance(sink, list) else []
+    return space.trim(finalize_graph(nodes, sink_inputs, sink_mode=space.sink_mode))
+
+
+def _nid(x: Any) -> str:
+    s = str(x).strip()
+    return s if s.startswith("n") else f"n{s}"
+
+
+def parse_mix_reply(text: str, n_mixes: int, prefix: str = MIX_PREFIX) -> list[int]:
+    """Mix numbers chosen by the agent (valid, unique, in order); [] if none."""
+    try:
+        obj = extract_json(prefix[prefix.index("{"):] + text) if text else None
+        vals: list[Any] = []
+        if isinstance(obj, dict) and isinstance(obj.get("mixes"), list):
+            vals = obj["mixes"]
+        if not vals:
+            vals = re.findall(r"\d+", text or "")
+        out: list[int] = []
+        for v in vals:
+            try:
+                i = int(float(v))
+            except (TypeError, ValueError):
+                continue
+            if 0 <= i < n_mixes and i not in out:
+                out.append(i)
+        return out
+    except Exception:
+        return []

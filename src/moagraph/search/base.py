@@ -1,0 +1,141 @@
+"""The optimiser interface: ask for a graph, tell its reward (Optuna-style).
+
+An outer loop (``study.run_study``) owns the expensive part, evaluating a
+graph on training questions, so every optimiser is a small state machine
+driven by ``ask()``/``tell()``. Both are async because the agent optimisers
+call an LLM while proposing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from moagraph.graph.spec import Graph
+from moagraph.search.space import SearchSpace, graph_key
+
+
+class UnknownOptimizerError(ValueError):
+    """No optimiser of that name; the message lists the known ones."""
+
+
+@dataclass
+class Candidate:
+    """One graph an optimiser wants evaluated."""
+
+    number: int
+    graph: Graph
+    phase: str = "search"  # pilot | pretest | search | proposal
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Told:
+    candidate: Candidate
+    reward: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Optimizer(ABC):
+    """Base class: keeps the history and the best graph seen."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, **kwargs: Any) -> None:
+        if kwargs:
+            raise UnknownOptimizerError(
+                f"optimizer {self.name!r} got unknown options {sorted(kwargs)}; remove them"
+            )
+        self.space = space
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.history: list[Told] = []
+        self._asked = 0
+        self._pending: dict[int, Candidate] = {}
+
+    # --- interface ------------------------------------------------------------
+    @abstractmethod
+    async def _propose(self) -> tuple[Graph, str, dict[str, Any]]:
+        """The next graph to evaluate, with its phase label and notes."""
+
+    async def _observe(self, told: Told) -> None:  # noqa: B027 - optional hook
+        """Learn from one result (default: nothing beyond the history)."""
+
+    @property
+    def finished(self) -> bool:
+        """True when the optimiser has nothing left to propose (exhaustive)."""
+        return False
+
+    async def ask(self) -> Candidate:
+        graph, phase, info = await self._propose()
+        graph = self.space.trim(graph)
+        cand = Candidate(self._asked, graph, phase, info)
+        self._asked += 1
+        self._pending[cand.number] = cand
+        return cand
+
+    async def tell(self, candidate: Candidate | int, reward: float, info: dict[str, Any] | None = None) -> None:
+        number = candidate if isinstance(candidate, int) else candidate.number
+        cand = self._pending.pop(number)
+        told = Told(cand, float(reward), dict(info or {}))
+        self.history.append(told)
+        await self._observe(told)
+
+    # --- results --------------------------------------------------------------
+    def best(self) -> Told | None:
+        if not self.history:
+            return None
+        return max(self.history, key=lambda t: (t.reward, -t.candidate.number))
+
+    def final_candidates(self) -> list[Graph]:
+        """Extra graphs worth a held-out look (e.g. REINFORCE's thresholded argmax)."""
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON state after the latest tell (stored per trial, for inspection)."""
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters to report (e.g. agent parse failures)."""
+        return {}
+
+    def seen(self, graph: Graph) -> bool:
+        key = graph_key(graph)
+        return any(graph_key(t.candidate.graph) == key for t in self.history)
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release resources (agent runtimes)."""
+
+
+OptimizerFactory = Callable[..., Optimizer]
+
+
+def _registry() -> dict[str, OptimizerFactory]:
+    from moagraph.search.agent_reinforce import AgentReinforce
+    from moagraph.search.bayesopt import BayesOpt
+    from moagraph.search.exhaustive import Exhaustive
+    from moagraph.search.random import RandomSearch
+    from moagraph.search.reinforce import Reinforce
+    from moagraph.search.textgrad import TextGrad
+
+    return {
+        c.name: c for c in (AgentReinforce, Reinforce, RandomSearch, BayesOpt, TextGrad, Exhaustive)
+    }
+
+
+def optimizer_names() -> list[str]:
+    return list(_registry())
+
+
+def get_optimizer(name: str, space: SearchSpace, seed: int = 0, **kwargs: Any) -> Optimizer:
+    """Build an optimiser by name: agent-reinforce, reinforce, random, bayesopt, textgrad, exhaustive."""
+    reg = _registry()
+    if name not in reg:
+        raise UnknownOptimizerError(
+            f"--optimizer {name!r} is unknown; use one of: {', '.join(reg)}"
+        )
+    return reg[name](space, seed=seed, **kwargs)

@@ -1,0 +1,254 @@
+"""Graph -> reward: the expensive step every optimiser's ask/tell loop waits on.
+
+* :class:`ExecutorEvaluator` runs the graph through ``GraphExecutor`` (live,
+  local or replay backends; the runtime's SQLite call cache makes repeated
+  graphs cheap) and scores with the task's grader.
+* :class:`ExactReplayEvaluator` scores *flat* graphs (first-layer assistants
+  feeding the sink) from recorded samples with no LLM call at all, fast
+  enough for exhaustive enumeration. Node ``k`` of model ``m`` reads sample
+  ``k`` of ``m`` for the query, exactly as the executor's replay path does.
+  ``mode="vote"``: majority over the recorded answers, same clustering and
+  tie-break as the executor's vote node. ``mode="select"``: best-of-n with an
+  *oracle* verifier (the highest recorded score), an upper-bound objective
+  for recordings that cannot be voted on (AlpacaEval chat outputs with
+  judge win probabilities). It is labelled as such wherever it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from moagraph.graph.spec import Graph
+from moagraph.search.space import SearchSpace, graph_key
+from moagraph.tasks.base import Example, Task
+
+Split = Literal["train", "heldout"]
+
+
+class EvaluatorError(ValueError):
+    """The evaluator cannot score this graph or these records; the message says why."""
+
+
+@dataclass
+class EvalResult:
+    reward: float
+    cost: float  # normalised planned FLOPs
+    dollars: float
+    latency_s: float  # mean critical-path latency per query
+    n: int
+    errors: int = 0
+    scores: list[float] = field(default_factory=list)
+
+
+class GraphEvaluator(Protocol):
+    space: SearchSpace
+
+    async def evaluate(self, graph: Graph, split: Split = "train") -> EvalResult: ...
+
+
+class ExecutorEvaluator:
+    """Mean task score over the split's examples, through the real executor."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        task: Task,
+        space: SearchSpace,
+        train: Sequence[Example],
+        heldout: Sequence[Example] = (),
+        *,
+        concurrency: int = 8,
+        default_params: Any = None,
+    ) -> None:
+        from moagraph.graph.executor import GraphExecutor
+
+        if not train:
+            raise EvaluatorError("train examples: none given; use --train-n >= 1")
+        self.runtime = runtime
+        self.task = task
+        self.space = space
+        self.examples: dict[str, list[Example]] = {"train": list(train), "heldout": list(heldout)}
+        self.executor = GraphExecutor(runtime, task, default_params=default_params)
+        self.concurrency = concurrency
+        self._memo: dict[tuple[str, str], EvalResult] = {}
+
+    async def evaluate(self, graph: Graph, split: Split = "train") -> EvalResult:
+        from moagraph.graph.evaluate import aevaluate
+        from moagraph.graph.policy import GraphPolicy
+
+        exs = self.examples[split]
+        if not exs:
+            raise EvaluatorError(f"{split} examples: none given; use --heldout-n >= 1")
+        key = (graph_key(graph), split)
+        if key in self._memo:
+            return self._memo[key]
+        policy = GraphPolicy(graph, self.executor)
+        rep = await aevaluate(policy, self.task, exs, concurrency=self.concurrency, progress=False)
+        scores = [r.score if r.score is not None else 0.0 for r in rep.rows]
+        res = EvalResult(
+            reward=float(np.mean(scores)) if scores else 0.0,
+            cost=self.space.graph_cost(graph),
+            dollars=self.space.graph_dollars(graph),
+            latency_s=rep.mean_latency_s,
+            n=rep.n,
+            errors=rep.errors,
+            scores=scores,
+        )
+        self._memo[key] = res
+        return res
+
+
+@dataclass(frozen=True)
+class Sample:
+    answer: Any
+    score: float
+    latency_s: float = 0.0
+
+
+class ExactReplayEvaluator:
+    """Score flat graphs from recorded samples, with no LLM call (see module doc)."""
+
+    def __init__(
+        self,
+        samples: dict[tuple[str, str, int], Sample],
+        space: SearchSpace,
+        train_ids: Sequence[str],
+        heldout_ids: Sequence[str] = (),
+        *,
+        mode: Literal["vote", "select"] = "vote",
+        task: Task | None = None,
+    ) -> None:
+        if mode == "vote" and task is None:
+            raise EvaluatorError("mode='vote' needs the task (answer clustering); pass task=")
+        if not train_ids:
+            raise EvaluatorError("train ids: none given; use --train-n >= 1")
+        self.samples = samples
+        self.space = space
+        self.mode = mode
+        self.task = task
+        self.ids: dict[str, list[str]] = {"train": list(train_ids), "heldout": list(heldout_ids)}
+        self._memo: dict[tuple[str, str], EvalResult] = {}
+        self.calls = 0
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[dict[str, Any]],
+        space: SearchSpace,
+        train: Sequence[Example],
+        heldout: Sequence[Example] = (),
+        *,
+        mode: Literal["vote", "select"] = "vote",
+        task: Task | None = None,
+        model_map: dict[str, str] | None = None,
+    ) -> ExactReplayEvaluator:
+        """From replay records ({model, query_id, sample, text, score?, latency_s?}).
+
+        ``model_map`` maps a recorded model name to the pool name. A record
+        without ``score`` is graded with ``task.grade`` against its example.
+        """
+        by_id = {ex.id: ex for ex in [*train, *heldout]}
+        mm = model_map or {}
+        samples: dict[tuple[str, str, int], Sample] = {}
+        for rec in records:
+            qid = str(rec["query_id"])
+            if qid not in by_id:
+                continue
+            model = mm.get(str(rec["model"]), str(rec["model"]))
+            text = str(rec.get("text", ""))
+            score = rec.get("score")
+            if score is None:
+                if task is None:
+                    raise EvaluatorError(f"record {model}/{qid} has no `score` and no task to grade it")
+                score = task.grade(text, by_id[qid])
+            answer = task.extract(text) if (task is not None and mode == "vote") else None
+            samples[(model, qid, int(rec.get("sample", 0)))] = Sample(
+                answer, float(score), float(rec.get("latency_s") or 0.0)
+            )
+        return cls(samples, space, [e.id for e in train], [e.id for e in heldout], mode=mode, task=task)
+
+    @classmethod
+    def from_store(cls, store: Any, space: SearchSpace, train: Sequence[Example], heldout: Sequence[Example] = (), **kw: Any) -> ExactReplayEvaluator:
+        """From a ``moagraph.models.replay.ReplayStore``."""
+        return cls.from_records(store.records(), space, train, heldout, **kw)
+
+    def n_samples(self, model: str) -> int:
+        """Samples recorded for every train/heldout query (the copies the pool can answer)."""
+        qids = self.ids["train"] + self.ids["heldout"]
+        n = 0
+        while all((model, q, n) in self.samples for q in qids):
+            n += 1
+        return n
+
+    def _nodes(self, graph: Graph) -> list[tuple[str, int]]:
+        sink = graph.node(graph.sink)
+        counts: dict[str, int] = {}
+        sample_of: dict[str, tuple[str, int]] = {}
+        for nid in graph.topological_order():
+            n = graph.node(nid)
+            if nid == graph.sink:
+                continue
+            if n.inputs:
+                raise EvaluatorError(
+                    f"exact replay evaluator: node {nid!r} has inputs; it scores flat graphs only "
+                    "(first-layer assistants into the sink); use the executor evaluator"
+                )
+            idx = n.sample_index if n.sample_index is not None else counts.get(n.model or "", 0)
+            counts[n.model or ""] = counts.get(n.model or "", 0) + 1
+            sample_of[nid] = (n.model or "", idx)
+        return [sample_of[i] for i in sink.inputs]
+
+    async def evaluate(self, graph: Graph, split: Split = "train") -> EvalResult:
+        return self.evaluate_sync(graph, split)
+
+    def evaluate_sync(self, graph: Graph, split: Split = "train") -> EvalResult:
+        key = (graph_key(graph), split)
+        if key in self._memo:
+            return self._memo[key]
+        self.calls += 1
+        nodes = self._nodes(graph)
+        scores: list[float] = []
+        lats: list[float] = []
+        for qid in self.ids[split]:
+            recs = []
+            for model, s in nodes:
+                rec = self.samples.get((model, qid, s))
+                if rec is None:
+                    raise EvaluatorError(
+                        f"no recording of {model!r} sample {s} for query {qid!r}: the pool holds "
+                        f"{self.n_samples(model)} sample(s) per query; cap copies with max_copies"
+                    )
+                recs.append(rec)
+            if self.mode == "select":
+                scores.append(max(r.score for r in recs))
+            else:
+                from moagraph.graph.executor import vote
+
+                win, _ = vote(self.task, [r.answer for r in recs])  # type: ignore[arg-type]
+                scores.append(recs[win].score)
+            lats.append(max((r.latency_s for r in recs), default=0.0))
+        res = EvalResult(
+            reward=float(np.mean(scores)) if scores else 0.0,
+            cost=self.space.graph_cost(graph),
+            dollars=self.space.graph_dollars(graph),
+            latency_s=float(np.mean(lats)) if lats else 0.0,
+            n=len(scores),
+            scores=scores,
+        )
+        self._memo[key] = res
+        return res
+
+
+async def gather_limited(coros: Sequence[Any], limit: int = 4) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c: Any) -> Any:
+        async with sem:
+            return await c
+
+    return await asyncio.gather(*(one(c) for c in coros))

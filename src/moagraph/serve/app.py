@@ -1,0 +1,516 @@
+"""OpenAI-compatible HTTP server: graphs and routers served as chat models.
+
+A client names a served graph or router in ``model``; the conversation
+becomes one task query; the graph executor (or the router) answers it
+through the shared :class:`PoolRuntime`; the reply carries OpenAI ``usage``
+summed over every node plus a ``moagraph`` field with FLOPs, dollars,
+critical-path latency and the trace id. Streaming sends the sink node's
+tokens as they are produced.
+
+Order of checks per request, so nothing is spent on a request that will be
+refused: auth -> body -> model -> budget -> run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import networkx as nx
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from moagraph.graph.spec import Graph, Node
+from moagraph.graph.trace import Policy, Trace
+from moagraph.models.base import BackendError
+from moagraph.models.runtime import PoolRuntime
+from moagraph.serve.auth import check_bearer
+from moagraph.serve.config import ServeConfig
+from moagraph.serve.conversation import ConversationTask, to_example
+from moagraph.serve.errors import ApiError, validation_error
+from moagraph.serve.log import RequestLog, RequestRow
+from moagraph.serve.runtime import Overrides, ServeRuntime
+from moagraph.serve.schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ModelList,
+    ModelObject,
+    MoagraphUsage,
+    NodeUsage,
+    ServedInfo,
+    Usage,
+)
+from moagraph.tasks.base import Task
+
+__all__ = ["Served", "create_app", "single_model_graphs", "graph_shape"]
+
+log = logging.getLogger("moagraph.serve")
+
+
+# --- what is served ----------------------------------------------------------
+
+
+def graph_shape(graph: Graph) -> tuple[int, int]:
+    """(width, depth) as the graph defines them: widest layer, LLM calls on the longest path."""
+    width = getattr(graph, "width", None)
+    depth = getattr(graph, "depth", None)
+    if width is None or depth is None:  # older Graph without the properties
+        layers = list(nx.topological_generations(graph.to_networkx()))
+        return (max((len(x) for x in layers), default=0), len(layers))
+    return int(width), int(depth)
+
+
+def single_model_graphs(runtime: PoolRuntime | ServeRuntime) -> dict[str, Graph]:
+    """One single-node graph per pool model, so a bare pool is servable as-is."""
+    return {
+        m.name: Graph(name=m.name, nodes=[Node(id="answer", model=m.name)], sink="answer")
+        for m in runtime.pool.models
+    }
+
+
+@dataclass
+class Served:
+    """One model id of the server: a fixed graph (run by the executor) or a router."""
+
+    name: str
+    kind: Literal["graph", "router"]
+    info: ServedInfo
+    graph: Graph | None = None
+    policy: Policy | Any = None
+    executor: Any = None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def estimate_flops(self, task: Task, max_tokens: int | None, pool: Any) -> float | None:
+        """Planned normalised FLOPs before any call (graphs: from task averages, with the
+        request's max_tokens capping B); routers may expose ``estimate_flops(pool, task)``."""
+        if self.graph is not None:
+            from moagraph.graph.cost import graph_flops, task_unit_flops
+
+            a, b = task.avg_input_tokens, task.avg_output_tokens
+            if max_tokens is not None:
+                b = min(b, max_tokens)
+            return graph_flops(self.graph, pool, a, b) / task_unit_flops(pool, task)
+        est = getattr(self.policy, "estimate_flops", None)
+        return float(est(pool, task)) if callable(est) else None
+
+    async def answer(self, example: Any, task: Task, on_token: Any) -> Trace:
+        if self.executor is not None:
+            return await self.executor.run(self.graph, example, on_token=on_token)
+        return await self.policy.answer(example, task, on_token=on_token)
+
+
+def _graph_info(graph: Graph, estimate: float | None) -> ServedInfo:
+    width, depth = graph_shape(graph)
+    models = sorted({n.model for n in graph.nodes if n.model})
+    nodes = [
+        {"id": n.id, "role": n.role.value, "model": n.model, "inputs": list(n.inputs)}
+        for n in graph.nodes
+    ]
+    return ServedInfo(
+        kind="graph", models=models, nodes=nodes, width=width, depth=depth, sink=graph.sink,
+        estimated_flops_normalised=estimate, description=str(graph.meta.get("description", "")),
+    )
+
+
+def _router_info(policy: Any, pool_names: list[str]) -> ServedInfo:
+    models = getattr(policy, "models", None)
+    if models is not None:
+        models = [getattr(m, "name", m) for m in models]
+    return ServedInfo(
+        kind="router",
+        models=list(models or pool_names),
+        description=str(getattr(policy, "description", "") or type(policy).__name__),
+    )
+
+
+def _default_task(name: str) -> Task:
+    from moagraph.tasks.registry import get_task
+
+    return get_task(name)
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _usage(trace: Trace) -> Usage:
+    p, c = trace.prompt_tokens, trace.completion_tokens
+    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
+def _failed_node(trace: Trace) -> tuple[str | None, str | None, str]:
+    for n in trace.nodes:
+        if n.error:
+            return n.node_id, n.model, n.error
+    return None, None, trace.error or "unknown error"
+
+
+def _upstream_error(served: Served, exc: BaseException | None, trace: Trace | None) -> ApiError:
+    """502 naming the node (and model) whose LLM call failed."""
+    node_id = model = None
+    if trace is not None:
+        node_id, model, msg = _failed_node(trace)
+    else:
+        msg = str(exc)
+        model = getattr(exc, "model", None)
+        node_id = getattr(exc, "node_id", None)
+        if node_id is None and model and served.graph is not None:
+            ids = [n.id for n in served.graph.nodes if n.model == model]
+            node_id = ids[0] if len(ids) == 1 else (",".join(ids) or None)
+    where = f"node {node_id!r}" if node_id else "a node"
+    if model:
+        where += f" (model {model!r})"
+    return ApiError(
+        502, f"upstream failure in {served.name!r} at {where}: {msg}",
+        type="upstream_error", param=node_id, code="backend_error",
+    )
+
+
+def _sse(obj: Any) -> bytes:
+    data = obj.model_dump_json(exclude_none=False) if hasattr(obj, "model_dump_json") else json.dumps(obj)
+    return f"data: {data}\n\n".encode()
+
+
+# --- the app -----------------------------------------------------------------
+
+
+def create_app(
+    runtime: PoolRuntime | ServeRuntime,
+    served: Mapping[str, Graph | Policy | Any] | None = None,
+    *,
+    config: ServeConfig | None = None,
+    task: Task | None = None,
+    close_runtime: bool = True,
+) -> FastAPI:
+    """Build the FastAPI app.
+
+    ``served`` maps a model id to a :class:`Graph` (run by a GraphExecutor on
+    ``runtime``) or to a ready :class:`Policy` (a router; build it on the
+    returned app's ``state.runtime`` so request overrides reach its calls).
+    With no ``served``, every pool model is served as a single-node graph.
+    """
+    config = config or ServeConfig()
+    rt = runtime if isinstance(runtime, ServeRuntime) else ServeRuntime(runtime)
+    conv_task = ConversationTask(task if task is not None else _default_task(config.task))
+    pool = rt.pool
+    if not served:
+        served = single_model_graphs(rt)
+
+    entries: dict[str, Served] = {}
+    for name, obj in served.items():
+        if isinstance(obj, Graph):
+            from moagraph.graph.executor import GraphExecutor
+
+            executor = GraphExecutor(rt, conv_task)  # type: ignore[arg-type]  # duck-typed runtime
+            executor.plan(obj)  # validates against the pool now, not on the first request
+            entry = Served(name=name, kind="graph", info=ServedInfo(kind="graph", models=[]),
+                           graph=obj, executor=executor)
+            entry.info = _graph_info(obj, entry.estimate_flops(conv_task, None, pool))
+        else:
+            if not callable(getattr(obj, "answer", None)):
+                raise ValueError(
+                    f"served model {name!r}: expected a Graph or a router with an "
+                    f"`answer(example, task, on_token)` method, got {type(obj).__name__}"
+                )
+            entry = Served(name=name, kind="router", info=_router_info(obj, pool.names), policy=obj)
+        entries[name] = entry
+
+    store = (
+        RequestLog(config.store, config.run_id, config.log_flush_s,
+                   run_config={"models": list(entries), "pool": pool.name})
+        if config.store else None
+    )
+    inflight: set[asyncio.Task[Any]] = set()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None:
+            store.start()
+        yield
+        # uvicorn has already waited (up to its graceful timeout) for in-flight requests.
+        pending = [t for t in inflight if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if store is not None:
+            await store.aclose()
+        if close_runtime:
+            await rt.aclose()
+
+    app = FastAPI(title="moagraph", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible server for moagraph graphs and routers.")
+    app.state.runtime = rt
+    app.state.served = entries
+    app.state.config = config
+    app.state.store = store
+    app.state.task = conv_task
+
+    def record(row: RequestRow) -> None:
+        if store is not None:
+            store.add(row)
+
+    async def auth(request: Request) -> None:
+        try:
+            check_bearer(request, config.api_key)
+        except ApiError as e:
+            if request.url.path.endswith("/chat/completions"):
+                record(RequestRow(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", model=None,
+                                  status="rejected", http_status=401, error=e.message))
+            raise
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return ApiError(400, f"invalid request: {exc.errors()}").response()
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": list(entries)}
+
+    @app.get("/v1/models", dependencies=[Depends(auth)], response_model=ModelList)
+    async def list_models() -> ModelList:
+        return ModelList(data=[ModelObject(id=e.name, created=e.created, moagraph=e.info)
+                               for e in entries.values()])
+
+    @app.get("/v1/models/{model_id}", dependencies=[Depends(auth)], response_model=ModelObject)
+    async def get_model(model_id: str) -> ModelObject:
+        e = _lookup(model_id)
+        return ModelObject(id=e.name, created=e.created, moagraph=e.info)
+
+    def _lookup(model: str) -> Served:
+        e = entries.get(model)
+        if e is None:
+            raise ApiError(
+                404, f"model {model!r} is not served here; served models: {', '.join(entries)}",
+                param="model", code="model_not_found",
+            )
+        return e
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(auth)], response_model=ChatCompletion)
+    async def chat_completions(request: Request) -> Response:
+        t0 = time.perf_counter()
+        req_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        body = await request.body()
+        try:
+            req = ChatCompletionRequest.model_validate_json(body)
+        except ValidationError as e:
+            err = validation_error(e)
+            record(RequestRow(id=req_id, model=None, status="rejected", http_status=400,
+                              error=err.message))
+            raise err from None
+        row = RequestRow(id=req_id, model=req.model, status="error", http_status=500,
+                         stream=req.stream, request=req.model_dump(mode="json", exclude_none=True))
+        try:
+            entry = _lookup(req.model)
+            row.kind = entry.kind
+            max_tokens = req.token_limit or config.default_max_tokens
+            _check_budget(entry, req, max_tokens)
+        except ApiError as e:
+            row.status, row.http_status, row.error = "rejected", e.status, e.message
+            record(row)
+            raise
+        ov = Overrides(temperature=req.temperature, top_p=req.top_p, max_tokens=max_tokens,
+                       seed=req.seed, stop=req.stop_list)
+        example = to_example(req_id, req.messages)
+        with rt.overrides(ov):
+            if req.stream:
+                return await _stream(entry, req, example, row, t0)
+            return await _complete(entry, req, example, row, t0)
+
+    def _check_budget(entry: Served, req: ChatCompletionRequest, max_tokens: int | None) -> None:
+        limits = [b for b in (config.budget_flops, req.moagraph and req.moagraph.budget_flops) if b]
+        if not limits:
+            return
+        limit = min(limits)
+        est = entry.estimate_flops(conv_task, max_tokens, pool)
+        if est is not None and est > limit:
+            param = ("moagraph.budget_flops" if req.moagraph and req.moagraph.budget_flops == limit
+                     else "model")
+            raise ApiError(
+                400,
+                f"{entry.name!r} is estimated at {est:.3g} normalised FLOPs, over the budget of "
+                f"{limit:.3g}; raise moagraph.budget_flops / --budget-flops, lower max_tokens, or "
+                f"pick a smaller model (served: {', '.join(entries)})",
+                param=param, code="budget_exceeded",
+            )
+
+    def _extension(entry: Served, trace: Trace, trace_id: str, wall_s: float) -> MoagraphUsage:
+        from moagraph.graph.cost import task_unit_flops
+
+        unit = task_unit_flops(pool, conv_task)
+        return MoagraphUsage(
+            trace_id=trace_id, policy=entry.name, kind=entry.kind, flops=trace.flops,
+            flops_normalised=trace.flops / unit if unit else 0.0, dollars=trace.dollars,
+            latency_s=trace.latency_s, wall_s=wall_s,
+            calls=sum(1 for n in trace.nodes if n.model), cache_hits=trace.cache_hits,
+            nodes=[NodeUsage(id=n.node_id, role=n.role, model=n.model, prompt_tokens=n.prompt_tokens,
+                             completion_tokens=n.completion_tokens, latency_s=n.latency_s,
+                             cached=n.cached) for n in trace.nodes],
+        )
+
+    def _finish(row: RequestRow, entry: Served, trace: Trace, ext: MoagraphUsage) -> None:
+        row.status, row.http_status = "ok", 200
+        row.prompt_tokens, row.completion_tokens = trace.prompt_tokens, trace.completion_tokens
+        row.flops, row.flops_normalised, row.dollars = ext.flops, ext.flops_normalised, ext.dollars
+        row.latency_s, row.wall_s = ext.latency_s, ext.wall_s
+        row.trace = trace
+        record(row)
+
+    def _fail(row: RequestRow, err: ApiError, trace: Trace | None, t0: float,
+              status: str = "error") -> None:
+        row.status, row.http_status, row.error = status, err.status, err.message
+        row.wall_s = time.perf_counter() - t0
+        row.trace = trace
+        record(row)
+
+    async def _run(entry: Served, example: Any, on_token: Any) -> Trace:
+        """Run the policy; map failures to ApiErrors (502 for upstream)."""
+        try:
+            trace = await entry.answer(example, conv_task, on_token)
+        except BackendError as e:
+            raise _upstream_error(entry, e, None) from e
+        if trace.error:
+            err = _upstream_error(entry, None, trace)
+            err.trace = trace  # type: ignore[attr-defined]
+            raise err
+        return trace
+
+    async def _complete(entry: Served, req: ChatCompletionRequest, example: Any,
+                        row: RequestRow, t0: float) -> Response:
+        task = asyncio.current_task()
+        if task is not None:
+            inflight.add(task)
+        try:
+            trace = await _run(entry, example, None)
+        except ApiError as e:
+            _fail(row, e, getattr(e, "trace", None), t0)
+            raise
+        except asyncio.CancelledError:
+            _fail(row, ApiError(499, "cancelled (client gone or server shutting down)"), None, t0,
+                  status="cancelled")
+            raise
+        except Exception as e:  # a bug, not the client's fault: log it, answer 500
+            log.exception("request %s failed", row.id)
+            err = ApiError(500, f"internal error: {type(e).__name__}: {e}", type="server_error")
+            _fail(row, err, None, t0)
+            raise err from e
+        finally:
+            if task is not None:
+                inflight.discard(task)
+        wall = time.perf_counter() - t0
+        ext = _extension(entry, trace, row.id, wall)
+        _finish(row, entry, trace, ext)
+        out = ChatCompletion(
+            id=row.id, created=int(time.time()), model=entry.name,
+            choices=[Choice(message=AssistantMessage(content=trace.output),
+                            finish_reason=_finish_reason(trace))],
+            usage=_usage(trace), moagraph=ext,
+        )
+        return Response(out.model_dump_json(), media_type="application/json")
+
+    async def _stream(entry: Served, req: ChatCompletionRequest, example: Any,
+                      row: RequestRow, t0: float) -> Response:
+        """Start the run; answer 502 if it fails before its first token, else stream SSE."""
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def on_token(text: str) -> None:
+            if text:
+                queue.put_nowait(("token", text))
+
+        async def run() -> None:
+            try:
+                queue.put_nowait(("done", await _run(entry, example, on_token)))
+            except ApiError as e:
+                queue.put_nowait(("error", e))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("request %s failed", row.id)
+                queue.put_nowait(("error", ApiError(500, f"internal error: {type(e).__name__}: {e}",
+                                                    type="server_error")))
+
+        runner = asyncio.create_task(run())
+        inflight.add(runner)
+        runner.add_done_callback(inflight.discard)
+        try:
+            first = await queue.get()
+        except asyncio.CancelledError:
+            runner.cancel()
+            _fail(row, ApiError(499, "cancelled"), None, t0, status="cancelled")
+            raise
+        if first[0] == "error":
+            err = first[1]
+            _fail(row, err, getattr(err, "trace", None), t0)
+            raise err
+        created = int(time.time())
+
+        def chunk(delta: Delta, finish: str | None = None, **kw: Any) -> bytes:
+            return _sse(ChatCompletionChunk(id=row.id, created=created, model=entry.name,
+                                            choices=[ChunkChoice(delta=delta, finish_reason=finish)],
+                                            **kw))
+
+        async def events() -> AsyncIterator[bytes]:
+            streamed: list[str] = []
+            item = first
+            finished = False
+            try:
+                yield chunk(Delta(role="assistant", content=""))
+                while True:
+                    kind, value = item
+                    if kind == "token":
+                        streamed.append(value)
+                        yield chunk(Delta(content=value))
+                    elif kind == "done":
+                        trace: Trace = value
+                        sent = "".join(streamed)
+                        # A cached or vote sink may not have streamed: send what is missing.
+                        if trace.output != sent and trace.output.startswith(sent):
+                            yield chunk(Delta(content=trace.output[len(sent):]))
+                        ext = _extension(entry, trace, row.id, time.perf_counter() - t0)
+                        _finish(row, entry, trace, ext)
+                        finished = True
+                        yield chunk(Delta(), _finish_reason(trace), usage=_usage(trace), moagraph=ext)
+                        yield b"data: [DONE]\n\n"
+                        return
+                    else:  # error after tokens went out: OpenAI-style error event
+                        err: ApiError = value
+                        _fail(row, err, getattr(err, "trace", None), t0)
+                        finished = True
+                        yield f"data: {json.dumps(err.body())}\n\n".encode()
+                        return
+                    item = await queue.get()
+            finally:
+                if not finished:  # client disconnected or server shutting down
+                    runner.cancel()
+                    _fail(row, ApiError(499, "cancelled (client gone or server shutting down)"),
+                          None, t0, status="cancelled")
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+def _finish_reason(trace: Trace) -> str:
+    """"length" when the sink hit its token limit (backends put it in the node meta)."""
+    for n in trace.nodes:
+        if n.meta.get("finish_reason") == "length" and n.output == trace.output:
+            return "length"
+    return "stop"

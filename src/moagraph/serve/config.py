@@ -1,0 +1,70 @@
+"""Server settings: one validated object shared by the CLI, the app and tests.
+
+Kept apart from the app so a test or an embedding program can build a
+:class:`ServeConfig` in code and hand it to :func:`moagraph.serve.app.create_app`
+without going through the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+API_KEY_ENV = "MOAGRAPH_API_KEY"
+
+
+class ServeConfigError(ValueError):
+    """A server option is invalid; the message names the option and the fix."""
+
+
+class ServeConfig(BaseModel):
+    """How the OpenAI-compatible server behaves (not which graphs it serves)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 exposes it on the network.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
+    api_key: str | None = Field(
+        None, description=f"Bearer token clients must send; default: ${API_KEY_ENV}, else no auth."
+    )
+    store: Path | None = Field(None, description="SQLite file for request logs and traces.")
+    run_id: str = Field("serve", description="Run id under which served requests are stored.")
+    task: str = Field("chat", description="Task whose prompts and cost averages served queries use.")
+    budget_flops: float | None = Field(
+        None, gt=0, description="Largest estimated cost (normalised FLOPs) a request may have."
+    )
+    grace_s: float = Field(
+        30.0, ge=0, description="On shutdown, how long in-flight requests may run before cancellation."
+    )
+    default_max_tokens: int | None = Field(
+        None, gt=0, description="max_tokens for requests that send none (default: the graph's own)."
+    )
+    log_flush_s: float = Field(
+        0.2, gt=0, description="How often buffered request rows are written to the store."
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _non_empty_key(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("--api-key is empty; pass a non-empty token or leave it out for no auth")
+        return v
+
+    @classmethod
+    def with_env(cls, **kwargs: object) -> ServeConfig:
+        """Build a config, taking the API key from ``$MOAGRAPH_API_KEY`` when none is given."""
+        if kwargs.get("api_key") is None and os.environ.get(API_KEY_ENV):
+            kwargs["api_key"] = os.environ[API_KEY_ENV]
+        try:
+            return cls.model_validate(kwargs)
+        except Exception as e:  # pydantic ValidationError -> one readable line per field
+            from pydantic import ValidationError
+
+            if isinstance(e, ValidationError):
+                parts = [
+                    f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}" for err in e.errors()
+                ]
+                raise ServeConfigError("invalid server option: " + "; ".join(parts)) from None
+            raise

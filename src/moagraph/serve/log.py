@@ -1,0 +1,206 @@
+"""One SQLite row per served request, written off the request path.
+
+Rows are buffered and flushed by one background task every ``flush_s``
+(and at shutdown), in a worker thread: a request never waits on a disk
+commit, which is what keeps the server's added latency small under load.
+The table lives in the store file next to the run store's own tables
+(``runs``/``results``): one file holds what was served and the full traces
+(``serve_requests.trace_id`` -> ``results.example_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import logging
+from concurrent.futures import ThreadPoolExecutor
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moagraph.graph.trace import Trace
+
+log = logging.getLogger("moagraph.serve")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS serve_requests (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    model TEXT,
+    kind TEXT,
+    status TEXT NOT NULL,
+    http_status INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    flops REAL,
+    flops_normalised REAL,
+    dollars REAL,
+    latency_s REAL,
+    wall_s REAL,
+    error TEXT,
+    request TEXT,
+    trace_id TEXT
+);
+CREATE INDEX IF NOT EXISTS serve_requests_run ON serve_requests(run_id, ts);
+"""
+
+COLUMNS = (
+    "id", "run_id", "ts", "model", "kind", "status", "http_status", "stream", "prompt_tokens",
+    "completion_tokens", "flops", "flops_normalised", "dollars", "latency_s", "wall_s", "error",
+    "request", "trace_id",
+)
+
+
+@dataclass
+class RequestRow:
+    """What is kept of one request. ``status``: ok | error | rejected | cancelled."""
+
+    id: str
+    model: str | None
+    status: str
+    http_status: int
+    stream: bool = False
+    kind: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    flops: float | None = None
+    flops_normalised: float | None = None
+    dollars: float | None = None
+    latency_s: float | None = None
+    wall_s: float | None = None
+    error: str | None = None
+    request: dict[str, Any] | None = None
+    trace: Trace | None = None  # kept whole; serialised in the log thread
+    ts: float = field(default_factory=time.time)
+
+
+class RequestLog:
+    """Buffered writer of :class:`RequestRow` into ``serve_requests``, and of each
+    request's trace into the :class:`~moagraph.store.RunStore` of the same file
+    (run ``run_id``, example id = the request id), so ``report`` tools see served
+    traffic like any other run.
+
+    All SQLite work happens in one dedicated thread (connections stay in the
+    thread that made them).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        run_id: str = "serve",
+        flush_s: float = 0.2,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.run_id = run_id
+        self.flush_s = flush_s
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moagraph-serve-log")
+        self._pending: list[RequestRow] = []
+        self._task: asyncio.Task[None] | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._store: Any = None
+        self.written = 0
+        self._thread.submit(self._open, run_config or {}).result()
+
+    def _open(self, run_config: dict[str, Any]) -> None:
+        from moagraph.store import RunStore
+
+        self._store = RunStore(self.path)
+        self._store.create_run(self.run_id, {"kind": "serve", **run_config}, resume=True)
+        self._conn = sqlite3.connect(str(self.path), timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+        self._conn.commit()
+
+    def add(self, row: RequestRow) -> None:
+        self._pending.append(row)
+
+    def _tuple(self, r: RequestRow) -> tuple[Any, ...]:
+        def dumps(x: Any) -> str | None:
+            return None if x is None else json.dumps(x, ensure_ascii=False, default=str)
+
+        return (
+            r.id, self.run_id, r.ts, r.model, r.kind, r.status, r.http_status, int(r.stream),
+            r.prompt_tokens, r.completion_tokens, r.flops, r.flops_normalised, r.dollars,
+            r.latency_s, r.wall_s, r.error, dumps(r.request),
+            None if r.trace is None else r.trace.query_id,
+        )
+
+    def _write_rows(self, rows: list[RequestRow]) -> int:
+        """In the log thread: one transaction for the request rows, then the traces."""
+        assert self._conn is not None
+        cols = ",".join(COLUMNS)
+        marks = ",".join("?" * len(COLUMNS))
+        self._conn.executemany(
+            f"INSERT OR REPLACE INTO serve_requests ({cols}) VALUES ({marks})",
+            [self._tuple(r) for r in rows],
+        )
+        self._conn.commit()
+        for r in rows:
+            if r.trace is not None:
+                self._store.add_result(self.run_id, r.trace, flops_norm=r.flops_normalised)
+        self.written += len(rows)
+        return len(rows)
+
+    async def flush(self) -> int:
+        """Write what is buffered (the event loop keeps serving meanwhile)."""
+        rows, self._pending = self._pending, []
+        if not rows:
+            return 0
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._write_rows, rows)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await self.flush()
+            except sqlite3.Error as e:  # a locked or full disk must not take the server down
+                log.warning("could not write request log to %s: %s", self.path, e)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+            if self._store is not None and hasattr(self._store, "close"):
+                self._store.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        self._thread.shutdown(wait=True)
+
+
+def read_rows(path: str | Path, run_id: str | None = None) -> list[dict[str, Any]]:
+    """All request rows of a store file (optionally one run), oldest first."""
+    conn = sqlite3.connect(str(path))
+    try:
+        q = f"SELECT {','.join(COLUMNS)} FROM serve_requests"
+        args: tuple[Any, ...] = ()
+        if run_id is not None:
+            q += " WHERE run_id = ?"
+            args = (run_id,)
+        rows = [dict(zip(COLUMNS, r)) for r in conn.execute(q + " ORDER BY ts", args)]
+    finally:
+        conn.close()
+    for r in rows:
+        if r["request"] is not None:
+            r["request"] = json.loads(r["request"])
+    return rows

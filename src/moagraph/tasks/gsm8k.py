@@ -1,0 +1,62 @@
+"""GSM8K: grade-school word problems with a numeric final answer."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from moagraph.tasks._common import FileTask, iter_bundled, read_jsonl
+from moagraph.tasks.base import Example
+from moagraph.tasks.grading.math_equiv import equivalent, extract_math_answer, gsm8k_reference
+
+MATH_INSTRUCTION = (
+    "Solve the following math problem step by step. "
+    "Write the final answer at the end as \\boxed{{ANSWER}}.\n\n"
+)
+
+
+class MathLikeTask(FileTask):
+    """Shared by GSM8K and MATH: boxed final answer, math-verify equivalence."""
+
+    kind: ClassVar = "math"
+
+    def format_question(self, example: Example) -> str:
+        return MATH_INSTRUCTION.replace("{ANSWER}", "answer") + example.question
+
+    def extract(self, text: str) -> str | None:
+        return extract_math_answer(text)
+
+    def equivalent(self, a: Any, b: Any) -> bool:
+        return equivalent(a, b)
+
+    def grade(self, text: str, example: Example) -> float:
+        return 1.0 if equivalent(self.extract(text), example.reference) else 0.0
+
+
+class GSM8KTask(MathLikeTask):
+    """GSM8K (openai/grade-school-math, MIT).
+
+    (A, B) = (194, 121) Gemma-3 tokens, estimated from the data because the
+    papers give none: A = mean question tokens (60.7) + the prompt overhead
+    implied by MATH's A (202 - 68.8 question tokens); B = mean reference
+    solution tokens without calculator annotations (93.7) x 1.29, the ratio of
+    MATH's B (275) to its mean reference solution (213.0 tokens).
+    """
+
+    name: ClassVar[str] = "gsm8k"
+    avg_input_tokens: ClassVar[int] = 194
+    avg_output_tokens: ClassVar[int] = 121
+
+    def _load_split(self, split: str) -> list[Example]:
+        if split == "sample":
+            return [self._example("test", r["idx"], r) for r in iter_bundled("gsm8k_test_sample.jsonl")]
+        rows = read_jsonl(self.data_file("gsm8k", f"{split}.jsonl", what="GSM8K {question, answer} JSONL"))
+        return [self._example(split, i, r) for i, r in enumerate(rows)]
+
+    @staticmethod
+    def _example(split: str, idx: int, r: dict[str, Any]) -> Example:
+        return Example(
+            id=f"gsm8k/{split}/{idx}",
+            question=r["question"],
+            reference=gsm8k_reference(r["answer"]),
+            meta={"solution": r["answer"]},
+        )
