@@ -83,11 +83,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2 seeds, 20 evaluations, agent on 1 seed")
     ap.add_argument("--evals", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--agent-seeds", type=int, default=2, help="seeds for the LLM-agent optimisers (slow)")
-    ap.add_argument("--budget", type=float, default=12.0)
-    ap.add_argument("--max-nodes", type=int, default=3)
+    ap.add_argument("--agent-seeds", type=int, default=1, help="seeds for the LLM-agent optimisers (slow: each agent call of the local model takes 10-60 s on 2 shared cores)")
+    ap.add_argument("--budget", type=float, default=20.0)
+    ap.add_argument("--max-nodes", type=int, default=4)
     ap.add_argument("--train-n", type=int, default=60)
     ap.add_argument("--heldout-n", type=int, default=300)
+    ap.add_argument("--agent-max-tokens", type=int, default=64)
     ap.add_argument("--no-llm-agent", action="store_true", help="agent optimisers without an LLM (REINFORCE fallback only)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = ap.parse_args()
@@ -117,7 +118,7 @@ def main() -> None:
         from moagraph.models.runtime import PoolRuntime
 
         runtime = PoolRuntime(load_pool(resolve_pool("local")), cache=CallCache(args.out / "agent_cache.sqlite"))
-        agent = RuntimeAgent(runtime, "gemma-270m", max_tokens=160)
+        agent = RuntimeAgent(runtime, "gemma-270m", max_tokens=args.agent_max_tokens)
 
     names = ["random", "bayesopt", "reinforce", "textgrad", "agent-reinforce"]
     results: dict[str, list[tuple]] = {n: [] for n in names}

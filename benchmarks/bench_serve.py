@@ -3,8 +3,9 @@
 What it measures: the server's own overhead (HTTP, validation, executor,
 trace, request log), since the backend answers instantly. The server runs in
 this process (uvicorn on 127.0.0.1, same settings as `moagraph serve`); the
-load comes from a SEPARATE client process (httpx async, N concurrent
-connections), so client work does not share the server's event loop.
+load comes from a SEPARATE client process with N concurrent keep-alive
+connections: a minimal asyncio HTTP/1.1 client (so on a 2-core machine the
+load generator leaves the server its core) and, for comparison, httpx.
 
     .venv/bin/python benchmarks/bench_serve.py            # ~1 minute
     .venv/bin/python benchmarks/bench_serve.py --quick    # a few seconds
@@ -31,16 +32,61 @@ from typing import Any, ClassVar
 # --- client (runs in its own process) ------------------------------------------
 
 
-async def _client(url: str, model: str, n: int, conc: int, stream: bool, limit_s: float,
-                  key: str) -> dict[str, Any]:
-    import httpx
+def _body(model: str, stream: bool) -> bytes:
+    return json.dumps({"model": model, "stream": stream, "messages": [
+        {"role": "user", "content": "What is the capital of France?"}]}).encode()
 
-    body = {"model": model, "stream": stream,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
-    headers = {"Authorization": f"Bearer {key}"}
+
+async def _raw_client(url: str, model: str, n: int, conc: int, stream: bool, limit_s: float,
+                      key: str) -> tuple[list[float], int, float]:
+    """Keep-alive HTTP/1.1 over asyncio streams: the cheapest possible client, so on a
+    2-core box the load generator does not eat the CPU the server is measured on."""
+    host, port = url.removeprefix("http://").split(":")
+    body = _body(model, stream)
+    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     lat: list[float] = []
     errors = 0
-    todo = min(50, n)  # warm-up requests (connections, caches): not measured
+    todo = n
+    deadline = time.perf_counter() + limit_s
+
+    async def conn() -> None:
+        nonlocal todo, errors
+        r, w = await asyncio.open_connection(host, int(port))
+        try:
+            while todo > 0 and time.perf_counter() < deadline:
+                todo -= 1
+                t = time.perf_counter()
+                w.write(req)
+                head = (await r.readuntil(b"\r\n\r\n")).lower()
+                if b"content-length:" in head:
+                    i = head.index(b"content-length:") + len(b"content-length:")
+                    data = await r.readexactly(int(head[i:head.index(b"\r\n", i)]))
+                else:  # chunked (SSE): the last chunk is "0\r\n\r\n"
+                    data = await r.readuntil(b"\r\n0\r\n\r\n")
+                ok = head.startswith(b"http/1.1 200") and (not stream or b"data: [DONE]" in data)
+                if ok:
+                    lat.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+        finally:
+            w.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[conn() for _ in range(conc)])
+    return lat, errors, time.perf_counter() - t0
+
+
+async def _httpx_client(url: str, model: str, n: int, conc: int, stream: bool, limit_s: float,
+                        key: str) -> tuple[list[float], int, float]:
+    """The same load through httpx.AsyncClient (what an application would use)."""
+    import httpx
+
+    body = _body(model, stream)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    lat: list[float] = []
+    errors = 0
+    todo = n
     deadline = time.perf_counter() + limit_s
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30, headers=headers) as c:
@@ -49,25 +95,23 @@ async def _client(url: str, model: str, n: int, conc: int, stream: bool, limit_s
             while todo > 0 and time.perf_counter() < deadline:
                 todo -= 1
                 t = time.perf_counter()
-                if stream:
-                    async with c.stream("POST", "/v1/chat/completions", json=body) as r:
-                        data = b"".join([x async for x in r.aiter_bytes()])
-                    ok = r.status_code == 200 and data.rstrip().endswith(b"data: [DONE]")
-                else:
-                    r = await c.post("/v1/chat/completions", json=body)
-                    ok = r.status_code == 200
-                if ok:
+                async with c.stream("POST", "/v1/chat/completions", content=body) as r:
+                    data = b"".join([x async for x in r.aiter_bytes()])
+                if r.status_code == 200 and (not stream or b"data: [DONE]" in data):
                     lat.append(time.perf_counter() - t)
                 else:
                     errors += 1
 
-        await asyncio.gather(*[worker() for _ in range(min(conc, 2))])  # warm the connections
-        lat.clear()
-        errors = 0
-        todo = n
         t0 = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(conc)])
-        elapsed = time.perf_counter() - t0
+        return lat, errors, time.perf_counter() - t0
+
+
+async def _client(kind: str, url: str, model: str, n: int, conc: int, stream: bool,
+                  limit_s: float, key: str) -> dict[str, Any]:
+    run = _raw_client if kind == "raw" else _httpx_client
+    await run(url, model, min(50, n), min(conc, 4), stream, limit_s, key)  # warm-up, not measured
+    lat, errors, elapsed = await run(url, model, n, conc, stream, limit_s, key)
     lat.sort()
     q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan"))
     return {"n": len(lat), "errors": errors, "elapsed_s": elapsed,
@@ -76,8 +120,8 @@ async def _client(url: str, model: str, n: int, conc: int, stream: bool, limit_s
 
 
 def client_main(argv: list[str]) -> None:
-    url, model, n, conc, stream, limit_s, key = argv
-    out = asyncio.run(_client(url, model, int(n), int(conc), stream == "1", float(limit_s), key))
+    kind, url, model, n, conc, stream, limit_s, key = argv
+    out = asyncio.run(_client(kind, url, model, int(n), int(conc), stream == "1", float(limit_s), key))
     print(json.dumps(out))
 
 
@@ -177,22 +221,24 @@ def main() -> None:
         store = None if args.no_store else Path(tmp) / "serve.sqlite"
         config = ServeConfig(api_key=key, store=store)
         app = create_app(PoolRuntime(pool, overrides=overrides), graphs, config=config, task=task)
-        scenarios = [  # (label, model, concurrency, stream, requests)
-            ("sequential (added latency)", "solo", 1, False, min(args.requests, 1000)),
-            ("solo graph", "solo", args.concurrency, False, args.requests),
-            ("solo graph, streaming", "solo", args.concurrency, True, args.requests),
-            ("3-node MoA graph", "moa3", args.concurrency, False, args.requests),
+        c = args.concurrency
+        scenarios = [  # (label, client, model, concurrency, stream, requests)
+            ("sequential (added latency)", "raw", "solo", 1, False, min(args.requests, 1000)),
+            ("solo graph", "raw", "solo", c, False, args.requests),
+            ("solo graph, streaming", "raw", "solo", c, True, args.requests),
+            ("3-node MoA graph", "raw", "moa3", c, False, args.requests),
+            ("solo graph, httpx client", "httpx", "solo", c, False, args.requests),
         ]
         results = []
         with ServerThread(app) as srv, Progress(console=console, transient=True) as prog:
             bar = prog.add_task("load", total=len(scenarios))
-            for label, model, conc, stream, n in scenarios:
+            for label, kind, model, conc, stream, n in scenarios:
                 prog.update(bar, description=f"{label} (c={conc})")
-                cmd = [sys.executable, __file__, "--client", srv.base_url, model, str(n), str(conc),
-                       "1" if stream else "0", str(args.limit_s), key]
+                cmd = [sys.executable, __file__, "--client", kind, srv.base_url, model, str(n),
+                       str(conc), "1" if stream else "0", str(args.limit_s), key]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                                      env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-                results.append((label, model, conc, stream, json.loads(out.stdout)))
+                results.append((label, kind, model, conc, json.loads(out.stdout)))
                 prog.advance(bar)
             rows_logged = None
         if store is not None:
@@ -205,10 +251,10 @@ def main() -> None:
     table = Table(title=f"moagraph serve on loopback, zero-latency backend "
                         f"({os.cpu_count()} cores, {loop_impl} + {http_impl}, "
                         f"store {'on' if store else 'off'}, uvicorn {_ver('uvicorn')})")
-    for col in ("scenario", "model", "conc.", "requests", "errors", "req/s", "p50 ms", "p99 ms"):
-        table.add_column(col, justify="right" if col not in ("scenario", "model") else "left")
-    for label, model, conc, stream, r in results:
-        table.add_row(label, model, str(conc), str(r["n"]), str(r["errors"]), f"{r['rps']:.0f}",
+    for col in ("scenario", "client", "conc.", "requests", "errors", "req/s", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right" if col not in ("scenario", "client") else "left")
+    for label, kind, model, conc, r in results:
+        table.add_row(label, kind, str(conc), str(r["n"]), str(r["errors"]), f"{r['rps']:.0f}",
                       f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
     console.print(table)
 

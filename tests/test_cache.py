@@ -20,9 +20,14 @@ MSGS = ({"role": "user", "content": "What is 2+2?"},)
 
 
 def completion(text: str = "4", **kw: object) -> Completion:
-    base: dict[str, object] = dict(
-        text=text, prompt_tokens=7, completion_tokens=1, latency_s=0.25, model="m", backend="fake"
-    )
+    base: dict[str, object] = {
+        "text": text,
+        "prompt_tokens": 7,
+        "completion_tokens": 1,
+        "latency_s": 0.25,
+        "model": "m",
+        "backend": "fake",
+    }
     base.update(kw)
     return Completion(**base)  # type: ignore[arg-type]
 
@@ -38,7 +43,9 @@ class CountingBackend:
     def identity(self, model: ModelSpec) -> str:
         return f"fake:{model.endpoint_model}"
 
-    async def complete(self, request: LLMRequest, on_token: TokenCallback | None = None) -> Completion:
+    async def complete(
+        self, request: LLMRequest, on_token: TokenCallback | None = None
+    ) -> Completion:
         self.calls += 1
         text = f"{request.messages[-1]['content']}#{request.sample_index}"
         if on_token is not None:
@@ -55,13 +62,23 @@ def test_key_changes_with_everything_that_changes_the_answer() -> None:
     assert k == cache_key("id", LLMRequest(model=SPEC, messages=tuple(dict(m) for m in MSGS)))  # type: ignore[misc]
     others = [
         cache_key("other-id", req),
-        cache_key("id", LLMRequest(model=SPEC, messages=({"role": "user", "content": "What is 2+3?"},))),
-        cache_key("id", LLMRequest(model=SPEC, messages=({"role": "system", "content": "What is 2+2?"},))),
+        cache_key(
+            "id", LLMRequest(model=SPEC, messages=({"role": "user", "content": "What is 2+3?"},))
+        ),
+        cache_key(
+            "id", LLMRequest(model=SPEC, messages=({"role": "system", "content": "What is 2+2?"},))
+        ),
         cache_key("id", LLMRequest(model=SPEC, messages=MSGS, sample_index=1)),
-        cache_key("id", LLMRequest(model=SPEC, messages=MSGS, params=SamplingParams(temperature=0.7))),
-        cache_key("id", LLMRequest(model=SPEC, messages=MSGS, params=SamplingParams(max_tokens=10))),
+        cache_key(
+            "id", LLMRequest(model=SPEC, messages=MSGS, params=SamplingParams(temperature=0.7))
+        ),
+        cache_key(
+            "id", LLMRequest(model=SPEC, messages=MSGS, params=SamplingParams(max_tokens=10))
+        ),
         cache_key("id", LLMRequest(model=SPEC, messages=MSGS, params=SamplingParams(stop=("\n",)))),
-        cache_key("id", LLMRequest(model=SPEC.model_copy(update={"model": "b.gguf"}), messages=MSGS)),
+        cache_key(
+            "id", LLMRequest(model=SPEC.model_copy(update={"model": "b.gguf"}), messages=MSGS)
+        ),
     ]
     assert len({k, *others}) == len(others) + 1
 
@@ -75,7 +92,12 @@ def test_put_get_persists_across_instances(tmp_path: Path) -> None:
     with CallCache(path) as again:  # a new process would see the same
         hit = again.get("k")
         assert hit is not None and hit.cached
-        assert (hit.text, hit.prompt_tokens, hit.completion_tokens, hit.latency_s) == ("héllo", 7, 1, 0.25)
+        assert (hit.text, hit.prompt_tokens, hit.completion_tokens, hit.latency_s) == (
+            "héllo",
+            7,
+            1,
+            0.25,
+        )
         assert hit.finish_reason == "length" and hit.meta == {"ttft_s": 0.1}
         assert again.stats.hits == 1 and len(again) == 1 and "k" in again
     with pytest.raises(RuntimeError, match="closed"):
@@ -93,7 +115,9 @@ async def test_second_run_makes_no_backend_call(tmp_path: Path) -> None:
     fake2 = CountingBackend()
     rt2 = PoolRuntime(pool, cache=CallCache(tmp_path / "c.sqlite"), overrides={"m": fake2})
     streamed: list[str] = []
-    second = [await rt2.complete("m", MSGS, sample_index=i, on_token=streamed.append) for i in range(3)]
+    second = [
+        await rt2.complete("m", MSGS, sample_index=i, on_token=streamed.append) for i in range(3)
+    ]
     assert fake2.calls == 0 and rt2.calls == 0 and rt2.cache_hits == 3
     assert [c.text for c in second] == [c.text for c in first] == streamed
     assert all(c.cached for c in second)
@@ -138,7 +162,9 @@ def test_several_processes_writing_one_file_lose_nothing(tmp_path: Path) -> None
     path = tmp_path / "shared.sqlite"
     workers, n = 4, 100
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), str(n)], stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(w), str(n)], stderr=subprocess.PIPE
+        )
         for w in range(workers)
     ]
     for p in procs:

@@ -15,14 +15,20 @@ from moagraph.models.cost import (
 from moagraph.models.pool import ModelSpec
 
 # Gemma 3 270M: M = 0.268e9, L = 18, D = 640, so 2*L*D = 23,040.
-GEMMA = ModelSpec(name="g", backend="llamacpp", model="x.gguf", params_b=0.268, layers=18, hidden_size=640)
-BIG = ModelSpec(name="big", backend="llamacpp", model="y.gguf", params_b=8.0, layers=32, hidden_size=4096)
+GEMMA = ModelSpec(
+    name="g", backend="llamacpp", model="x.gguf", params_b=0.268, layers=18, hidden_size=640
+)
+BIG = ModelSpec(
+    name="big", backend="llamacpp", model="y.gguf", params_b=8.0, layers=32, hidden_size=4096
+)
 A, B = 202, 275  # MATH pilot lengths
 
 
 def test_prefill_by_hand() -> None:
     # Np = 202: 2*268e6*202 = 108,272,000,000; 23,040 * 202 * 203 = 23,040 * 41,006 = 944,778,240
-    assert prefill_flops(0.268e9, 18, 640, 202) == pytest.approx(108_272_000_000 + 944_778_240, rel=1e-12)
+    assert prefill_flops(0.268e9, 18, 640, 202) == pytest.approx(
+        108_272_000_000 + 944_778_240, rel=1e-12
+    )
 
 
 def test_decode_by_hand() -> None:

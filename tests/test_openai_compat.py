@@ -47,7 +47,9 @@ def make_app(hits: Counter[str], bodies: list[dict[str, Any]]) -> FastAPI:
         hits[model] += 1
         n = hits[model]
         if model == "flaky-429" and n <= 2:
-            return JSONResponse({"error": {"message": "rate limited"}}, 429, headers={"Retry-After": "0.05"})
+            return JSONResponse(
+                {"error": {"message": "rate limited"}}, 429, headers={"Retry-After": "0.05"}
+            )
         if model == "flaky-500" and n <= 2:
             return JSONResponse({"error": {"message": "overloaded"}}, 500)
         if model == "always-503":
@@ -66,15 +68,26 @@ def make_app(hits: Counter[str], bodies: list[dict[str, Any]]) -> FastAPI:
         usage = {"prompt_tokens": 11, "completion_tokens": 6, "total_tokens": 17}
         if not body.get("stream"):
             return {
-                "id": "x", "object": "chat.completion", "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}],
+                "id": "x",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
                 "usage": usage,
             }
 
         async def sse() -> AsyncIterator[str]:
             for word in text.split(" "):
-                chunk = {"choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+                chunk = {
+                    "choices": [
+                        {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
+                    ]
+                }
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'length'}]})}\n\n"
             if (body.get("stream_options") or {}).get("include_usage"):
@@ -93,9 +106,13 @@ class Server:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(make_app(self.hits, self.bodies), log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            make_app(self.hits, self.bodies), log_level="warning", lifespan="off"
+        )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -117,20 +134,36 @@ def server() -> Iterator[Server]:
 
 def backend(server: Server, model: str, **kw: Any) -> tuple[OpenAICompatBackend, ModelSpec]:
     spec = ModelSpec(
-        name=f"pool-{model}", model=model, backend="openai", base_url=server.base_url,
-        params_b=1, layers=2, hidden_size=8, **kw,
+        name=f"pool-{model}",
+        model=model,
+        backend="openai",
+        base_url=server.base_url,
+        params_b=1,
+        layers=2,
+        hidden_size=8,
+        **kw,
     )
     return OpenAICompatBackend(spec, backoff_s=0.01, backoff_cap_s=0.05), spec
 
 
 async def test_plain_completion(server: Server) -> None:
     b, spec = backend(server, "ok")
-    c = await b.complete(LLMRequest(model=spec, messages=MSGS, params=SamplingParams(max_tokens=5, stop=("\n",)),
-                                    sample_index=3))
+    c = await b.complete(
+        LLMRequest(
+            model=spec,
+            messages=MSGS,
+            params=SamplingParams(max_tokens=5, stop=("\n",)),
+            sample_index=3,
+        )
+    )
     assert c.text == "hello from ok (seed 3)" and (c.prompt_tokens, c.completion_tokens) == (11, 6)
     assert c.model == "pool-ok" and c.meta["attempts"] == 1
     body = server.bodies[-1]
-    assert body["max_tokens"] == 5 and body["stop"] == ["\n"] and body["messages"] == [dict(m) for m in MSGS]
+    assert (
+        body["max_tokens"] == 5
+        and body["stop"] == ["\n"]
+        and body["messages"] == [dict(m) for m in MSGS]
+    )
     assert b.identity(spec) == f"openai:{server.base_url}:ok"
     await b.aclose()
 
@@ -151,7 +184,9 @@ async def test_retries_then_succeeds(server: Server, model: str) -> None:
 
 async def test_gives_up_after_max_retries(server: Server) -> None:
     b, spec = backend(server, "always-503", max_retries=2)
-    with pytest.raises(BackendError, match=r"failed after 3 attempt\(s\): HTTP 503: down for maintenance") as e:
+    with pytest.raises(
+        BackendError, match=r"failed after 3 attempt\(s\): HTTP 503: down for maintenance"
+    ) as e:
         await b.complete(LLMRequest(model=spec, messages=MSGS))
     assert e.value.retryable and not isinstance(e.value, ValueError)
     assert server.hits["always-503"] == 3
@@ -166,7 +201,9 @@ async def test_gives_up_after_max_retries(server: Server) -> None:
         ("secret", 401, "Invalid API key", "api_key_env"),
     ],
 )
-async def test_client_errors_fail_at_once(server: Server, model: str, status: int, says: str, hint: str) -> None:
+async def test_client_errors_fail_at_once(
+    server: Server, model: str, status: int, says: str, hint: str
+) -> None:
     b, spec = backend(server, model)
     before = server.hits[model]
     with pytest.raises(BackendConfigError) as e:
@@ -194,8 +231,15 @@ async def test_connection_refused_is_retried_then_reported() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
-    spec = ModelSpec(name="gone", backend="openai", base_url=f"http://127.0.0.1:{port}/v1",
-                     params_b=1, layers=2, hidden_size=8, max_retries=1)
+    spec = ModelSpec(
+        name="gone",
+        backend="openai",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        params_b=1,
+        layers=2,
+        hidden_size=8,
+        max_retries=1,
+    )
     b = OpenAICompatBackend(spec, backoff_s=0.01)
     with pytest.raises(BackendError, match=r"failed after 2 attempt\(s\): ConnectError"):
         await b.complete(LLMRequest(model=spec, messages=MSGS))
@@ -213,7 +257,9 @@ async def test_streaming_with_usage(server: Server) -> None:
     assert len(pieces) == 5 and "".join(pieces) == c.text == "hello from ok (seed 0) "
     assert (c.prompt_tokens, c.completion_tokens) == (11, 6) and "usage_estimated" not in c.meta
     assert c.finish_reason == "length" and c.meta["ttft_s"] >= 0
-    assert server.bodies[-1]["stream"] is True and server.bodies[-1]["stream_options"] == {"include_usage": True}
+    assert server.bodies[-1]["stream"] is True and server.bodies[-1]["stream_options"] == {
+        "include_usage": True
+    }
     await b.aclose()
 
 
@@ -241,8 +287,23 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = sock.getsockname()[1]
     sock.close()
     # chat_format gemma: the GGUF (a base model) has no template; the server would guess llama-2.
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "1024", "--chat_format", "gemma", "--n_threads", str(os.cpu_count() or 1)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "1024",
+        "--chat_format",
+        "gemma",
+        "--n_threads",
+        str(os.cpu_count() or 1),
+    ]
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115 - a file, not a pipe: llama.cpp's load log fills a pipe
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -251,7 +312,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.time() + 120
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
+                pytest.fail(
+                    f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 if httpx.get(base + "/models", timeout=1).status_code == 200:
                     break
@@ -272,11 +335,21 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.mark.local_model
 async def test_real_llama_cpp_server(llama_server: str) -> None:
-    spec = ModelSpec(name="gemma-270m", model="gemma", backend="openai", base_url=llama_server,
-                     params_b=0.268, layers=18, hidden_size=640)
+    spec = ModelSpec(
+        name="gemma-270m",
+        model="gemma",
+        backend="openai",
+        base_url=llama_server,
+        params_b=0.268,
+        layers=18,
+        hidden_size=640,
+    )
     b = OpenAICompatBackend(spec)
-    req = LLMRequest(model=spec, messages=({"role": "user", "content": "What is the capital of France?"},),
-                     params=SamplingParams(max_tokens=8))
+    req = LLMRequest(
+        model=spec,
+        messages=({"role": "user", "content": "What is the capital of France?"},),
+        params=SamplingParams(max_tokens=8),
+    )
     c = await b.complete(req)
     assert c.prompt_tokens > 5 and 0 < c.completion_tokens <= 8 and "usage_estimated" not in c.meta
     pieces: list[str] = []

@@ -9,7 +9,14 @@ import pytest
 from moagraph.models.pool import PoolError, load_pool, pool_from_dict
 from moagraph.pools import builtin_pools, resolve_pool
 
-GOOD = {"name": "m1", "backend": "llamacpp", "model": "a.gguf", "params_b": 1, "layers": 2, "hidden_size": 8}
+GOOD = {
+    "name": "m1",
+    "backend": "llamacpp",
+    "model": "a.gguf",
+    "params_b": 1,
+    "layers": 2,
+    "hidden_size": 8,
+}
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -19,17 +26,27 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_missing_field_names_model_and_field(tmp_path: Path) -> None:
-    p = write(tmp_path, "models:\n  - {name: qwen, backend: llamacpp, model: a.gguf, layers: 2, hidden_size: 8}\n")
+    p = write(
+        tmp_path,
+        "models:\n  - {name: qwen, backend: llamacpp, model: a.gguf, layers: 2, hidden_size: 8}\n",
+    )
     with pytest.raises(PoolError) as e:
         load_pool(p)
     msg = str(e.value)
-    assert "model 'qwen'" in msg and "`params_b`" in msg and "is required" in msg and "add it" in msg
+    assert (
+        "model 'qwen'" in msg and "`params_b`" in msg and "is required" in msg and "add it" in msg
+    )
 
 
 def test_unknown_field_lists_the_known_ones(tmp_path: Path) -> None:
-    p = write(tmp_path, "models:\n  - {name: x, backend: llamacpp, model: a.gguf, params_b: 1, layers: 2,"
-                       " hidden_size: 8, temprature: 0.7}\n")
-    with pytest.raises(PoolError, match=r"model 'x', field `temprature`: is not a known field") as e:
+    p = write(
+        tmp_path,
+        "models:\n  - {name: x, backend: llamacpp, model: a.gguf, params_b: 1, layers: 2,"
+        " hidden_size: 8, temprature: 0.7}\n",
+    )
+    with pytest.raises(
+        PoolError, match=r"model 'x', field `temprature`: is not a known field"
+    ) as e:
         load_pool(p)
     assert "prompt_format" in str(e.value)  # the list of known fields
 
@@ -91,7 +108,11 @@ def test_local_pool_matches_the_gguf_metadata() -> None:
         arch = llm.metadata["general.architecture"]
         assert int(llm.metadata[f"{arch}.block_count"]) == spec.layers
         assert int(llm.metadata[f"{arch}.embedding_length"]) == spec.hidden_size
-        assert llama_cpp.llama_model_n_params(llm.model) / 1e9 == pytest.approx(spec.params_b, abs=5e-4)
-        assert not llm.metadata.get("tokenizer.chat_template")  # why prompt_format resolves to completion
+        assert llama_cpp.llama_model_n_params(llm.model) / 1e9 == pytest.approx(
+            spec.params_b, abs=5e-4
+        )
+        assert not llm.metadata.get(
+            "tokenizer.chat_template"
+        )  # why prompt_format resolves to completion
     finally:
         llm.close()

@@ -22,7 +22,9 @@ DATA = Path(os.environ.get("MOAGRAPH_DATA_DIR", REPO.parent / "shared" / "data")
 AE = DATA / "alpaca_eval"
 N = 30
 
-needs_ae = pytest.mark.skipif(not (AE / "outputs.jsonl.gz").exists(), reason="shared/data/alpaca_eval missing")
+needs_ae = pytest.mark.skipif(
+    not (AE / "outputs.jsonl.gz").exists(), reason="shared/data/alpaca_eval missing"
+)
 
 
 def _raw(name: str) -> list[dict]:
@@ -78,7 +80,10 @@ def test_alpaca_pool_validates_with_documented_estimates(ae_slice: Path) -> None
     assert pool["vicuna-13b-v1.5"].layers == 40 and pool["vicuna-13b-v1.5"].hidden_size == 5120
     assert pool["phi-2"].layers == 32 and pool["phi-2"].hidden_size == 2560
     mini = pool["minichat-3b"]
-    assert mini.extra["arch_estimated"] is True and (mini.layers, mini.hidden_size) == estimate_arch(3.0)
+    assert mini.extra["arch_estimated"] is True and (
+        mini.layers,
+        mini.hidden_size,
+    ) == estimate_arch(3.0)
     for closed in ("gpt-3.5-turbo-1106", "claude-2.1"):
         m = pool[closed]
         assert m.extra["params_assumed"] is True
@@ -89,8 +94,12 @@ def test_alpaca_pool_validates_with_documented_estimates(ae_slice: Path) -> None
 
 def test_arch_estimate_is_close_to_known_architectures() -> None:
     # The rule is only useful if it lands near real configs of the same size.
-    sizes = {"vicuna-7b-v1.5": 6.74, "vicuna-13b-v1.5": 13.0, "humpback-llama2-70b": 69.0,
-             "OpenHermes-2.5-Mistral-7B": 7.24}
+    sizes = {
+        "vicuna-7b-v1.5": 6.74,
+        "vicuna-13b-v1.5": 13.0,
+        "humpback-llama2-70b": 69.0,
+        "OpenHermes-2.5-Mistral-7B": 7.24,
+    }
     for name, pb in sizes.items():
         layers, hidden = estimate_arch(pb)
         kl, kh, _ = KNOWN_ARCH[name]
@@ -101,7 +110,9 @@ def test_arch_estimate_is_close_to_known_architectures() -> None:
 
 @needs_ae
 async def test_strict_replay_of_imported_record(ae_slice: Path) -> None:
-    raw = {(str(r["id"]), r["model"]): r["output"] for r in _raw("outputs.jsonl.gz") if r["id"] == 5}
+    raw = {
+        (str(r["id"]), r["model"]): r["output"] for r in _raw("outputs.jsonl.gz") if r["id"] == 5
+    }
     rt = PoolRuntime(load_pool(ae_slice / "pool.yaml"))
     msgs = [{"role": "user", "content": "any prompt: replay keys on the query id"}]
     c = await rt.complete("FuseChat-Gemma-2-9B-Instruct", msgs, query_id="5")
@@ -139,28 +150,46 @@ def _write(path: Path, rows: list) -> Path:
 @pytest.fixture
 def user_files(tmp_path: Path) -> tuple[Path, Path, Path]:
     models = tmp_path / "models.json"
-    models.write_text(json.dumps([
-        {"name": "small", "params_b": 1.0, "layers": 16, "hidden_size": 2048},
-        {"name": "big", "params_b": 13.0, "price_in": 0.5, "price_out": 1.5},
-    ]))
-    queries = _write(tmp_path / "queries.jsonl", [
-        {"query_id": "q1", "question": "What is 2+2?", "reference": "4"},
-        {"query_id": 2, "question": "Capital of France?", "reference": "Paris"},
-    ])
-    recs = _write(tmp_path / "recs.jsonl", [
-        {"model_name": "small", "query_id": "q1", "sample": 0, "output": "4", "score": 1},
-        {"model_name": "small", "query_id": "q1", "sample": 1, "output": "5", "score": 0},
-        {"model_name": "big", "query_id": 2, "output": "Paris is the capital.", "score": 1.0,
-         "prompt_tokens": 7, "completion_tokens": 5, "latency_s": 0.3},
-    ])
+    models.write_text(
+        json.dumps(
+            [
+                {"name": "small", "params_b": 1.0, "layers": 16, "hidden_size": 2048},
+                {"name": "big", "params_b": 13.0, "price_in": 0.5, "price_out": 1.5},
+            ]
+        )
+    )
+    queries = _write(
+        tmp_path / "queries.jsonl",
+        [
+            {"query_id": "q1", "question": "What is 2+2?", "reference": "4"},
+            {"query_id": 2, "question": "Capital of France?", "reference": "Paris"},
+        ],
+    )
+    recs = _write(
+        tmp_path / "recs.jsonl",
+        [
+            {"model_name": "small", "query_id": "q1", "sample": 0, "output": "4", "score": 1},
+            {"model_name": "small", "query_id": "q1", "sample": 1, "output": "5", "score": 0},
+            {
+                "model_name": "big",
+                "query_id": 2,
+                "output": "Paris is the capital.",
+                "score": 1.0,
+                "prompt_tokens": 7,
+                "completion_tokens": 5,
+                "latency_s": 0.3,
+            },
+        ],
+    )
     return recs, models, queries
 
 
 def test_generic_import_roundtrip(tmp_path: Path, user_files: tuple[Path, Path, Path]) -> None:
     recs, models, queries = user_files
     out = tmp_path / "pool"
-    pool = import_jsonl(recs, models, out, queries_path=queries,
-                        field_map={"model_name": "model", "output": "text"})
+    pool = import_jsonl(
+        recs, models, out, queries_path=queries, field_map={"model_name": "model", "output": "text"}
+    )
     assert pool.names == ["small", "big"]
     assert pool["big"].extra["arch_estimated"] is True
     assert pool["small"].extra.get("arch_estimated") is None
@@ -179,17 +208,28 @@ def test_generic_import_roundtrip(tmp_path: Path, user_files: tuple[Path, Path, 
         ("{not json", "line 2: not valid JSON"),
         ({"model": "small", "query_id": "q1", "sample": 3}, "line 2: field `text` is required"),
         ({"model": "small", "query_id": "q1", "text": "x", "score": 1.5}, "line 2: field `score`"),
-        ({"model": "huge", "query_id": "q1", "text": "x"}, "line 2: field `model` 'huge' is not in the models file"),
+        (
+            {"model": "huge", "query_id": "q1", "text": "x"},
+            "line 2: field `model` 'huge' is not in the models file",
+        ),
         ({"model": "small", "query_id": "q1", "text": "x", "sample": 0}, "line 2: duplicate"),
-        ({"model": "small", "query_id": "q9", "text": "x", "sample": 4}, "line 2: field `query_id` 'q9'"),
-        ({"model": "small", "query_id": "q1", "text": "x", "sample": 5, "tokens": 3}, "field `tokens` is not a known field"),
+        (
+            {"model": "small", "query_id": "q9", "text": "x", "sample": 4},
+            "line 2: field `query_id` 'q9'",
+        ),
+        (
+            {"model": "small", "query_id": "q1", "text": "x", "sample": 5, "tokens": 3},
+            "field `tokens` is not a known field",
+        ),
     ],
 )
 def test_generic_import_errors_name_line_and_field(
     tmp_path: Path, user_files: tuple[Path, Path, Path], bad_line: object, expect: str
 ) -> None:
     _, models, queries = user_files
-    recs = _write(tmp_path / "bad.jsonl", [{"model": "small", "query_id": "q1", "text": "4"}, bad_line])
+    recs = _write(
+        tmp_path / "bad.jsonl", [{"model": "small", "query_id": "q1", "text": "4"}, bad_line]
+    )
     with pytest.raises(ReplayFormatError, match=expect.replace("(", r"\(").replace("`", "`")):
         import_jsonl(recs, models, tmp_path / "out", queries_path=queries)
     assert not (tmp_path / "out" / "pool.yaml").exists()
@@ -206,8 +246,10 @@ def test_models_file_needs_params(tmp_path: Path, user_files: tuple[Path, Path, 
 def test_cli_import_error_exits_2(tmp_path: Path, user_files: tuple[Path, Path, Path]) -> None:
     _, models, _ = user_files
     recs = _write(tmp_path / "bad.jsonl", [{"model": "small", "query_id": "q1"}])
-    res = CliRunner().invoke(_cli(), ["pool", "import", "jsonl", str(recs), "--models", str(models),
-                                      "-o", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        _cli(),
+        ["pool", "import", "jsonl", str(recs), "--models", str(models), "-o", str(tmp_path / "o")],
+    )
     assert res.exit_code == 2
     assert "Error:" in res.output and "line 1" in res.output and "Traceback" not in res.output
 
@@ -215,10 +257,25 @@ def test_cli_import_error_exits_2(tmp_path: Path, user_files: tuple[Path, Path, 
 def test_cli_import_and_show(tmp_path: Path, user_files: tuple[Path, Path, Path]) -> None:
     recs, models, queries = user_files
     out = tmp_path / "p"
-    res = CliRunner().invoke(_cli(), [
-        "pool", "import", "jsonl", str(recs), "--models", str(models), "-o", str(out),
-        "--queries", str(queries), "--map", "model_name=model", "--map", "output=text",
-    ])
+    res = CliRunner().invoke(
+        _cli(),
+        [
+            "pool",
+            "import",
+            "jsonl",
+            str(recs),
+            "--models",
+            str(models),
+            "-o",
+            str(out),
+            "--queries",
+            str(queries),
+            "--map",
+            "model_name=model",
+            "--map",
+            "output=text",
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(_cli(), ["pool", "show", str(out), "--plot", str(tmp_path / "q.png")])
     assert res.exit_code == 0, res.output

@@ -19,12 +19,22 @@ MSGS = ({"role": "user", "content": "Name a prime."},)
 
 
 def spec(name: str = "llama-8b", **kw: object) -> ModelSpec:
-    return ModelSpec(name=name, backend="replay", replay="r.jsonl", params_b=8, layers=32, hidden_size=4096, **kw)  # type: ignore[arg-type]
+    return ModelSpec(
+        name=name, backend="replay", replay="r.jsonl", params_b=8, layers=32, hidden_size=4096, **kw
+    )  # type: ignore[arg-type]
 
 
 def rec(model: str, qid: str, sample: int, text: str, **kw: object) -> dict[str, object]:
-    return {"model": model, "query_id": qid, "sample": sample, "text": text, "prompt_tokens": 10,
-            "completion_tokens": 3, "latency_s": 0.5, **kw}
+    return {
+        "model": model,
+        "query_id": qid,
+        "sample": sample,
+        "text": text,
+        "prompt_tokens": 10,
+        "completion_tokens": 3,
+        "latency_s": 0.5,
+        **kw,
+    }
 
 
 RECORDS = [
@@ -46,7 +56,9 @@ class EchoLive:
     def identity(self, model: ModelSpec) -> str:
         return "fake"
 
-    async def complete(self, request: LLMRequest, on_token: TokenCallback | None = None) -> Completion:
+    async def complete(
+        self, request: LLMRequest, on_token: TokenCallback | None = None
+    ) -> Completion:
         self.calls += 1
         return Completion(f"live answer {self.calls}", 12, 4, 0.75, request.model.name, "fake")
 
@@ -81,7 +93,9 @@ def test_bad_files_name_the_line(tmp_path: Path) -> None:
 async def test_strict_hits_by_query_then_prompt_hash(tmp_path: Path) -> None:
     b = ReplayBackend(spec(), write_records(tmp_path / "r.jsonl", RECORDS))
     streamed: list[str] = []
-    c = await b.complete(LLMRequest(model=spec(), messages=MSGS, query_id="q1", sample_index=1), streamed.append)
+    c = await b.complete(
+        LLMRequest(model=spec(), messages=MSGS, query_id="q1", sample_index=1), streamed.append
+    )
     assert (c.text, c.prompt_tokens, c.completion_tokens, c.latency_s) == ("9", 10, 3, 0.5)
     assert c.meta["score"] == 0.0 and c.backend == "replay" and streamed == ["9"]
     # No query id (a node with inputs): found by the prompt's hash; no score recorded.
@@ -102,10 +116,14 @@ async def test_strict_miss_says_what_and_how(tmp_path: Path) -> None:
     with pytest.raises(ReplayMiss) as e:
         await b.complete(LLMRequest(model=spec(), messages=MSGS, query_id="q1", sample_index=5))
     msg = str(e.value)
-    assert "'llama-8b'" in msg and "'q1'" in msg and "sample 5" in msg and "2 samples recorded" in msg
+    assert (
+        "'llama-8b'" in msg and "'q1'" in msg and "sample 5" in msg and "2 samples recorded" in msg
+    )
     assert "moagraph record" in msg and "mode='record'" in msg
     other = spec("gpt-x")
-    with pytest.raises(ReplayMiss, match=r"no model 'gpt-x' \(it has: llama-8b, qwen-7b; set `replay_model`"):
+    with pytest.raises(
+        ReplayMiss, match=r"no model 'gpt-x' \(it has: llama-8b, qwen-7b; set `replay_model`"
+    ):
         await b.complete(LLMRequest(model=other, messages=MSGS, query_id="q1"))
 
 
@@ -114,7 +132,9 @@ async def test_record_then_replay_round_trip(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     live = EchoLive()
     recorder = ReplayBackend(spec(), path, mode="record", live=live, task="gsm8k")
-    reqs = [LLMRequest(model=spec(), messages=MSGS, query_id="q1", sample_index=i) for i in range(2)]
+    reqs = [
+        LLMRequest(model=spec(), messages=MSGS, query_id="q1", sample_index=i) for i in range(2)
+    ]
     reqs.append(LLMRequest(model=spec(), messages=({"role": "user", "content": "fuse these"},)))
     recorded = [await recorder.complete(r) for r in reqs]
     assert live.calls == 3 and all(c.meta["recorded"] for c in recorded)
@@ -125,7 +145,8 @@ async def test_record_then_replay_round_trip(tmp_path: Path, name: str) -> None:
     replayed = [await strict.complete(r) for r in reqs]
     assert [c.text for c in replayed] == [c.text for c in recorded]
     assert [c.prompt_tokens for c in replayed] == [12, 12, 12]
-    raw = [json.loads(line) for line in (gzip.open(path, "rt") if name.endswith(".gz") else open(path))]
+    data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+    raw = [json.loads(line) for line in data.decode().splitlines()]
     assert [r["task"] for r in raw] == ["gsm8k"] * 3 and raw[2]["query_id"] == raw[2]["prompt_hash"]
 
 
@@ -149,8 +170,12 @@ APPENDER = textwrap.dedent(
 @pytest.mark.parametrize("name", ["c.jsonl", "c.jsonl.gz"])
 def test_concurrent_appends_from_processes(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
-    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(path), str(w), "60"], stderr=subprocess.PIPE)
-             for w in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, str(path), str(w), "60"], stderr=subprocess.PIPE
+        )
+        for w in range(4)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()

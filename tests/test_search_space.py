@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moagraph.graph.spec import Role
+from moagraph.graph.spec import Node, Role
 from moagraph.graph.testing import fake_pool
 from moagraph.search.distribution import GraphDistribution
 from moagraph.search.space import SearchSpace, SearchSpaceError, finalize_graph, graph_text
-from moagraph.graph.spec import Node
 
 
 def space(budget: float = 12.0, max_nodes: int = 5, **kw) -> SearchSpace:

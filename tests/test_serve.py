@@ -492,3 +492,61 @@ def test_shutdown_cancels_cleanly_after_grace_period(tmp_path: Path) -> None:
     assert "r" not in result  # no partial answer passed off as a full one
     rows = read_rows(store)
     assert [(r["model"], r["status"]) for r in rows] == [("gated", "cancelled")]
+
+
+# --- the `serve` command ---------------------------------------------------------
+
+
+def test_cli_rejects_bad_options_without_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from moagraph.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", "--graph", "no-equals-sign"])
+    assert r.exit_code == 2 and "Error:" in r.output and "NAME=PATH" in r.output
+    r = runner.invoke(app, ["serve", "--graph", f"x={tmp_path / 'missing.yaml'}"])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    g = tmp_path / "g.yaml"
+    solo("not-in-pool").save(g)
+    r = runner.invoke(app, ["serve", "--graph", f"x={g}"])
+    assert r.exit_code == 2 and "not-in-pool" in r.output and "Traceback" not in r.output
+
+
+def test_cli_serves_the_local_pool_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`moagraph serve` with no --graph: each pool model is a one-node graph. Real
+    process, real signal: SIGTERM takes uvicorn's graceful path and exits 0."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "moagraph"
+    env = {**os.environ, "MOAGRAPH_API_KEY": "k-env"}
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--store", str(tmp_path / "s.sqlite")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        client = openai.OpenAI(base_url=base + "/v1", api_key="k-env", max_retries=0)
+        models = client.models.list().data
+        assert [m.id for m in models] == ["gemma-270m"]
+        info = models[0].model_extra["moagraph"]  # type: ignore[index]
+        assert info["kind"] == "graph" and info["models"] == ["gemma-270m"]
+        assert (info["width"], info["depth"]) == (1, 1)
+        assert httpx.get(base + "/v1/models").status_code == 401  # key from the environment
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "gemma-270m" in out  # the startup table

@@ -53,7 +53,7 @@ def eval_command(
     ] = "local",
     n: Annotated[
         int, typer.Option("--n", "-n", min=1, help="Number of examples (seeded sample).")
-    ] = 5,
+    ] = 3,
     seed: Annotated[int, typer.Option(help="Seed for picking examples.")] = 0,
     store: Annotated[Path, typer.Option(help="SQLite run store (created if missing).")] = Path(
         "runs/moagraph.sqlite"

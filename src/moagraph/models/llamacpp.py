@@ -153,13 +153,24 @@ class LlamaCppBackend:
 
     @property
     def prompt_format(self) -> Literal["chat", "completion"] | None:
-        """The format in use (None until the model is loaded when set to 'auto')."""
-        return self._format if self._format else (None if self.spec.prompt_format == "auto" else self.spec.prompt_format)  # type: ignore[return-value]
+        """The format in use (None while 'auto' waits for the model to load)."""
+        if self._format is not None:
+            return self._format
+        fmt = self.spec.prompt_format
+        return None if fmt == "auto" else fmt
 
     def metadata(self) -> dict[str, str]:
         """GGUF metadata (loads the model)."""
         with self._lock:
             return dict(self._load().metadata)
+
+    def llama(self) -> Any:
+        """The loaded ``llama_cpp.Llama`` (loads it), for benchmarks and advanced use.
+
+        Not thread-safe: do not use it while this backend serves calls.
+        """
+        with self._lock:
+            return self._load()
 
     # --- generation ---------------------------------------------------------
     def _generate(self, request: LLMRequest, push: Any | None) -> Completion:
@@ -178,16 +189,22 @@ class LlamaCppBackend:
                 if self._format == "chat":
                     prompt_text = None
                     out = llm.create_chat_completion(
-                        messages=[dict(m) for m in request.messages], stop=list(p.stop) or None, **kwargs
+                        messages=[dict(m) for m in request.messages],
+                        stop=list(p.stop) or None,
+                        **kwargs,
                     )
                 else:
                     prompt_text = completion_prompt(request.messages)
                     out = llm.create_completion(
-                        prompt_text, stop=list(dict.fromkeys([*p.stop, *COMPLETION_STOPS])), **kwargs
+                        prompt_text,
+                        stop=list(dict.fromkeys([*p.stop, *COMPLETION_STOPS])),
+                        **kwargs,
                     )
                 if push is None:
                     choice = out["choices"][0]
-                    text = choice["message"]["content"] if self._format == "chat" else choice["text"]
+                    text = (
+                        choice["message"]["content"] if self._format == "chat" else choice["text"]
+                    )
                     usage = out.get("usage") or {}
                     pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
                     finish = choice.get("finish_reason") or "stop"
@@ -214,7 +231,11 @@ class LlamaCppBackend:
                     if prompt_text is None:
                         prompt_text = "".join(m["content"] for m in request.messages)
                     pt = len(llm.tokenize(prompt_text.encode("utf-8"), add_bos=True, special=True))
-                    ct = len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
+                    ct = (
+                        len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+                        if text
+                        else 0
+                    )
             except ValueError as e:  # llama_cpp raises ValueError when the prompt exceeds n_ctx
                 raise BackendConfigError(
                     f"model {self.spec.name!r}: {e}; raise `context_length` in the pool "
@@ -236,7 +257,9 @@ class LlamaCppBackend:
             meta=meta,
         )
 
-    async def complete(self, request: LLMRequest, on_token: TokenCallback | None = None) -> Completion:
+    async def complete(
+        self, request: LLMRequest, on_token: TokenCallback | None = None
+    ) -> Completion:
         if on_token is None:
             return await self._run(request, None)
         loop = asyncio.get_running_loop()
@@ -261,8 +284,10 @@ class LlamaCppBackend:
             return await asyncio.to_thread(self._generate, request, push)
         except BackendError:
             raise
-        except Exception as e:  # noqa: BLE001 - llama_cpp raises plain exceptions
-            raise BackendError(f"model {self.spec.name!r}: llama.cpp failed: {e}", model=self.spec.name) from e
+        except Exception as e:
+            raise BackendError(
+                f"model {self.spec.name!r}: llama.cpp failed: {e}", model=self.spec.name
+            ) from e
 
     async def aclose(self) -> None:
         with self._lock:

@@ -96,7 +96,9 @@ class OpenAICompatBackend:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not spec.base_url:
-            raise BackendConfigError(f"model {spec.name!r}: backend 'openai' needs `base_url`", model=spec.name)
+            raise BackendConfigError(
+                f"model {spec.name!r}: backend 'openai' needs `base_url`", model=spec.name
+            )
         self.spec = spec
         self.backoff_s = backoff_s
         self.backoff_cap_s = backoff_cap_s
@@ -173,7 +175,9 @@ class OpenAICompatBackend:
             model=self.spec.name,
         )
 
-    async def complete(self, request: LLMRequest, on_token: TokenCallback | None = None) -> Completion:
+    async def complete(
+        self, request: LLMRequest, on_token: TokenCallback | None = None
+    ) -> Completion:
         headers = self._headers()
         stream = on_token is not None
         usage_opt = True
@@ -210,7 +214,11 @@ class OpenAICompatBackend:
             meta["retry_delays_s"] = delays
         if pt is None or ct is None:
             meta["usage_estimated"] = True
-            pt = pt if pt is not None else sum(estimate_tokens(m["content"]) for m in request.messages)
+            pt = (
+                pt
+                if pt is not None
+                else sum(estimate_tokens(m["content"]) for m in request.messages)
+            )
             ct = ct if ct is not None else estimate_tokens(text)
         return Completion(
             text=text,
@@ -228,8 +236,14 @@ class OpenAICompatBackend:
         if status < 400:
             return
         if status == 429 or status >= 500:
-            raise _Retryable(f"HTTP {status}: {_error_message(response)}", _retry_after(response.headers))
-        if status == 400 and "stream_options" in body and "stream_options" in _error_message(response):
+            raise _Retryable(
+                f"HTTP {status}: {_error_message(response)}", _retry_after(response.headers)
+            )
+        if (
+            status == 400
+            and "stream_options" in body
+            and "stream_options" in _error_message(response)
+        ):
             raise _StreamOptionsRejected()
         raise self._fail_fast(response)
 

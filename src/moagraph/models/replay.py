@@ -43,7 +43,7 @@ class ReplayFileError(PoolError):
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115
+    return open(path, encoding="utf-8")
 
 
 def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -212,7 +212,9 @@ class ReplayBackend:
     def identity(self, model: ModelSpec) -> str:
         return f"replay:{self.path.resolve()}:{self.recorded_name(model)}"
 
-    async def complete(self, request: LLMRequest, on_token: TokenCallback | None = None) -> Completion:
+    async def complete(
+        self, request: LLMRequest, on_token: TokenCallback | None = None
+    ) -> Completion:
         spec = request.model
         name = self.recorded_name(spec)
         phash = request.prompt_hash()
@@ -260,13 +262,18 @@ class ReplayBackend:
 
     def _miss_message(self, name: str, request: LLMRequest) -> str:
         what = (
-            f"query {request.query_id!r}" if request.query_id is not None
+            f"query {request.query_id!r}"
+            if request.query_id is not None
             else f"prompt hash {request.prompt_hash()}"
         )
         have = self.store.n_samples(name, request.query_id) if request.query_id is not None else 0
-        known = "" if name in self.store.models() else (
-            f"; the recording has no model {name!r} (it has: {', '.join(self.store.models()) or 'none'};"
-            " set `replay_model` in the pool to map names)"
+        known = (
+            ""
+            if name in self.store.models()
+            else (
+                f"; the recording has no model {name!r} (it has: {', '.join(self.store.models()) or 'none'};"
+                " set `replay_model` in the pool to map names)"
+            )
         )
         return (
             f"replay {self.path}: no recording for model {name!r}, {what}, sample "

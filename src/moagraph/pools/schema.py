@@ -52,7 +52,9 @@ class ReplayRecord(BaseModel):
     query_id: str = Field(min_length=1, description="The task example's id.")
     sample: int = Field(0, ge=0, description="Sample index 0..S-1 of repeated samples.")
     text: str = Field(description="The completion text.")
-    prompt_tokens: int = Field(ge=0, description="Prompt tokens (measured, or estimated: see meta).")
+    prompt_tokens: int = Field(
+        ge=0, description="Prompt tokens (measured, or estimated: see meta)."
+    )
     completion_tokens: int = Field(ge=0, description="Completion tokens.")
     latency_s: float = Field(ge=0, description="Wall time of the call in seconds.")
     score: float | None = Field(
@@ -157,9 +159,13 @@ def iter_jsonl(path: str | Path, model: type[T]) -> Iterator[T]:
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ReplayFormatError(f"{where}: not valid JSON ({e.msg}); one object per line") from None
+                raise ReplayFormatError(
+                    f"{where}: not valid JSON ({e.msg}); one object per line"
+                ) from None
             if not isinstance(raw, dict):
-                raise ReplayFormatError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+                raise ReplayFormatError(
+                    f"{where}: expected a JSON object, got {type(raw).__name__}"
+                )
             try:
                 yield model.model_validate(raw)
             except ValidationError as e:
@@ -205,7 +211,10 @@ def write_jsonl(path: str | Path, rows: Iterable[BaseModel]) -> int:
     n = 0
     tmp = p.with_name(p.name + ".tmp")
     if p.suffix == ".gz":
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz,
+        ):
             for r in rows:
                 gz.write((json.dumps(_compact(r), ensure_ascii=False) + "\n").encode("utf-8"))
                 n += 1

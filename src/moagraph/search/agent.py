@@ -83,13 +83,25 @@ def update_prompt(
         )
     parts += [
         f"Latest graph (reward {reward:.3f}):\n{graph_text}",
-        "Current probabilities (JSON):\n" + json.dumps(probabilities, separators=(",", ":")),
+        "Current probabilities (JSON; per node only entries >= 0.05 shown):\n"
+        + json.dumps(compact_probabilities(probabilities), separators=(",", ":")),
         "Reply with JSON only: {\"probabilities\": {...same keys, updated values in [0,1]...}, "
         "\"graph\": {\"nodes\": [{\"id\": \"n0\", \"model\": \"...\", \"role\": \"assistant\", "
         "\"inputs\": []}], \"sink\": [\"n0\"]}}",
         REPLY_PREFIX,
     ]
     return "\n\n".join(p for p in parts if p)
+
+
+def compact_probabilities(probs: dict[str, Any], floor: float = 0.05) -> dict[str, Any]:
+    """Shorter prompt: drop tiny categorical entries (a small agent's context is short)."""
+    out: dict[str, Any] = {}
+    for k, v in probs.items():
+        if k in ("models", "roles") and isinstance(v, dict):
+            out[k] = {n: {m: round(p, 2) for m, p in d.items() if p >= floor} for n, d in v.items()}
+        elif isinstance(v, dict):
+            out[k] = {e: round(p, 2) for e, p in v.items()}
+    return out
 
 
 MIX_PREFIX = '```json\n{"mixes": ['
@@ -121,7 +133,7 @@ class AgentReply:
 
 
 # --- JSON extraction ---------------------------------------------------------
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.S)
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
 
 
 def _balanced_objects(text: str) -> list[str]:

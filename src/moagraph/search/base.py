@@ -62,7 +62,7 @@ class Optimizer(ABC):
     async def _propose(self) -> tuple[Graph, str, dict[str, Any]]:
         """The next graph to evaluate, with its phase label and notes."""
 
-    async def _observe(self, told: Told) -> None:  # noqa: B027 - optional hook
+    async def _observe(self, told: Told) -> None:
         """Learn from one result (default: nothing beyond the history)."""
 
     @property
@@ -107,7 +107,7 @@ class Optimizer(ABC):
         key = graph_key(graph)
         return any(graph_key(t.candidate.graph) == key for t in self.history)
 
-    async def aclose(self) -> None:  # noqa: B027
+    async def aclose(self) -> None:
         """Release resources (agent runtimes)."""
 
 

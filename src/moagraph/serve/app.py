@@ -303,8 +303,18 @@ def create_app(
             )
         return e
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(auth)], response_model=ChatCompletion)
+    req_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    req_defs = req_schema.pop("$defs", {})
+
+    @app.post(
+        "/v1/chat/completions", response_model=ChatCompletion,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}},
+    )
     async def chat_completions(request: Request) -> Response:
+        # Auth inline (not a Depends) and the body parsed by hand: the check order stays
+        # auth -> body, and FastAPI's dependency solver is off the hot path.
+        await auth(request)
         t0 = time.perf_counter()
         req_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         body = await request.body()
@@ -316,7 +326,7 @@ def create_app(
                               error=err.message))
             raise err from None
         row = RequestRow(id=req_id, model=req.model, status="error", http_status=500,
-                         stream=req.stream, request=req.model_dump(mode="json", exclude_none=True))
+                         stream=req.stream, request=body.decode("utf-8", "replace"))
         try:
             entry = _lookup(req.model)
             row.kind = entry.kind
@@ -505,6 +515,20 @@ def create_app(
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, plus the hand-parsed request body's models."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(req_defs)
+            schemas["ChatCompletionRequest"] = req_schema
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

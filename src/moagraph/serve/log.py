@@ -73,7 +73,7 @@ class RequestRow:
     latency_s: float | None = None
     wall_s: float | None = None
     error: str | None = None
-    request: dict[str, Any] | None = None
+    request: str | dict[str, Any] | None = None  # the JSON body as received, or a dict
     trace: Trace | None = None  # kept whole; serialised in the log thread
     ts: float = field(default_factory=time.time)
 
@@ -102,6 +102,7 @@ class RequestLog:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moagraph-serve-log")
         self._pending: list[RequestRow] = []
         self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
         self._conn: sqlite3.Connection | None = None
         self._store: Any = None
         self.written = 0
@@ -123,7 +124,9 @@ class RequestLog:
 
     def _tuple(self, r: RequestRow) -> tuple[Any, ...]:
         def dumps(x: Any) -> str | None:
-            return None if x is None else json.dumps(x, ensure_ascii=False, default=str)
+            if x is None or isinstance(x, str):
+                return x
+            return json.dumps(x, ensure_ascii=False, default=str)
 
         return (
             r.id, self.run_id, r.ts, r.model, r.kind, r.status, r.http_status, int(r.stream),
@@ -157,24 +160,29 @@ class RequestLog:
         return await loop.run_in_executor(self._thread, self._write_rows, rows)
 
     async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_s)
+        # Never cancelled mid-flush (a cancelled run_in_executor job may never run,
+        # losing its rows): aclose() sets the stop event and waits for the last flush.
+        assert self._stop is not None
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.flush_s)
+            except asyncio.TimeoutError:
+                pass
             try:
                 await self.flush()
-            except sqlite3.Error as e:  # a locked or full disk must not take the server down
+            except Exception as e:  # noqa: BLE001 - a locked or full disk must not stop serving
                 log.warning("could not write request log to %s: %s", self.path, e)
 
     def start(self) -> None:
         if self._task is None:
+            self._stop = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        """Write everything still buffered, then close (called at server shutdown)."""
+        if self._task is not None and self._stop is not None:
+            self._stop.set()
+            await asyncio.shield(self._task)
             self._task = None
         await self.flush()
 

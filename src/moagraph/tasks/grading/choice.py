@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["extract_choice", "choice_equivalent"]
+__all__ = ["choice_equivalent", "extract_choice"]
 
 
 def _letter_class(letters: str) -> str:

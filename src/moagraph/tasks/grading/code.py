@@ -13,12 +13,12 @@ import re
 from moagraph.tasks.grading.sandbox import SandboxResult, arun_code, run_code
 
 __all__ = [
+    "agrade_program",
     "extract_code",
-    "humaneval_program",
-    "mbpp_program",
     "grade_humaneval",
     "grade_mbpp",
-    "agrade_program",
+    "humaneval_program",
+    "mbpp_program",
 ]
 
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -45,7 +45,7 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
         chosen = pool[0]
         if entry_point:
             for b in pool:
-                if re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", b, re.M):
+                if re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", b, re.MULTILINE):
                     chosen = b
                     break
         return _MAIN_RE.sub("", chosen).rstrip() + "\n"
@@ -80,7 +80,7 @@ def humaneval_program(prompt: str, completion_code: str, test: str, entry_point:
     if not program.endswith("\n"):
         program += "\n"
     program += "\n" + test
-    if not re.search(r"^\s*(?:test_check|check)\s*\(", test, re.M):
+    if not re.search(r"^\s*(?:test_check|check)\s*\(", test, re.MULTILINE):
         program += f"\ncheck({entry_point})\n"
     return program
 

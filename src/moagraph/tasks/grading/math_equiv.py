@@ -95,14 +95,16 @@ def gsm8k_reference(answer_field: str) -> str:
 
 _UNIT_WORDS = (
     "dollars|dollar|cents|cent|units|unit|degrees|degree|inches|inch|feet|foot|ft|yards|yard|"
-    "miles|mile|meters|meter|metres|metre|cm|mm|km|m|kg|g|grams|gram|pounds|pound|lbs|lb|"
-    "hours|hour|hrs|minutes|minute|mins|min|seconds|second|sec|s|days|day|weeks|week|"
-    "years|year|months|month|percent|sq|square|cubic|liters|liter|litres|ml|l|mph|"
+    "miles|mile|meters|meter|metres|metre|cm|mm|km|kg|grams|gram|pounds|pound|lbs|lb|"
+    "hours|hour|hrs|minutes|minute|mins|min|seconds|second|sec|days|day|weeks|week|"
+    "years|year|months|month|percent|sq|square|cubic|liters|liter|litres|ml|mph|"
     "people|students|apples|eggs|points|times|ways|pieces|books|cookies|marbles|cups"
 )
 _TRAILING_UNIT_RE = re.compile(
-    rf"^(.*?\d)\s*(?:(?:{_UNIT_WORDS})(?:\^?\{{?[23]\}}?)?\b\.?\s*)+$", re.IGNORECASE
+    rf"^(.*?\d)\s*(?:(?:{_UNIT_WORDS})\b(?:\s*\^\s*\{{?[23]\}}?)?\.?\s*)+$", re.IGNORECASE
 )
+# "5 \\text{m}^2": a number followed by a \\text{} unit (single letters allowed here only)
+_TEXT_UNIT_RE = re.compile(r"^(.*?\d)\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z. ]*\}(?:\s*\^\s*\{?[23]\}?)?$")
 _TEXT_RE = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _ASSIGN_RE = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?=[^=])")
@@ -115,17 +117,21 @@ def normalize_answer(ans: str) -> str:
     """Canonical string form of an answer: drops LaTeX decoration, units,
     thousands separators, "x =" prefixes, percent and degree signs."""
     s = str(ans).strip()
+    s = s.replace("\\$", "").replace("$", "").strip()
     inner = extract_boxed(s) if s.startswith(("\\boxed", "\\fbox")) else None
     if inner is not None:
         s = inner
-    s = s.replace("\\$", "").replace("$", "").strip()
     if s.startswith(("\\(", "\\[")) and s.endswith(("\\)", "\\]")):
         s = s[2:-2]
     s = s.replace("\\left", "").replace("\\right", "")
-    s = re.sub(r"\\[,;:! ]", "", s)
+    s = re.sub(r"(?<!\\)\\[,;:! ]", "", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)  # \frac12
+    s = re.sub(r"\\frac\s*\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}", s)  # \frac{1}2
+    s = re.sub(r"\\sqrt\s*(\d+)", r"\\sqrt{\1}", s)  # \sqrt3
     s = re.sub(r"\^\s*\{?\\circ\}?", "", s).replace("°", "")
     s = s.replace("\\%", "").replace("%", "")
+    s = _TEXT_UNIT_RE.sub(r"\1", s)
     for _ in range(3):  # \text{...} may hold units or the whole answer
         s = _TEXT_RE.sub(lambda m: " " + m.group(1) + " ", s)
     s = s.strip().rstrip(".").strip()
@@ -197,52 +203,93 @@ def _free_letters(s: str) -> frozenset[str]:
     return frozenset(c for c in _COMMAND_RE.sub(" ", s) if c.isalpha())
 
 
-def _top_level_commas(s: str) -> int:
-    depth = n = 0
+def _shape(s: str) -> tuple[int, int, int, int, tuple[str, ...]]:
+    """(commas outside any bracket, commas inside the outermost brackets): tuples,
+    intervals and lists of different lengths are never equal."""
+    depth = top = inner = 0
     for c in s:
         if c in "([{":
             depth += 1
         elif c in ")]}":
             depth -= 1
-        elif c == "," and depth <= 0:
-            n += 1
-    return n
+        elif c == ",":
+            if depth <= 0:
+                top += 1
+            elif depth == 1:
+                inner += 1
+    # matrix cells and rows; subscripts (bases like 52_8, indices like x_1)
+    subs = tuple(sorted(re.findall(r"_\{?(\w+)\}?", s)))
+    return top, inner, s.count("&"), s.count("\\\\"), subs
 
 
-_EVAL_TOKEN_RE = re.compile(r"\s*(?:\d+\.?\d*|\.\d+|\*\*|[-+*/()]|sqrt|pi)")
-_IMPLICIT_RE = re.compile(r"(\d|\))\s*(sqrt|pi|\()")
+_FAST_COMMANDS = frozenset({"frac", "sqrt", "pi", "cdot", "times"})
+_TOKEN_RE = re.compile(r"\s*(\d+\.?\d*|\.\d+|\*\*|[-+*/()]|[A-Za-z]+)")
+
+
+def _fast_tokens(s: str) -> list[str] | None:
+    """Tokens of a constant or polynomial-like expression with explicit ``*``."""
+    if any(c not in _FAST_COMMANDS for c in re.findall(r"\\([a-zA-Z]+)", s)):
+        return None
+    text = _latex_to_sympy_text(s)
+    raw: list[str] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if not m:
+            if not text[pos:].strip():
+                break
+            return None
+        tok = m.group(1)
+        pos = m.end()
+        if tok.isalpha() and tok not in ("sqrt", "pi"):
+            raw.extend(re.findall(r"sqrt|pi|[A-Za-z]", tok))  # "xy" is x*y
+        else:
+            raw.append(tok)
+    out: list[str] = []
+    for tok in raw:
+        if out:
+            prev = out[-1]
+            prev_operand = prev == ")" or prev[0].isdigit() or prev[0] == "." or (
+                prev.isalpha() and prev != "sqrt"
+            )
+            if prev_operand and (tok == "(" or tok[0].isdigit() or tok.isalpha()):
+                out.append("*")
+        out.append(tok)
+    return out
+
+
+def _point_value(letter: str, k: int) -> float:
+    # Deterministic, irrational-looking sample points in [1.1, 2.1].
+    return 1.1 + ((ord(letter) * 7919 + (k + 1) * 104729) % 997) / 997
 
 
 @functools.lru_cache(maxsize=65536)
-def _fast_value(s: str) -> float | None:
-    """Numeric value of a constant expression (digits, + - * / ^, sqrt, pi) without
-    sympy, or None. Evaluated on a checked AST, so it cannot run arbitrary code."""
-    text = _IMPLICIT_RE.sub(r"\1*\2", _latex_to_sympy_text(s))
-    text = _IMPLICIT_RE.sub(r"\1*\2", text)
-    pos = 0
-    while pos < len(text):
-        m = _EVAL_TOKEN_RE.match(text, pos)
-        if not m:
-            if text[pos:].strip() == "":
-                break
-            return None
-        pos = m.end()
+def _fast_values(s: str) -> tuple[float, float] | None:
+    """Values of an expression at two sample points of its variables, without
+    sympy (constants give the same value twice), or None when the expression
+    is outside what the checked AST evaluator handles."""
+    tokens = _fast_tokens(s)
+    if not tokens:
+        return None
     try:
-        tree = ast.parse(text, mode="eval")
-        v = _eval_node(tree.body)
+        tree = ast.parse(" ".join(tokens), mode="eval")
+        v0 = _eval_node(tree.body, 0)
+        v1 = _eval_node(tree.body, 1)
     except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError):
         return None
-    return v if math.isfinite(v) else None
+    if not (math.isfinite(v0) and math.isfinite(v1)):
+        return None
+    return v0, v1
 
 
-def _eval_node(node: ast.AST) -> float:
+def _eval_node(node: ast.AST, k: int) -> float:
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
         return float(node.value)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        v = _eval_node(node.operand)
+        v = _eval_node(node.operand, k)
         return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.BinOp):
-        x, y = _eval_node(node.left), _eval_node(node.right)
+        x, y = _eval_node(node.left, k), _eval_node(node.right, k)
         if isinstance(node.op, ast.Add):
             return x + y
         if isinstance(node.op, ast.Sub):
@@ -256,16 +303,23 @@ def _eval_node(node: ast.AST) -> float:
                 raise ValueError("exponent too large for the fast path")
             r = x**y
             if isinstance(r, complex):
-                raise ValueError("complex")
+                raise TypeError("complex")
             return float(r)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "sqrt":
-        if len(node.args) == 1:
-            v = _eval_node(node.args[0])
-            if v < 0:
-                raise ValueError("sqrt of a negative number")
-            return math.sqrt(v)
-    if isinstance(node, ast.Name) and node.id == "pi":
-        return math.pi
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "sqrt"
+        and len(node.args) == 1
+    ):
+        v = _eval_node(node.args[0], k)
+        if v < 0:
+            raise ValueError("sqrt of a negative number")
+        return math.sqrt(v)
+    if isinstance(node, ast.Name):
+        if node.id == "pi":
+            return math.pi
+        if len(node.id) == 1:
+            return _point_value(node.id, k)
     raise ValueError("unsupported expression")
 
 
@@ -288,11 +342,16 @@ def equivalent(a: object, b: object) -> bool:
         return False
     # Cheap structural filters before any sympy: different variables, or a
     # different number of tuple/list entries, cannot be the same answer.
-    if _free_letters(na) != _free_letters(nb) or _top_level_commas(na) != _top_level_commas(nb):
+    if _free_letters(na) != _free_letters(nb) or _shape(na) != _shape(nb):
         return False
-    va, vb = _fast_value(na), _fast_value(nb)
+    va, vb = _fast_values(na), _fast_values(nb)
     if va is not None and vb is not None:
-        return math.isclose(va, vb, rel_tol=1e-9, abs_tol=1e-12)
+        return all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(va, vb))
+    ta, tb = _split_top_level(na), _split_top_level(nb)
+    if ta is not None and tb is not None:  # tuples / intervals: ends and parts must match
+        if (na[0], na[-1]) != (nb[0], nb[-1]) or len(ta) != len(tb):
+            return False
+        return all(equivalent(p, q) for p, q in zip(ta, tb, strict=True))
     x, y = (na, nb) if na <= nb else (nb, na)
     return _symbolic_equal(x, y)
 
@@ -301,11 +360,8 @@ def equivalent(a: object, b: object) -> bool:
 def _symbolic_equal(x: str, y: str) -> bool:
     try:
         return _math_verify_equal(x, y)
-    except ImportError:
-        pass
-    except Exception:  # noqa: BLE001 - math-verify raising is a reason to try sympy, not to crash a vote
-        pass
-    return _sympy_equal(x, y)
+    except Exception:  # noqa: BLE001 - missing or failing math-verify: try sympy, don't crash a vote
+        return _sympy_equal(x, y)
 
 
 def _timeouts() -> int | None:

@@ -157,7 +157,7 @@ def _probe(cmd: list[str], uid: int) -> bool:
                 "64", "5"]
         try:
             proc = subprocess.run(
-                args, cwd=d, env={"HOME": d}, pass_fds=(w,), capture_output=True, timeout=30,
+                args, cwd=d, env={"HOME": d}, pass_fds=(w,), capture_output=True, timeout=30, check=False,
                 start_new_session=True,
             )
             os.close(w)

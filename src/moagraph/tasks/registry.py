@@ -1,0 +1,51 @@
+"""Task names -> Task classes, and where the shared data lives.
+
+``get_task("gsm8k")`` is how the CLI, the evaluator, the search and the server
+get a task; ``data_dir`` overrides the shared data folder (``--data-dir``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moagraph.tasks._common import shared_data_dir
+from moagraph.tasks.base import Task, TaskError
+from moagraph.tasks.chat import ChatTask
+from moagraph.tasks.gsm8k import GSM8KTask
+from moagraph.tasks.humaneval import HumanEvalTask
+from moagraph.tasks.math import MathTask
+from moagraph.tasks.mbpp import MBPPTask
+from moagraph.tasks.mmlu import MMLUTask
+
+__all__ = ["TASKS", "UnknownTaskError", "get_task", "shared_data_dir", "task_class"]
+
+_CLASSES: dict[str, type[Task]] = {
+    "gsm8k": GSM8KTask,
+    "math": MathTask,
+    "mmlu": MMLUTask,
+    "humaneval": HumanEvalTask,
+    "mbpp": MBPPTask,
+    "chat": ChatTask,
+}
+TASKS: tuple[str, ...] = tuple(_CLASSES)
+_ALIASES = {"alpaca_eval": "chat", "alpacaeval": "chat", "gsm": "gsm8k", "human_eval": "humaneval"}
+
+
+class UnknownTaskError(TaskError):
+    """No task by that name."""
+
+
+def task_class(name: str) -> type[Task]:
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    try:
+        return _CLASSES[key]
+    except KeyError:
+        raise UnknownTaskError(
+            f"unknown task {name!r}; use one of: {', '.join(TASKS)}"
+        ) from None
+
+
+def get_task(name: str, data_dir: str | Path | None = None) -> Task:
+    """A fresh task instance; ``data_dir`` defaults to :func:`shared_data_dir`."""
+    return task_class(name)(data_dir=data_dir)  # type: ignore[call-arg]
