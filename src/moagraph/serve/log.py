@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +166,7 @@ class RequestLog:
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), self.flush_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             try:
                 await self.flush()

@@ -10,10 +10,11 @@ context, so concurrent nodes of one request see their request's overrides).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 from moagraph.models.base import ChatMessage, Completion, SamplingParams, TokenCallback
 from moagraph.models.runtime import PoolRuntime
