@@ -9,11 +9,16 @@ objective, because chat outputs cannot be majority-voted. Every graph is
 scored exactly from the recordings (no LLM call), so the exhaustive optimum
 of the space is known.
 
+``--pool gsm8k-local --task gsm8k`` runs the same comparison in *vote* mode
+on a votable task (majority vote over the recorded samples, copies per model
+capped at the samples recorded per query): any all-replay pool works.
+
 The agent of agent-reinforce / textgrad is a real LLM: the local Gemma 3
 270M base model through the `local` pool, its calls cached in SQLite.
 
     .venv/bin/python benchmarks/bench_search.py            # default (~10 min on 2 cores, first run)
     .venv/bin/python benchmarks/bench_search.py --quick    # smaller
+    .venv/bin/python benchmarks/bench_search.py --pool gsm8k-local --task gsm8k --no-llm-agent
 """
 
 from __future__ import annotations
@@ -29,45 +34,63 @@ from rich.progress import Progress
 from rich.table import Table
 
 from moagraph.models.pool import load_pool
-from moagraph.models.replay import ReplayStore
 from moagraph.pools import resolve_pool
 from moagraph.search.agent import RuntimeAgent
 from moagraph.search.base import get_optimizer
-from moagraph.search.evaluator import ExactReplayEvaluator
+from moagraph.search.evaluator import (
+    ExactReplayEvaluator,
+    is_replay_pool,
+    is_votable,
+    pool_replay_records,
+    recorded_copies,
+)
 from moagraph.search.exhaustive import enumerate_graphs
 from moagraph.search.space import SearchSpace
 from moagraph.search.study import Study, run_study
 from moagraph.tasks.base import Example
+from moagraph.tasks.registry import get_task
 
 CLOSED = {"gpt-3.5-turbo-1106", "claude-2.1"}  # parameter counts not disclosed
 
 
 def build(args: argparse.Namespace) -> tuple[SearchSpace, ExactReplayEvaluator]:
-    pool = load_pool(resolve_pool("alpaca_eval"))
-    store = ReplayStore(pool.resolve(pool.models[0].replay or "records.jsonl.gz"))
+    pool = load_pool(resolve_pool(args.pool))
+    if not is_replay_pool(pool):
+        raise SystemExit(f"--pool {args.pool}: the benchmark needs an all-replay pool (exact evaluation)")
+    task = get_task(args.task) if args.task else None
+    votable = task is not None and is_votable(task)
+    mode = "vote" if votable else "select"
     models = [m.name for m in pool.models if m.name not in CLOSED]
-    recs = store.records()
+    recs = pool_replay_records(pool, models)
     a = statistics.mean(r["prompt_tokens"] for r in recs)
     b = statistics.mean(r["completion_tokens"] for r in recs)
-    space = SearchSpace.from_pool(
-        pool, models=models, budget=args.budget, max_nodes=args.max_nodes, flat=True,
-        sink_mode="select", max_copies=1, avg_in=a, avg_out=b,
-    )
     import random
 
     have = {(r["model"], str(r["query_id"])) for r in recs if r.get("score") is not None}
-    qids = sorted(q for q in store.query_ids() if all((m, q) in have for m in models))
+    qids = sorted({str(r["query_id"]) for r in recs})
+    qids = [q for q in qids if all((m, q) in have for m in models)]
     random.Random(0).shuffle(qids)
-    train = [Example(q, "") for q in qids[: args.train_n]]
-    held = [Example(q, "") for q in qids[args.train_n : args.train_n + args.heldout_n]]
-    keep = set(qids[: args.train_n + args.heldout_n])
-    recs = [r for r in recs if str(r["query_id"]) in keep and r["model"] in models]
-    ev = ExactReplayEvaluator.from_records(recs, space, train, held, mode="select")
+    train_n = min(args.train_n, max(1, len(qids) // 2))
+    heldout_n = min(args.heldout_n, len(qids) - train_n)
+    if (train_n, heldout_n) != (args.train_n, args.heldout_n):
+        print(f"pool {pool.name} has {len(qids)} fully recorded queries: train {train_n}, held-out {heldout_n}")
+    args.train_n, args.heldout_n = train_n, heldout_n
+    copies = recorded_copies(recs, models, qids[: train_n + heldout_n])
+    space = SearchSpace.from_pool(
+        pool, models=models, budget=args.budget, max_nodes=args.max_nodes, flat=True,
+        sink_mode=mode, max_copies=copies, avg_in=a, avg_out=b,
+    )
+    args.mode, args.pool_name = mode, pool.name
+    train = [Example(q, "") for q in qids[:train_n]]
+    held = [Example(q, "") for q in qids[train_n : train_n + heldout_n]]
+    keep = set(qids[: train_n + heldout_n])
+    recs = [r for r in recs if str(r["query_id"]) in keep]
+    ev = ExactReplayEvaluator.from_records(recs, space, train, held, mode=mode, task=task if votable else None)
     return space, ev
 
 
-async def run_one(name: str, seed: int, space: SearchSpace, ev: ExactReplayEvaluator, evals: int, agent, out: Path):
-    kw = {"agent": agent, "task_kind": "chat"} if name in ("agent-reinforce", "textgrad") else {}
+async def run_one(name: str, seed: int, space: SearchSpace, ev: ExactReplayEvaluator, evals: int, agent, out: Path, task_kind: str = "chat"):
+    kw = {"agent": agent, "task_kind": task_kind} if name in ("agent-reinforce", "textgrad") else {}
     opt = get_optimizer(name, space, seed=seed, **kw)
     study = Study.open(out / "bench_studies.sqlite", f"{name}-s{seed}-{time.time_ns()}", {"optimizer": name, "seed": seed})
     curve: list[float] = []
@@ -90,6 +113,8 @@ def main() -> None:
     ap.add_argument("--heldout-n", type=int, default=300)
     ap.add_argument("--agent-max-tokens", type=int, default=64)
     ap.add_argument("--no-llm-agent", action="store_true", help="agent optimisers without an LLM (REINFORCE fallback only)")
+    ap.add_argument("--pool", default="alpaca_eval", help="an all-replay pool (bundled name or path)")
+    ap.add_argument("--task", default="chat", help="task of the pool's recordings; votable kinds (math/choice/code) use the vote sink, others the oracle select sink")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = ap.parse_args()
     if args.quick:
@@ -120,6 +145,7 @@ def main() -> None:
         runtime = PoolRuntime(load_pool(resolve_pool("local")), cache=CallCache(args.out / "agent_cache.sqlite"))
         agent = RuntimeAgent(runtime, "gemma-270m", max_tokens=args.agent_max_tokens)
 
+    task_kind = getattr(ev.task, "kind", None) or "chat"
     names = ["random", "bayesopt", "reinforce", "textgrad", "agent-reinforce"]
     results: dict[str, list[tuple]] = {n: [] for n in names}
 
@@ -129,7 +155,7 @@ def main() -> None:
             bar = prog.add_task("optimisers x seeds", total=len(jobs))
             for n, s in jobs:
                 prog.update(bar, description=f"{n} seed {s}")
-                res, curve, wall = await run_one(n, s, space, ev, args.evals, agent, args.out)
+                res, curve, wall = await run_one(n, s, space, ev, args.evals, agent, args.out, task_kind)
                 results[n].append((res, curve, wall))
                 prog.advance(bar)
         if runtime is not None:
@@ -137,7 +163,9 @@ def main() -> None:
 
     asyncio.run(go())
 
-    t = Table(title=f"Graph search on AlpacaEval replay (oracle-select objective), {args.evals} evaluations each")
+    objective = "oracle-select objective, an UPPER BOUND" if args.mode == "select" else "vote objective (majority over recorded samples)"
+    agent_note = ", agent optimisers without an LLM (--no-llm-agent)" if args.no_llm_agent else ""
+    t = Table(title=f"Graph search on {args.pool_name} replay ({objective}), {args.evals} evaluations each{agent_note}")
     for c in ("optimizer", "seeds", "held-out acc", "train gap to optimum (pts)", "evals to within 2 pts", "wall s", "agent parse failures"):
         t.add_column(c, justify="right")
     for n in names:
@@ -176,11 +204,11 @@ def main() -> None:
     ax.axhline(opt_train, color="k", ls="--", label="exhaustive optimum")
     ax.axhline(opt_train - 0.02, color="gray", ls=":", label="optimum - 2 pts")
     ax.set_xlabel("graph evaluations")
-    ax.set_ylabel("best training reward (oracle-select win prob.)")
+    ax.set_ylabel("best training reward (oracle-select win prob.)" if args.mode == "select" else "best training reward (vote accuracy)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    png = args.out / "bench_search.png"
+    png = args.out / ("bench_search.png" if args.pool_name == "alpaca_eval" else f"bench_search_{args.pool_name}.png")
     fig.savefig(png, dpi=130)
     console.print(f"plot: {png}; studies: {args.out / 'bench_studies.sqlite'} (moagraph report it)")
 

@@ -17,7 +17,13 @@ from moagraph.models.base import Completion, LLMRequest, TokenCallback
 from moagraph.models.pool import ModelSpec, Pool, load_pool
 from moagraph.models.runtime import PoolRuntime
 from moagraph.pools import builtin_pools
-from moagraph.pools.record import NOTES_MARK, PARTIAL_FILE, RecordSettings, RecordSettingsError, record_pool
+from moagraph.pools.record import (
+    NOTES_MARK,
+    PARTIAL_FILE,
+    RecordSettings,
+    RecordSettingsError,
+    record_pool,
+)
 from moagraph.pools.schema import read_queries, read_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +110,7 @@ async def test_record_writes_graded_replay_pool_and_resumes(tmp_path: Path) -> N
         assert r.score == (1.0 if r.sample == 0 else 0.0)
         assert r.prompt_hash and r.task == "gsm8k"
     assert [q.query_id for q in read_queries(out / "queries.jsonl")] == [ex.id for ex in examples]
+    assert not (out / "queries.partial.jsonl").exists()
     pool = load_pool(out / "pool.yaml")
     assert [m.backend for m in pool.models] == ["replay", "replay"]
     assert pool["a"].extra["recorded_from"]["backend"] == "openai"
@@ -226,6 +233,7 @@ def test_record_local_model_resumes_after_kill(tmp_path: Path) -> None:
     before = read_records(partial, tolerate_truncated_tail=True)
     assert 1 <= len(before) < 4
     assert not (out / "records.jsonl.gz").exists()
+    assert not (out / "queries.jsonl").exists()  # only recorded queries are ever listed
 
     res = subprocess.run(
         _record_cmd(out), check=False, env=env, capture_output=True, text=True, timeout=300

@@ -181,3 +181,18 @@ def test_concurrent_appends_from_processes(tmp_path: Path, name: str) -> None:
         assert p.returncode == 0, err.decode()
     store = ReplayStore(path)  # every line parses: no interleaved writes
     assert len(store) == 240 and len(store.query_ids("m")) == 240
+
+
+async def test_question_text_finds_a_recording_made_under_a_query_id(tmp_path: Path) -> None:
+    """A client that sends only the question (the server, a chat UI) still hits the recording."""
+    path = write_records(tmp_path / "records.jsonl", RECORDS)
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps({"query_id": "q1", "question": "What is 1+1?"}) + "\n", encoding="utf-8"
+    )
+    backend = ReplayBackend(spec(), path)
+    asked = ({"role": "user", "content": "  What is 1+1?\n"},)
+    hit = await backend.complete(LLMRequest(model=spec(), messages=asked, query_id="chat-123"))
+    assert hit.text == "2" and hit.meta["query_id"] == "q1"
+    other = ({"role": "user", "content": "What is 1+1? Explain."},)
+    with pytest.raises(ReplayMiss):
+        await backend.complete(LLMRequest(model=spec(), messages=other, query_id="chat-123"))

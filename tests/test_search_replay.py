@@ -128,6 +128,10 @@ def test_search_cli_on_replay_pool(replay_setup, tmp_path, monkeypatch) -> None:
             "--cache", str(tmp_path / "c.sqlite"), "--study-name", "cli"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
+    assert "exact replay, vote mode" in " ".join(r.output.split())  # all-replay pool, flat, votable
+    st = Study.load(study, "cli")
+    assert st.config["evaluator"] == "exact-replay-vote"
+    st.close()
     best = tmp_path / "cli.best.yaml"
     from moagraph.graph.spec import Graph
 

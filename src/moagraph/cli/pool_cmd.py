@@ -224,20 +224,6 @@ def show_cmd(
         raise _fail(e) from None
 
 
-def _get_task(name: str):  # type: ignore[no-untyped-def]
-    try:
-        from moagraph.tasks.registry import get_task
-    except ImportError:  # pragma: no cover - until the task registry lands
-        from moagraph.tasks.gsm8k import GSM8KTask
-        from moagraph.tasks.math import MathTask
-
-        known = {"gsm8k": GSM8KTask, "math": MathTask}
-        if name not in known:
-            raise ValueError(f"--task {name!r}: use one of {', '.join(known)}") from None
-        return known[name]()
-    return get_task(name)
-
-
 @app.command("record")
 def record_cmd(
     task: Annotated[str, typer.Option("--task", help="Task name, e.g. gsm8k, math.")],
@@ -273,6 +259,7 @@ def record_cmd(
     from moagraph.models.pool import load_pool
     from moagraph.pools import resolve_pool
     from moagraph.pools.record import RecordSettings, record_pool
+    from moagraph.tasks.registry import get_task
 
     try:
         settings = RecordSettings(
@@ -288,7 +275,7 @@ def record_cmd(
             models=models or None,
         )
         live = load_pool(resolve_pool(pool))
-        t = _get_task(task)
+        t = get_task(task)
         result = asyncio.run(record_pool(live, t, out, settings, pool_name=name))
     except ValueError as e:
         raise _fail(e) from None

@@ -73,7 +73,7 @@ async def _search(
     from moagraph.pools import resolve_pool
     from moagraph.search.agent import RuntimeAgent
     from moagraph.search.base import get_optimizer, optimizer_names
-    from moagraph.search.evaluator import ExecutorEvaluator
+    from moagraph.search.evaluator import ExactReplayEvaluator, ExecutorEvaluator
     from moagraph.search.space import SearchSpace, graph_text
     from moagraph.search.study import Study, run_study
 
@@ -90,18 +90,27 @@ async def _search(
     for m in wanted or []:
         if m not in pool:
             raise ValueError(f"--models: {m!r} is not in pool {pool.name!r} ({', '.join(pool.names)})")
-    space = SearchSpace.from_pool(
-        pool, task, budget=budget, budget_dollars=budget_dollars, max_nodes=max_nodes, models=wanted, flat=flat
-    )
     examples = task.load(split, n=train_n + heldout_n, seed=seed)
     if len(examples) < train_n + min(heldout_n, 1):
         raise ValueError(f"--train-n/--heldout-n: split {split!r} has only {len(examples)} examples")
     train, heldout = examples[:train_n], examples[train_n:]
+    plan = _plan_evaluation(task, task_name, pool, wanted, flat, [e.id for e in examples])
+    for note in plan["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    space = SearchSpace.from_pool(
+        pool, task, budget=budget, budget_dollars=budget_dollars, max_nodes=max_nodes, models=plan["models"],
+        flat=plan["flat"], sink_mode=plan["sink_mode"], max_copies=plan["max_copies"],
+    )
     cache = CallCache(cache_path)
     runtime = PoolRuntime(pool, cache=cache)
-    evaluator = ExecutorEvaluator(
-        runtime, task, space, train, heldout, default_params=SamplingParams(max_tokens=max_tokens, seed=seed)
-    )
+    if plan["evaluator"] == "executor":
+        evaluator: Any = ExecutorEvaluator(
+            runtime, task, space, train, heldout, default_params=SamplingParams(max_tokens=max_tokens, seed=seed)
+        )
+    else:
+        evaluator = ExactReplayEvaluator.from_pool(
+            pool, space, train, heldout, mode=plan["sink_mode"], task=task, records=plan["records"]
+        )
     kwargs: dict[str, Any] = {}
     agent_runtime = None
     if opt_name in ("agent-reinforce", "textgrad"):
@@ -124,13 +133,15 @@ async def _search(
         "train_ids": [e.id for e in train], "heldout_ids": [e.id for e in heldout], "iterations": iterations,
         "optimizer_options": {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, type(None)))},
         "agent_model": getattr(kwargs.get("agent"), "model", None), "multi_objective": multi_objective,
-        "sink_mode": space.sink_mode,
+        "sink_mode": space.sink_mode, "evaluator": plan["evaluator"], "objective": plan["objective"],
     }
     st = Study.open(study_path, name, config, resume=resume)
     console.print(
         f"study [cyan]{name}[/cyan] in {study_path}: {opt_name} on {task_name} with pool {pool.name}, "
         f"budget {budget:g}, {len(space.feasible_mixes())} feasible mixes", highlight=False,
     )
+    console.print(f"objective: {plan['objective']}", highlight=False)
+    console.print(f"evaluator: {plan['evaluator_text']}", highlight=False)
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     try:
         with prog:
@@ -149,8 +160,13 @@ async def _search(
     path = out or study_path.with_name(f"{name}.best.yaml")
     res.best_graph.name = res.best_graph.name or f"best-{name}"
     res.best_graph.save(path)
-    t = Table(title=f"Best graph of {name}")
-    for col in ("train reward", "held-out reward", "cost (norm. FLOPs)", "trials", "graph"):
+    oracle = space.sink_mode == "select"
+    t = Table(
+        title=f"Best graph of {name}"
+        + (" -- objective: ORACLE best-of-n (upper bound, not an achievable score)" if oracle else ""),
+    )
+    rcols = ("train reward (oracle UB)", "held-out reward (oracle UB)") if oracle else ("train reward", "held-out reward")
+    for col in (*rcols, "cost (norm. FLOPs)", "trials", "graph"):
         t.add_column(col)
     t.add_row(
         f"{res.train_reward:.3f}", "-" if res.heldout_reward is None else f"{res.heldout_reward:.3f}",
@@ -166,6 +182,13 @@ async def _search(
         for r in res.pareto:
             pt.add_row(str(r.number), f"{r.reward:.3f}", f"{r.cost:.2f}", f"{r.latency:.3g}")
         console.print(pt)
+    if oracle:
+        console.print(
+            "[yellow]The rewards above are an oracle upper bound[/yellow]: the sink 'select' picks the answer "
+            "with the best recorded judge score, which no deployed graph can do. The written graph keeps a "
+            "vote node as its sink; replace it with a judge or aggregator node before deploying it.",
+            highlight=False,
+        )
     console.print(f"best graph written to {path}; report: moagraph report {study_path}", highlight=False)
 
 
@@ -185,3 +208,91 @@ def report_command(
         raise _fail(e) from None
     console.print(files.table)
     console.print(f"wrote {files.html}, {files.convergence_png}, {files.pareto_png}" + (f", {files.best_graph_png}" if files.best_graph_png else ""), highlight=False)
+
+
+ORACLE_OBJECTIVE = (
+    "ORACLE best-of-n (select sink: per query, the highest recorded judge score among the graph's answers) "
+    "-- an UPPER BOUND on any real sink, not an achievable score"
+)
+
+
+def _plan_evaluation(
+    task: Any, task_name: str, pool: Any, wanted: list[str] | None, flat: bool, query_ids: list[str]
+) -> dict[str, Any]:
+    """Pick the sink and the evaluator for this task and pool (see the search module docs).
+
+    * votable task (math/choice/code): vote sink; on an all-replay pool with
+      flat graphs, the exact replay evaluator (same scores as the executor, no LLM call);
+    * non-votable task (chat) on an all-replay pool: flat graphs, the exact replay
+      evaluator in ``select`` mode, labelled as an oracle upper bound;
+    * non-votable task on a live pool: refused (nothing could grade the answers).
+    """
+    from moagraph.search.evaluator import (
+        is_replay_pool,
+        is_votable,
+        pool_replay_records,
+        recorded_copies,
+    )
+
+    kind = getattr(task, "kind", None)
+    votable = is_votable(task)
+    replay = is_replay_pool(pool, wanted)
+    names = list(wanted) if wanted else list(pool.names)
+    notes: list[str] = []
+    plan: dict[str, Any] = {
+        "models": wanted, "flat": flat, "sink_mode": "vote", "max_copies": None, "records": None,
+        "evaluator": "executor", "notes": notes,
+        "objective": "mean task score of the vote sink's answer (majority over extracted answers)",
+        "evaluator_text": "graph executor (every node called through the pool runtime and its call cache)",
+    }
+    if not votable and not replay:
+        live = [m for m in names if pool[m].backend != "replay"]
+        raise ValueError(
+            f"--task {task_name!r}: answers of kind {kind!r} cannot be majority-voted, and on pool {pool.name!r} "
+            f"(live models: {', '.join(live)}) nothing can grade them (a {kind} score comes only from a recorded "
+            "judge label), so every searched graph would score 0. Use a replay pool that records judge scores "
+            "(e.g. --pool alpaca_eval, which searches an oracle best-of-n upper bound), or a votable task "
+            "(--task gsm8k, math, mmlu, humaneval or mbpp)."
+        )
+    if not replay or (votable and not flat):
+        return plan  # executor: live pools, and non-flat graphs (inner nodes need real calls)
+    records = pool_replay_records(pool, names, query_ids)
+    copies = recorded_copies(records, names, query_ids)
+    missing = [m for m in names if copies[m] == 0]
+    if missing:
+        keep = [m for m in names if copies[m] > 0]
+        if not keep:
+            raise ValueError(
+                f"--pool {pool.name!r}: no model has a recording for every drawn query; "
+                "lower --train-n/--heldout-n or choose another --split"
+            )
+        notes.append(
+            f"left out of the search (no recording for some drawn queries): {', '.join(missing)}"
+        )
+        names = keep
+    plan.update(models=names, max_copies={m: copies[m] for m in names}, records=records, flat=True)
+    if votable:
+        plan.update(
+            evaluator="exact-replay-vote",
+            evaluator_text=(
+                "exact replay, vote mode (pool is all replay and graphs are flat: each graph is scored "
+                "from the recorded samples with no LLM call, the same scores as the executor, far faster); "
+                f"copies per model capped at the recorded samples per query "
+                f"({', '.join(f'{m}: {c}' for m, c in plan['max_copies'].items())})"
+            ),
+        )
+        return plan
+    if not flat:
+        notes.append(
+            f"--task {task_name!r} answers cannot be voted on and a replay pool cannot answer inner nodes, "
+            "so the search uses flat graphs (as with --flat)"
+        )
+    plan.update(
+        sink_mode="select", evaluator="exact-replay-select", objective=ORACLE_OBJECTIVE,
+        evaluator_text=(
+            "exact replay, select mode (oracle best-of-n from the recorded judge scores, no LLM call); "
+            f"kind {kind!r} answers cannot be majority-voted, so a vote sink would score an arbitrary input; "
+            "copies per model capped at the recorded samples per query"
+        ),
+    )
+    return plan

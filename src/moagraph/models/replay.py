@@ -201,6 +201,32 @@ class ReplayBackend:
         self.live = live
         self.task = task
         self.store = ReplayStore(path, must_exist=mode == "strict")
+        self._questions: dict[str, str] | None = None
+
+    def _question_index(self) -> dict[str, str]:
+        """Question text -> query id, from the pool's ``queries.jsonl`` (if any).
+
+        Lets a client that only has the question text (the server, a chat UI)
+        hit a recording made under the task's query ids.
+        """
+        if self._questions is None:
+            self._questions = {}
+            qfile = self.path.parent / "queries.jsonl"
+            if qfile.exists():
+                for line in qfile.read_text(encoding="utf-8").splitlines():
+                    if line.strip():
+                        q = json.loads(line)
+                        self._questions[str(q.get("question", "")).strip()] = str(q["query_id"])
+        return self._questions
+
+    def _lookup_by_question(self, name: str, request: LLMRequest) -> dict[str, Any] | None:
+        users = [m["content"] for m in request.messages if m["role"] == "user"]
+        if not users:
+            return None
+        qid = self._question_index().get(users[-1].strip())
+        if qid is None or qid == request.query_id:
+            return None
+        return self.store.get(name, query_id=qid, sample=request.sample_index)
 
     @property
     def path(self) -> Path:
@@ -221,6 +247,8 @@ class ReplayBackend:
         rec = self.store.get(
             name, query_id=request.query_id, prompt_hash=phash, sample=request.sample_index
         )
+        if rec is None and len(request.messages) <= 2:  # a first-turn question, asked verbatim
+            rec = self._lookup_by_question(name, request)
         if rec is not None:
             await emit(on_token, rec["text"])
             return self._completion(spec, rec)

@@ -45,6 +45,7 @@ from moagraph.tasks.base import Example, Task
 
 PARTIAL_FILE = "records.partial.jsonl"
 STATE_FILE = "record_state.json"
+QUERIES_PARTIAL_FILE = "queries.partial.jsonl"
 NOTES_MARK = "<!-- notes: kept when the README is regenerated -->"
 
 
@@ -105,6 +106,21 @@ def _load_done(out: Path) -> list[ReplayRecord]:
     for r in done:
         dedup.setdefault(r.key, r)
     return list(dedup.values())
+
+
+def _existing_queries(out: Path) -> list[QueryRecord]:
+    found: list[QueryRecord] = []
+    for name in (QUERIES_FILE, QUERIES_PARTIAL_FILE):
+        if (out / name).exists():
+            found = _merge_queries(found, read_queries(out / name))
+    return found
+
+
+def _merge_queries(old: list[QueryRecord], new: list[QueryRecord]) -> list[QueryRecord]:
+    merged = {q.query_id: q for q in old}
+    for q in new:
+        merged.setdefault(q.query_id, q)
+    return list(merged.values())
 
 
 def _read_state(out: Path) -> dict[str, Any]:
@@ -192,13 +208,9 @@ async def record_pool(
         )
         for ex in examples
     ]
-    # Merge with queries recorded earlier (a resumed run may add more).
-    if (out / QUERIES_FILE).exists():
-        old = {q.query_id: q for q in read_queries(out / QUERIES_FILE)}
-        for q in queries:
-            old.setdefault(q.query_id, q)
-        queries = list(old.values())
-    write_jsonl(out / QUERIES_FILE, queries)
+    # Pending queries go to a side file: queries.jsonl lists only recorded ones,
+    # so a pool interrupted mid-way never advertises queries it cannot answer.
+    write_jsonl(out / QUERIES_PARTIAL_FILE, _merge_queries(_existing_queries(out), queries))
 
     done = _load_done(out)
     done_keys = {r.key for r in done}
@@ -327,7 +339,9 @@ def finalize_pool(
     Records without a score are graded with ``task`` if given.
     """
     records = _load_done(out)
-    queries = read_queries(out / QUERIES_FILE) if (out / QUERIES_FILE).exists() else None
+    found = _existing_queries(out)
+    recorded = {r.query_id for r in records}
+    queries = [q for q in found if q.query_id in recorded] if found else None
     if task is not None and queries is not None and any(r.score is None for r in records):
         by_id = {q.query_id: q for q in queries}
         regraded = []
@@ -367,16 +381,14 @@ def finalize_pool(
         settings=settings.model_dump(),
         wall_s=wall_s,
     )
-    partial = out / PARTIAL_FILE
-    if partial.exists():
-        partial.unlink()
+    for leftover in (PARTIAL_FILE, QUERIES_PARTIAL_FILE):
+        if (out / leftover).exists():
+            (out / leftover).unlink()
     summary = PoolSummary.model_validate_json((out / SUMMARY_FILE).read_text())
     readme = out / "README.md"
     if not extra_readme and readme.exists() and NOTES_MARK in (text := readme.read_text()):
         extra_readme = text[text.index(NOTES_MARK) :].strip()  # keep hand-written notes
-    readme.write_text(
-        _readme(name, settings, summary, specs, extra_readme), encoding="utf-8"
-    )
+    readme.write_text(_readme(name, settings, summary, specs, extra_readme), encoding="utf-8")
     return pool
 
 

@@ -12,6 +12,11 @@
   *oracle* verifier (the highest recorded score), an upper-bound objective
   for recordings that cannot be voted on (AlpacaEval chat outputs with
   judge win probabilities). It is labelled as such wherever it is used.
+
+:func:`is_votable` says whether a task's answers can be majority-voted
+(math, choice, code kinds); :func:`pool_replay_records` and
+:meth:`ExactReplayEvaluator.from_pool` build the exact evaluator straight
+from an all-replay pool.
 """
 
 from __future__ import annotations
@@ -28,6 +33,63 @@ from moagraph.search.space import SearchSpace, graph_key
 from moagraph.tasks.base import Example, Task
 
 Split = Literal["train", "heldout"]
+
+VOTABLE_KINDS = frozenset({"math", "choice", "code"})
+"""Task kinds whose extracted answers cluster, so a vote sink is meaningful."""
+
+
+def is_votable(task: Any) -> bool:
+    """True when majority vote over ``task.extract`` answers means something.
+
+    Free-form chat answers never cluster (each is its own "answer"), so a
+    vote sink would just pass its first input on: not a collaboration.
+    """
+    return getattr(task, "kind", None) in VOTABLE_KINDS
+
+
+def is_replay_pool(pool: Any, models: Sequence[str] | None = None) -> bool:
+    """Every (searched) model of the pool answers from recordings."""
+    specs = [pool[m] for m in models] if models else list(pool.models)
+    return bool(specs) and all(m.backend == "replay" for m in specs)
+
+
+def pool_replay_records(pool: Any, models: Sequence[str] | None = None, query_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Recorded samples of the pool's replay models, renamed to pool model names.
+
+    Reads each distinct replay file once; ``query_ids`` keeps only those queries.
+    """
+    from moagraph.models.replay import ReplayStore
+
+    specs = [pool[m] for m in models] if models else list(pool.models)
+    keep = None if query_ids is None else {str(q) for q in query_ids}
+    by_file: dict[Any, list[Any]] = {}
+    for spec in specs:
+        if spec.backend != "replay" or not spec.replay:
+            raise EvaluatorError(f"model {spec.name!r} is not a replay model; the exact evaluator needs recordings")
+        by_file.setdefault(pool.resolve(spec.replay), []).append(spec)
+    out: list[dict[str, Any]] = []
+    for path, group in by_file.items():
+        recorded: dict[str, list[str]] = {}
+        for spec in group:
+            recorded.setdefault(spec.replay_model or spec.name, []).append(spec.name)
+        for rec in ReplayStore(path).records():
+            if keep is not None and str(rec["query_id"]) not in keep:
+                continue
+            for name in recorded.get(str(rec["model"]), ()):
+                out.append({**rec, "model": name})
+    return out
+
+
+def recorded_copies(records: Iterable[dict[str, Any]], models: Sequence[str], query_ids: Sequence[str]) -> dict[str, int]:
+    """Per model: consecutive samples 0..n-1 recorded for *every* query (the copies a flat graph may use)."""
+    have: set[tuple[str, str, int]] = {(str(r["model"]), str(r["query_id"]), int(r.get("sample", 0))) for r in records}
+    out: dict[str, int] = {}
+    for m in models:
+        n = 0
+        while query_ids and all((m, str(q), n) in have for q in query_ids):
+            n += 1
+        out[m] = n
+    return out
 
 
 class EvaluatorError(ValueError):
@@ -176,6 +238,23 @@ class ExactReplayEvaluator:
     def from_store(cls, store: Any, space: SearchSpace, train: Sequence[Example], heldout: Sequence[Example] = (), **kw: Any) -> ExactReplayEvaluator:
         """From a ``moagraph.models.replay.ReplayStore``."""
         return cls.from_records(store.records(), space, train, heldout, **kw)
+
+    @classmethod
+    def from_pool(
+        cls,
+        pool: Any,
+        space: SearchSpace,
+        train: Sequence[Example],
+        heldout: Sequence[Example] = (),
+        *,
+        mode: Literal["vote", "select"] = "vote",
+        task: Task | None = None,
+        records: Sequence[dict[str, Any]] | None = None,
+    ) -> ExactReplayEvaluator:
+        """From an all-replay pool (records of the space's models, renamed to pool names)."""
+        if records is None:
+            records = pool_replay_records(pool, space.model_names, [e.id for e in [*train, *heldout]])
+        return cls.from_records(records, space, train, heldout, mode=mode, task=task)
 
     def n_samples(self, model: str) -> int:
         """Samples recorded for every train/heldout query (the copies the pool can answer)."""
