@@ -81,6 +81,10 @@ def eval_command(
         typer.Option(help="Max normalised FLOPs per query (1 = one call of the smallest model)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data)."),
+    ] = None,
 ) -> None:
     """Evaluate a graph (or one model) on a task; results go to the run store."""
     try:
@@ -102,6 +106,7 @@ def eval_command(
             temperature,
             budget_flops,
             progress,
+            data_dir,
         )
     except ValueError as e:
         raise _fail(e) from None
@@ -125,6 +130,7 @@ def _eval(
     temperature: float,
     budget_flops: float | None,
     progress: bool,
+    data_dir: Path | None = None,
 ) -> None:
     from moagraph.graph.builders import single
     from moagraph.graph.evaluate import aevaluate
@@ -151,7 +157,7 @@ def _eval(
         else single(model or pool.models[0].name)
     )
     graph.validate_against(pool)
-    task = _get_task(task_name)
+    task = _get_task(task_name, data_dir)
     examples = task.load(split, n=n, seed=seed)
     if not examples:
         raise ValueError(f"--split {split!r} of task {task_name!r} has no examples")
@@ -213,7 +219,7 @@ def _eval(
             )
 
 
-def _get_task(name: str):  # type: ignore[no-untyped-def]
+def _get_task(name: str, data_dir: Path | None = None):  # type: ignore[no-untyped-def]
     """A registered task name, or ``package.module:TaskClass`` for a user's own task."""
     if ":" in name:
         import importlib
@@ -226,11 +232,9 @@ def _get_task(name: str):  # type: ignore[no-untyped-def]
                 f"--task {name!r}: cannot import {cls_name} from {mod_name} ({e})"
             ) from None
         return cls()
-    try:
-        from moagraph.tasks.registry import get_task
-    except ImportError as e:  # pragma: no cover - only while the tasks package is incomplete
-        raise ValueError(f"--task {name!r}: the task registry is not available ({e})") from None
-    return get_task(name)
+    from moagraph.tasks.registry import get_task
+
+    return get_task(name, data_dir=data_dir)
 
 
 @app.command("draw")

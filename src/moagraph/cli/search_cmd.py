@@ -79,10 +79,7 @@ async def _search(
 
     if opt_name not in optimizer_names():
         raise ValueError(f"--optimizer {opt_name!r} is unknown; use one of: {', '.join(optimizer_names())}")
-    try:
-        from moagraph.tasks.registry import get_task
-    except ImportError as e:  # pragma: no cover - only while the tasks package is incomplete
-        raise ValueError(f"--task {task_name!r}: the task registry is not available ({e})") from None
+    from moagraph.tasks.registry import get_task
 
     pool = load_pool(resolve_pool(pool_name))
     task = get_task(task_name)
