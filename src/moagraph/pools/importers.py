@@ -37,6 +37,7 @@ from moagraph.pools.schema import (
     ReplayFormatError,
     ReplayRecord,
     _describe,
+    iter_json_objects,
     iter_jsonl,
     open_text,
     summarize,
@@ -262,60 +263,44 @@ def import_jsonl(
     counter, method = make_token_counter(tokens)
     fmap = field_map or {}
     rp = Path(records_path)
-    if not rp.exists():
-        raise ReplayFormatError(f"{rp} does not exist")
     records: list[ReplayRecord] = []
-    seen: dict[tuple[str, str, int], int] = {}
-    with open_text(rp) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{rp.name} line {lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ReplayFormatError(
-                    f"{where}: not valid JSON ({e.msg}); one object per line"
-                ) from None
-            if not isinstance(raw, dict):
-                raise ReplayFormatError(
-                    f"{where}: expected a JSON object, got {type(raw).__name__}"
-                )
-            raw = {fmap.get(k, k): v for k, v in raw.items()}
-            estimated = []
-            if "text" in raw and isinstance(raw["text"], str):
-                if raw.get("completion_tokens") is None:
-                    raw["completion_tokens"] = counter([raw["text"]])[0]
-                    estimated.append("completion_tokens")
-                if raw.get("prompt_tokens") is None:
-                    q = qtext.get(str(raw.get("query_id")), "")
-                    raw["prompt_tokens"] = counter([q])[0] if q else 0
-                    estimated.append("prompt_tokens")
-            if raw.get("latency_s") is None:
-                raw["latency_s"] = 0.0
-                estimated.append("latency_s")
-            if estimated:
-                raw["meta"] = {**(raw.get("meta") or {}), "estimated": estimated}
-            try:
-                rec = ReplayRecord.model_validate(raw)
-            except ValidationError as e:
-                raise ReplayFormatError(_describe(e, where, ReplayRecord)) from None
-            if rec.model not in known:
-                raise ReplayFormatError(
-                    f"{where}: field `model` {rec.model!r} is not in the models file "
-                    f"(known: {', '.join(sorted(known))}); add it to --models"
-                )
-            if rec.key in seen:
-                raise ReplayFormatError(
-                    f"{where}: duplicate (model, query_id, sample) {rec.key} (first on line "
-                    f"{seen[rec.key]}); give repeated samples distinct `sample` indices"
-                )
-            if queries is not None and rec.query_id not in qtext:
-                raise ReplayFormatError(
-                    f"{where}: field `query_id` {rec.query_id!r} is not in the queries file; add it there"
-                )
-            seen[rec.key] = lineno
-            records.append(rec)
+    seen: dict[tuple[str, str, int], str] = {}
+    for where, raw in iter_json_objects(rp):
+        raw = {fmap.get(k, k): v for k, v in raw.items()}
+        estimated = []
+        if "text" in raw and isinstance(raw["text"], str):
+            if raw.get("completion_tokens") is None:
+                raw["completion_tokens"] = counter([raw["text"]])[0]
+                estimated.append("completion_tokens")
+            if raw.get("prompt_tokens") is None:
+                q = qtext.get(str(raw.get("query_id")), "")
+                raw["prompt_tokens"] = counter([q])[0] if q else 0
+                estimated.append("prompt_tokens")
+        if raw.get("latency_s") is None:
+            raw["latency_s"] = 0.0
+            estimated.append("latency_s")
+        if estimated:
+            raw["meta"] = {**(raw.get("meta") or {}), "estimated": estimated}
+        try:
+            rec = ReplayRecord.model_validate(raw)
+        except ValidationError as e:
+            raise ReplayFormatError(_describe(e, where, ReplayRecord)) from None
+        if rec.model not in known:
+            raise ReplayFormatError(
+                f"{where}: field `model` {rec.model!r} is not in the models file "
+                f"(known: {', '.join(sorted(known))}); add it to --models"
+            )
+        if rec.key in seen:
+            raise ReplayFormatError(
+                f"{where}: duplicate (model, query_id, sample) {rec.key} (first at "
+                f"{seen[rec.key]}); give repeated samples distinct `sample` indices"
+            )
+        if queries is not None and rec.query_id not in qtext:
+            raise ReplayFormatError(
+                f"{where}: field `query_id` {rec.query_id!r} is not in the queries file; add it there"
+            )
+        seen[rec.key] = where
+        records.append(rec)
     if not records:
         raise ReplayFormatError(f"{rp}: no records")
     used = [m for m in models if any(r.model == m.name for r in records)]

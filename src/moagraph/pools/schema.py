@@ -146,8 +146,11 @@ def _describe(err: ValidationError, where: str, model: type[BaseModel]) -> str:
     return f"{where}: " + "; ".join(parts)
 
 
-def iter_jsonl(path: str | Path, model: type[T]) -> Iterator[T]:
-    """Validated rows of a JSONL(.gz) file; blank lines are skipped."""
+def iter_json_objects(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, object)`` for each non-blank line of a JSONL(.gz) file.
+
+    ``where`` ("file line N") is what every later validation error names.
+    """
     p = Path(path)
     if not p.exists():
         raise ReplayFormatError(f"{p} does not exist")
@@ -166,10 +169,16 @@ def iter_jsonl(path: str | Path, model: type[T]) -> Iterator[T]:
                 raise ReplayFormatError(
                     f"{where}: expected a JSON object, got {type(raw).__name__}"
                 )
-            try:
-                yield model.model_validate(raw)
-            except ValidationError as e:
-                raise ReplayFormatError(_describe(e, where, model)) from None
+            yield where, raw
+
+
+def iter_jsonl(path: str | Path, model: type[T]) -> Iterator[T]:
+    """Validated rows of a JSONL(.gz) file; blank lines are skipped."""
+    for where, raw in iter_json_objects(path):
+        try:
+            yield model.model_validate(raw)
+        except ValidationError as e:
+            raise ReplayFormatError(_describe(e, where, model)) from None
 
 
 def read_records(path: str | Path, *, tolerate_truncated_tail: bool = False) -> list[ReplayRecord]:
