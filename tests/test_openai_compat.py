@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -357,3 +358,32 @@ async def test_real_llama_cpp_server(llama_server: str) -> None:
     assert "".join(pieces) == s.text and 0 < s.completion_tokens <= 8  # chunks counted if no usage
     assert s.text == c.text  # temperature 0, same seed: the same greedy answer
     await b.aclose()
+
+
+@pytest.mark.local_model
+def test_moagraph_eval_through_a_real_openai_compatible_server(
+    llama_server: str, tmp_path: Path
+) -> None:
+    """`moagraph eval` end to end: pool file -> openai backend -> llama.cpp server process."""
+    from typer.testing import CliRunner
+
+    from moagraph.cli import _register, app
+    from moagraph.store import RunStore
+
+    _register()
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        "name: served\nmodels:\n"
+        f"  - {{name: gemma-served, backend: openai, base_url: '{llama_server}', model: gemma,\n"
+        "     params_b: 0.268, layers: 18, hidden_size: 640, price_in: 0.1, price_out: 0.2}\n",
+        encoding="utf-8",
+    )
+    store = tmp_path / "runs.sqlite"
+    args = ["eval", "--pool", str(pool), "--n", "2", "--max-tokens", "16"]
+    args += ["--store", str(store), "--run-id", "served", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and "mean $ / query" in result.output
+    rows = RunStore(store).results("served")
+    assert len(rows) == 2 and all(r.error is None for r in rows)
+    assert all(r.dollars > 0 and r.flops > 0 for r in rows)  # priced and costed from real usage
