@@ -113,7 +113,8 @@ async def _client(kind: str, url: str, model: str, n: int, conc: int, stream: bo
     await run(url, model, min(50, n), min(conc, 4), stream, limit_s, key)  # warm-up, not measured
     lat, errors, elapsed = await run(url, model, n, conc, stream, limit_s, key)
     lat.sort()
-    q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan"))
+    def q(p):
+        return (lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan"))
     return {"n": len(lat), "errors": errors, "elapsed_s": elapsed,
             "rps": len(lat) / elapsed if elapsed else 0.0, "p50_ms": q(0.50) * 1e3,
             "p99_ms": q(0.99) * 1e3}
@@ -150,7 +151,7 @@ def _task() -> Any:
         from moagraph.tasks.registry import get_task
 
         return get_task("chat")
-    except Exception:  # noqa: BLE001 - the benchmark measures the server, not the task
+    except Exception:
         return OpenChat()
 
 
@@ -253,7 +254,7 @@ def main() -> None:
                         f"store {'on' if store else 'off'}, uvicorn {_ver('uvicorn')})")
     for col in ("scenario", "client", "conc.", "requests", "errors", "req/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right" if col not in ("scenario", "client") else "left")
-    for label, kind, model, conc, r in results:
+    for label, kind, _model, conc, r in results:
         table.add_row(label, kind, str(conc), str(r["n"]), str(r["errors"]), f"{r['rps']:.0f}",
                       f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
     console.print(table)

@@ -468,7 +468,7 @@ def test_graceful_shutdown_lets_inflight_request_finish(tmp_path: Path) -> None:
     def call() -> None:
         try:
             result["r"] = client.chat.completions.create(model="gated", messages=MSGS)  # type: ignore[arg-type]
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             result["e"] = e
 
     t = threading.Thread(target=call)
@@ -494,7 +494,7 @@ def test_shutdown_cancels_cleanly_after_grace_period(tmp_path: Path) -> None:
     def call() -> None:
         try:
             result["r"] = client.chat.completions.create(model="gated", messages=MSGS)  # type: ignore[arg-type]
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             result["e"] = e
 
     t = threading.Thread(target=call)

@@ -16,14 +16,10 @@ import typer
 from rich.console import Console
 
 from moagraph.cli import app
+from moagraph.cli._errors import fail
 
 console = Console()
-err_console = Console(stderr=True)
 
-
-def _fail(e: BaseException) -> typer.Exit:
-    err_console.print(f"[red]Error: {e}[/red]", highlight=False)
-    return typer.Exit(2)
 
 
 @app.command("eval")
@@ -109,7 +105,7 @@ def eval_command(
             data_dir,
         )
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
 
 
 def _eval(
@@ -271,5 +267,5 @@ def draw_command(
         )  # bundled: cwd
         res = draw(g, out if out is not None else default_out, p)
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     console.print(f"wrote {res.png} and {res.html}", highlight=False)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moagraph.cli import app
+from moagraph.cli._errors import fail
 
 pool_app = typer.Typer(help="Make and inspect replay pools.", no_args_is_help=True)
 import_app = typer.Typer(
@@ -23,10 +24,6 @@ app.add_typer(pool_app, name="pool")
 # Tables are wide; when piped (CI logs, README pastes) do not wrap them at 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=170)
 
-
-def _fail(e: Exception) -> typer.Exit:
-    console.print(f"[red]Error: {e}[/]", highlight=False)
-    return typer.Exit(2)
 
 
 @import_app.command("jsonl")
@@ -72,7 +69,7 @@ def import_jsonl_cmd(
             tokens=tokens,
         )
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     console.print(f"wrote pool [bold]{pool.name}[/] ({len(pool.models)} models) to {out}/pool.yaml")
     show_pool(out)
 
@@ -100,7 +97,7 @@ def import_alpaca_cmd(
                 data_dir, out, limit=limit, include_closed=not exclude_closed, tokens=tokens
             )
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     console.print(f"wrote {out}/pool.yaml")
     show_pool(out)
 
@@ -221,7 +218,7 @@ def show_cmd(
     try:
         show_pool(pool, plot)
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
 
 
 @app.command("record")
@@ -278,7 +275,7 @@ def record_cmd(
         t = get_task(task)
         result = asyncio.run(record_pool(live, t, out, settings, pool_name=name))
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     console.print(
         f"recorded {result.new_records} new calls ({result.skipped} already done), "
         f"{result.total_records} in all; wall time {result.wall_s:.0f} s -> {out}/pool.yaml"
@@ -303,5 +300,5 @@ def quantize_cmd(
         with console.status(f"quantizing to {qtype}"):
             path = quantize_gguf(src, out, qtype)
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moagraph.cli import app
+from moagraph.cli._errors import fail
 
 route_app = typer.Typer(help="Per-query routing (RouteMoA and baselines): train the scorer, evaluate.",
                         no_args_is_help=True)
@@ -19,10 +20,6 @@ console = Console()
 
 POLICIES = "dense,sparse,single,random,threshold,routemoa,routemoa-1L"
 
-
-def _fail(e: Exception) -> None:
-    console.print(f"[red]Error: {e}[/red]")
-    raise typer.Exit(2)
 
 
 def _pool_and_labels(pool: str | None, data: str | None) -> tuple[Any, Any]:
@@ -70,7 +67,7 @@ def train(
         s.meta["report"] = {"rows": rep.rows, "mse": rep.calibration.mse, "ece": rep.calibration.ece}
         s.save(out)
     except ValueError as e:
-        _fail(e)
+        raise fail(e) from None
     t = Table(title=f"Scorer hit rate on {rep.n_test} held-out queries ({rep.n_models} models, "
                     f"{rep.n_train} train)")
     for c in ("ranking", "top-1 hit", "top-3 hit", "mean label of top-1 pick"):
@@ -134,7 +131,7 @@ def evaluate(
             task = prog.add_task("planning", total=len(te) * len(pols))
             res = evaluate_policies(pols, te, p, progress=lambda: prog.advance(task))
     except ValueError as e:
-        _fail(e)
+        raise fail(e) from None
     console.print(results_table(res))
     dt = Table(title="Router decision time per query (no LLM calls)")
     for c in ("policy", "encoder p50/p99 ms", "head p50/p99 ms", "policy p50/p99 ms", "total p50/p99 ms"):

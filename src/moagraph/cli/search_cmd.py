@@ -12,14 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from moagraph.cli import app
+from moagraph.cli._errors import fail
 
 console = Console()
-err_console = Console(stderr=True)
 
-
-def _fail(e: BaseException) -> typer.Exit:
-    err_console.print(f"[red]Error: {e}[/red]", highlight=False)
-    return typer.Exit(2)
 
 
 @app.command("search")
@@ -57,7 +53,7 @@ def search_command(
             )
         )
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
 
 
 async def _search(
@@ -202,7 +198,7 @@ def report_command(
         out = outdir or study.with_name(study.stem + "-report")
         files = write_report(study, out, [n.strip() for n in names.split(",")] if names else None)
     except ValueError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     console.print(files.table)
     console.print(f"wrote {files.html}, {files.convergence_png}, {files.pareto_png}" + (f", {files.best_graph_png}" if files.best_graph_png else ""), highlight=False)
 

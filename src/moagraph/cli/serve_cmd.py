@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moagraph.cli import app
+from moagraph.cli._errors import fail
 
 console = Console()
 
@@ -97,8 +98,7 @@ def serve_cmd(
         )
         fastapi_app = build_app(pool, graph, router, router_kind=router_kind, cache=cache, config=config)
     except ValueError as e:
-        console.print(f"[red]Error: {e}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(e) from None
 
     table = Table(title=f"moagraph serving on http://{host}:{port}/v1")
     for col in ("model", "kind", "pool models", "width x depth", "est. FLOPs (norm.)"):

@@ -200,11 +200,11 @@ async def aevaluate(
                 trace = await policy.answer(ex, task)
             except BudgetExceeded:
                 raise
-            except Exception as e:  # noqa: BLE001 - a failed query is a result, not a crash
+            except Exception as e:
                 trace = Trace(query_id=ex.id, policy=policy.name, error=f"{type(e).__name__}: {e}")
             try:
                 trace.score = await grade_trace(task, trace, ex)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 trace.score, trace.error = 0.0, f"grading failed: {type(e).__name__}: {e}"
         fn = trace.flops / unit if unit else None
         if store is not None:

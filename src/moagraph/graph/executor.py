@@ -326,7 +326,7 @@ class GraphExecutor:
             else:
                 nt.output = c.text
                 nt.answer = self.task.extract(c.text)
-        except Exception as e:  # noqa: BLE001 - one bad node fails its query, not the run
+        except Exception as e:
             nt.error = f"{type(e).__name__}: {e}"
         nt.end_s = time.perf_counter() - t0
         if not nt.latency_s:
@@ -340,4 +340,4 @@ def _source(nt: NodeTrace) -> str:
 
 
 def _small(v: Any) -> bool:
-    return v is None or isinstance(v, (str, int, float, bool)) and len(str(v)) < 2000
+    return v is None or (isinstance(v, (str, int, float, bool)) and len(str(v)) < 2000)

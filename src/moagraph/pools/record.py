@@ -233,7 +233,7 @@ async def record_pool(
     wall_before = float(state.get("wall_s", 0.0))
     _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_before})
     t0 = time.perf_counter()
-    partial = open(out / PARTIAL_FILE, "a", encoding="utf-8")  # noqa: SIM115, ASYNC230 - one small append per call
+    partial = open(out / PARTIAL_FILE, "a", encoding="utf-8")  # noqa: SIM115 - one small append per call
     sem = asyncio.Semaphore(settings.concurrency)
     new: list[ReplayRecord] = []
     scores: dict[str, list[float]] = {

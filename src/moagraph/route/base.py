@@ -67,7 +67,7 @@ def register_router(name: str) -> Callable[[type[R]], type[R]]:
 
 
 def router_names() -> list[str]:
-    import moagraph.route.baselines  # noqa: F401 - registers the baselines
+    import moagraph.route.baselines
     import moagraph.route.routemoa  # noqa: F401
 
     return sorted(_REGISTRY)

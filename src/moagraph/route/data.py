@@ -39,7 +39,7 @@ def shared_data_dir() -> Path:
         from moagraph.tasks.registry import shared_data_dir as _sdd  # type: ignore[attr-defined]
 
         return Path(_sdd())
-    except Exception:  # noqa: BLE001 - the tasks helper may not exist yet
+    except Exception:
         pass
     env = os.environ.get("MOAGRAPH_DATA_DIR")
     if env:

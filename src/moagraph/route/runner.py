@@ -229,7 +229,7 @@ class QueryRun:
             if c.role not in ("judge",):
                 try:
                     nt.answer = self.task.extract(comp.text)
-                except Exception:  # noqa: BLE001 - extraction is best effort
+                except Exception:
                     nt.answer = None
         except BackendError as e:
             nt.error = str(e)
@@ -245,7 +245,7 @@ class QueryRun:
         t.output = output
         try:
             t.answer = self.task.extract(output) if output else None
-        except Exception:  # noqa: BLE001
+        except Exception:
             t.answer = None
         t.flops = self.spent_flops
         t.dollars = self.spent_dollars

@@ -348,7 +348,7 @@ def finalize_graph(
         n = by_id[nid]
         n.inputs = [i for i in dict.fromkeys(n.inputs) if i in by_id and i != nid]
         in_roles = [by_id[i].role for i in n.inputs]
-        if Role.FUSER in in_roles or n.role == Role.FUSER and Role.ASSISTANT not in in_roles:
+        if Role.FUSER in in_roles or (n.role == Role.FUSER and Role.ASSISTANT not in in_roles):
             n.role = Role.ASSISTANT
     consumed = {i for n in nodes for i in n.inputs}
     sinks = [i for i in dict.fromkeys(sink_inputs) if i in by_id]

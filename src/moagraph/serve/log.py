@@ -170,7 +170,7 @@ class RequestLog:
                 pass
             try:
                 await self.flush()
-            except Exception as e:  # noqa: BLE001 - a locked or full disk must not stop serving
+            except Exception as e:
                 log.warning("could not write request log to %s: %s", self.path, e)
 
     def start(self) -> None:
