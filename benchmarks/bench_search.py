@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--train-n", type=int, default=60)
     ap.add_argument("--heldout-n", type=int, default=300)
     ap.add_argument("--agent-max-tokens", type=int, default=64)
+    ap.add_argument("--agent-json-schema", action="store_true", help="constrain the agent's update replies to JSON matching the reply schema (llama.cpp grammar); cached separately")
     ap.add_argument("--no-llm-agent", action="store_true", help="agent optimisers without an LLM (REINFORCE fallback only)")
     ap.add_argument("--pool", default="alpaca_eval", help="an all-replay pool (bundled name or path)")
     ap.add_argument("--task", default="chat", help="task of the pool's recordings; votable kinds (math/choice/code) use the vote sink, others the oracle select sink")
@@ -143,7 +144,7 @@ def main() -> None:
         from moagraph.models.runtime import PoolRuntime
 
         runtime = PoolRuntime(load_pool(resolve_pool("local")), cache=CallCache(args.out / "agent_cache.sqlite"))
-        agent = RuntimeAgent(runtime, "gemma-270m", max_tokens=args.agent_max_tokens)
+        agent = RuntimeAgent(runtime, "gemma-270m", max_tokens=args.agent_max_tokens, json_schema=args.agent_json_schema)
 
     task_kind = getattr(ev.task, "kind", None) or "chat"
     names = ["random", "bayesopt", "reinforce", "textgrad", "agent-reinforce"]
@@ -164,7 +165,8 @@ def main() -> None:
     asyncio.run(go())
 
     objective = "oracle-select objective, an UPPER BOUND" if args.mode == "select" else "vote objective (majority over recorded samples)"
-    agent_note = ", agent optimisers without an LLM (--no-llm-agent)" if args.no_llm_agent else ""
+    agent_note = ", agent optimisers without an LLM (--no-llm-agent)" if args.no_llm_agent else (
+        ", agent replies JSON-schema constrained" if args.agent_json_schema else "")
     t = Table(title=f"Graph search on {args.pool_name} replay ({objective}), {args.evals} evaluations each{agent_note}")
     for c in ("optimizer", "seeds", "held-out acc", "train gap to optimum (pts)", "evals to within 2 pts", "wall s", "agent parse failures"):
         t.add_column(c, justify="right")

@@ -143,3 +143,31 @@ async def test_record_real_model_then_replay(gemma: LlamaCppBackend, tmp_path: P
         LLMRequest(model=spec, messages=Q, query_id="q42")
     )
     assert (replayed.text, replayed.completion_tokens) == (live.text, live.completion_tokens)
+
+
+def test_json_schema_is_in_cache_key_only_when_set() -> None:
+    from moagraph.models.cache import cache_key
+
+    plain = LLMRequest(model=GEMMA, messages=Q, params=SamplingParams(max_tokens=8))
+    assert "json_schema" not in plain.params.as_dict()  # old keys stay valid
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
+    constrained = LLMRequest(model=GEMMA, messages=Q, params=SamplingParams(max_tokens=8, json_schema=schema))
+    assert constrained.params.as_dict()["json_schema"] == schema
+    assert cache_key("id", plain) != cache_key("id", constrained)
+    hash(constrained.params)  # still usable as a dict key / in sets
+
+
+@pytest.mark.local_model
+async def test_json_schema_constrains_the_reply(gemma: LlamaCppBackend) -> None:
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer", "minimum": 0, "maximum": 100}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    p = SamplingParams(max_tokens=24, json_schema=schema)
+    c = await gemma.complete(LLMRequest(model=GEMMA, messages=Q, params=p))
+    obj = json.loads(c.text)
+    assert set(obj) == {"answer"} and isinstance(obj["answer"], int)

@@ -151,3 +151,48 @@ async def test_textgrad_gets_no_insights_or_pretest(tmp_path) -> None:
     await run_study(st, opt, Synthetic(sp), 5)
     assert all(t.phase == "search" for t in st.trials())
     assert not any("Insights" in p for p in agent.prompts)
+
+
+class SchemaAgent(ScriptedAgent):
+    accepts_schema = True
+
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__(replies)
+        self.schemas: list[dict | None] = []
+
+    async def __call__(self, prompt: str, attempt: int = 0, schema: dict | None = None) -> str:
+        self.schemas.append(schema)
+        return await super().__call__(prompt, attempt)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_update_schema_matches_the_parser(flat: bool) -> None:
+    import json
+
+    from moagraph.search.agent import update_schema
+
+    sp = space(flat=flat)
+    sch = update_schema(sp)
+    node_probs = sch["properties"]["probabilities"]["properties"]["models"]["properties"]["n0"]["properties"]
+    assert set(node_probs) == {*sp.model_names, "off"}
+    assert ("edges" in sch["properties"]["probabilities"]["properties"]) is (not flat)
+    reply = json.dumps({"probabilities": {"models": {"n1": {"m": 0.9}}}, "graph": {"nodes": [{"id": "n0", "model": "l"}]}})
+    r = parse_update_reply(reply, sp, prefix="")
+    assert r.ok and r.probabilities and r.graph is not None
+    r = parse_update_reply(reply, sp)  # with the prompt's opened JSON as prefix: the fallback finds it
+    assert r.ok and r.probabilities == {"models": {"n1": {"m": 0.9}}} and r.graph is not None
+
+
+async def test_textgrad_applies_parsed_updates_and_passes_the_schema(tmp_path) -> None:
+    from moagraph.search.textgrad import TextGrad
+
+    sp = space()
+    reply = '{"probabilities": {"models": {"n0": {"m": 0.9}, "n1": {"off": 0.9}, "n2": {"off": 0.9}, "n3": {"off": 0.9}}}}'
+    agent = SchemaAgent([reply])
+    opt = TextGrad(sp, seed=0, agent=agent)
+    st = Study.open(tmp_path / "s.sqlite", "x", {})
+    res = await run_study(st, opt, Synthetic(sp), 4)
+    assert res.stats["agent_replies_ok"] == 4 and res.stats["fallback_steps"] == 0
+    assert all(s is not None and s["required"] == ["probabilities"] for s in agent.schemas)
+    assert opt.dist.probabilities()["models"]["n0"]["m"] == pytest.approx(0.9, abs=0.01)
+    assert opt.dist.probabilities()["models"]["n3"]["off"] == pytest.approx(0.9, abs=0.01)

@@ -35,15 +35,21 @@ class SamplingParams:
     max_tokens: int = 512
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = field(default=None, hash=False)
+    """Constrain the reply to JSON matching this schema (llama.cpp grammar, or an
+    OpenAI-compatible ``response_format``); None leaves decoding free."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "stop": list(self.stop),
         }
+        if self.json_schema is not None:  # only when set: existing cache keys stay valid
+            d["json_schema"] = self.json_schema
+        return d
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,25 @@ class LlamaCppBackend:
             return self._load()
 
     # --- generation ---------------------------------------------------------
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        """A llama.cpp grammar for a JSON schema (cached per schema)."""
+        import json
+
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        cache: dict[str, Any] = self.__dict__.setdefault("_grammars", {})
+        if key not in cache:
+            try:
+                cache[key] = LlamaGrammar.from_json_schema(key, verbose=self.verbose)
+            except Exception as e:
+                raise BackendConfigError(
+                    f"model {self.spec.name!r}: json_schema cannot be turned into a llama.cpp "
+                    f"grammar ({e}); simplify the schema",
+                    model=self.spec.name,
+                ) from None
+        return cache[key]
+
     def _generate(self, request: LLMRequest, push: Any | None) -> Completion:
         with self._lock:
             llm = self._load()
@@ -184,6 +203,8 @@ class LlamaCppBackend:
                 "seed": request.effective_seed(),
                 "stream": push is not None,
             }
+            if p.json_schema is not None:
+                kwargs["grammar"] = self._grammar(p.json_schema)
             t0 = time.perf_counter()
             try:
                 if self._format == "chat":

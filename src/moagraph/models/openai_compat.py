@@ -155,6 +155,11 @@ class OpenAICompatBackend:
         }
         if p.stop:
             body["stop"] = list(p.stop)
+        if p.json_schema is not None:  # structured output (vLLM, llama.cpp server, OpenAI)
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": p.json_schema},
+            }
         if stream:
             body["stream"] = True
             if usage_opt:

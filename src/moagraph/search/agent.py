@@ -34,18 +34,22 @@ class RuntimeAgent:
     without a chat template. A retry samples at a higher temperature.
     """
 
-    def __init__(self, runtime: Any, model: str, max_tokens: int = 256) -> None:
+    def __init__(self, runtime: Any, model: str, max_tokens: int = 256, json_schema: bool = False) -> None:
         self.runtime = runtime
         self.model = model
         self.max_tokens = max_tokens
+        # True: the optimiser passes a JSON schema for update replies and the
+        # backend constrains decoding to it (llama.cpp grammar / response_format).
+        self.accepts_schema = json_schema
         self.calls = 0
 
-    async def __call__(self, prompt: str, attempt: int = 0) -> str:
+    async def __call__(self, prompt: str, attempt: int = 0, schema: dict[str, Any] | None = None) -> str:
         params = SamplingParams(
             temperature=0.0 if attempt == 0 else 0.7,
             max_tokens=self.max_tokens,
             seed=attempt,
             stop=("```", "\n\n\n", "Question:"),
+            json_schema=schema if self.accepts_schema else None,
         )
         self.calls += 1
         c = await self.runtime.complete(
@@ -91,6 +95,60 @@ def update_prompt(
         REPLY_PREFIX,
     ]
     return "\n\n".join(p for p in parts if p)
+
+
+def update_schema(space: SearchSpace) -> dict[str, Any]:
+    """JSON schema of an update reply, built from the space (a subset of what
+    ``parse_update_reply`` accepts): ``{"probabilities": {"models": {"n0": {model: p}},
+    ...}, "graph": {"nodes": [...], "sink": [...]}}``. Keys are spelled exactly
+    as the space names them, so a constrained small model cannot misspell a model.
+    """
+    slots = [f"n{i}" for i in range(space.max_nodes)]
+    prob = {"type": "number"}
+    models = space.model_names + ["off"]
+    per_node = {"type": "object", "properties": {m: prob for m in models}, "additionalProperties": False}
+    probs: dict[str, Any] = {
+        "models": {"type": "object", "properties": {n: per_node for n in slots}, "additionalProperties": False}
+    }
+    node: dict[str, Any] = {
+        "id": {"type": "string", "enum": slots},
+        "model": {"type": "string", "enum": space.model_names},
+    }
+    required = ["id", "model"]
+    if not space.flat:
+        roles = [r.value for r in space.roles]
+        per_role = {"type": "object", "properties": {r: prob for r in roles}, "additionalProperties": False}
+        probs["roles"] = {"type": "object", "properties": {n: per_role for n in slots}, "additionalProperties": False}
+        edges = [f"n{i}->n{j}" for i in range(len(slots)) for j in range(i + 1, len(slots))]
+        probs["edges"] = {"type": "object", "properties": {e: prob for e in edges}, "additionalProperties": False}
+        probs["sink"] = {"type": "object", "properties": {n: prob for n in slots}, "additionalProperties": False}
+        node["role"] = {"type": "string", "enum": roles}
+        node["inputs"] = {"type": "array", "items": {"type": "string", "enum": slots}}
+    graph = {
+        "type": "object",
+        "properties": {
+            "nodes": {
+                "type": "array",
+                "items": {"type": "object", "properties": node, "required": required, "additionalProperties": False},
+                "minItems": 1,
+                "maxItems": space.max_nodes,
+            },
+            "sink": {"type": "array", "items": {"type": "string", "enum": slots}},
+        },
+        "required": ["nodes"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "probabilities": {
+                "type": "object", "properties": probs, "required": ["models"], "additionalProperties": False,
+            },
+            "graph": graph,
+        },
+        "required": ["probabilities"],
+        "additionalProperties": False,
+    }
 
 
 def compact_probabilities(probs: dict[str, Any], floor: float = 0.05) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from moagraph.search.agent import (
     parse_mix_reply,
     parse_update_reply,
     update_prompt,
+    update_schema,
 )
 from moagraph.search.base import Optimizer, Told
 from moagraph.search.distribution import GraphDistribution
@@ -212,7 +213,7 @@ class AgentReinforce(Optimizer):
             for attempt in range(2):
                 if attempt:
                     self.counters["retries"] += 1
-                text = await self._call_agent(prompt, attempt)
+                text = await self._call_agent(prompt, attempt, schema=self._update_schema())
                 if text is None:
                     continue
                 r = parse_update_reply(text, self.space)
@@ -233,9 +234,19 @@ class AgentReinforce(Optimizer):
         b = self._baseline
         self._baseline = told.reward if b is None else 0.8 * b + 0.2 * told.reward
 
-    async def _call_agent(self, prompt: str, attempt: int) -> str | None:
+    def _update_schema(self) -> dict[str, Any] | None:
+        """The reply schema, for agents that declare ``accepts_schema`` (else None)."""
+        if not getattr(self.agent, "accepts_schema", False):
+            return None
+        if getattr(self, "_schema", None) is None:
+            self._schema = update_schema(self.space)
+        return self._schema
+
+    async def _call_agent(self, prompt: str, attempt: int, schema: dict[str, Any] | None = None) -> str | None:
         self.counters["agent_calls"] += 1
         try:
+            if schema is not None:
+                return await self.agent(prompt, attempt, schema=schema)  # type: ignore[misc,call-arg]
             return await self.agent(prompt, attempt)  # type: ignore[misc]
         except Exception as e:
             self.counters["agent_errors"] += 1
