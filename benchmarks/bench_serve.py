@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 # --- client (runs in its own process) ------------------------------------------
 
@@ -130,29 +130,10 @@ def client_main(argv: list[str]) -> None:
 
 
 def _task() -> Any:
-    from moagraph.tasks.base import Example, Task
+    """The real chat task: its prompts are what a served user gets."""
+    from moagraph.tasks.registry import get_task
 
-    class OpenChat(Task):
-        name: ClassVar[str] = "chat"
-        kind: ClassVar[Any] = "chat"
-        avg_input_tokens: ClassVar[int] = 120
-        avg_output_tokens: ClassVar[int] = 200
-
-        def load(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Example]:
-            return []
-
-        def extract(self, text: str) -> Any:
-            return text
-
-        def grade(self, text: str, example: Example) -> float:
-            return 0.0
-
-    try:  # the real chat task when it is there: its prompts are what a user gets
-        from moagraph.tasks.registry import get_task
-
-        return get_task("chat")
-    except Exception:
-        return OpenChat()
+    return get_task("chat")
 
 
 def _graphs() -> dict[str, Any]:
