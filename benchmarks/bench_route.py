@@ -127,17 +127,9 @@ def main() -> None:
         scorer = Scorer(make_encoder(args.encoder, cache_path=args.cache), table.models).fit(
             train.texts, train.labels, pool)
         rep = evaluate_scorer(scorer, train, test)
-    t = Table(title=f"Scorer ({args.encoder} + ridge) on {rep.n_test} held-out AlpacaEval queries, "
-                    f"{rep.n_models} models")
-    for c in ("ranking", "top-1 hit", "top-3 hit", "win prob. of top-1 pick"):
-        t.add_column(c, justify="left" if c == "ranking" else "right")
-    for r in rep.rows:
-        t.add_row(r["ranking"], f"{r['top1']:.3f}", f"{r['top3']:.3f}",
-                  "-" if np.isnan(r["top1_label"]) else f"{r['top1_label']:.3f}")
-    console.print(t)
-    console.print(f"calibration: scorer MSE {rep.calibration.mse:.4f} ECE {rep.calibration.ece:.4f} | "
-                  f"prior MSE {rep.prior_calibration.mse:.4f} ECE {rep.prior_calibration.ece:.4f}")
-    OUT.mkdir(exist_ok=True)
+    console.print(rep.table(f"Scorer ({args.encoder} + ridge) on {rep.n_test} held-out AlpacaEval queries, "
+                            f"{rep.n_models} models"))
+    console.print(rep.calibration_line())
     console.print(f"calibration plot: {plot_calibration(rep, OUT / f'route_calibration_{args.encoder}.png')}")
 
     rt = PoolRuntime(pool)

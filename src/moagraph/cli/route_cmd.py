@@ -68,16 +68,10 @@ def train(
         s.save(out)
     except ValueError as e:
         raise fail(e) from None
-    t = Table(title=f"Scorer hit rate on {rep.n_test} held-out queries ({rep.n_models} models, "
-                    f"{rep.n_train} train)")
-    for c in ("ranking", "top-1 hit", "top-3 hit", "mean label of top-1 pick"):
-        t.add_column(c, justify="left" if c == "ranking" else "right")
-    for r in rep.rows:
-        t.add_row(r["ranking"], f"{r['top1']:.3f}", f"{r['top3']:.3f}",
-                  "-" if r["top1_label"] != r["top1_label"] else f"{r['top1_label']:.3f}")
-    console.print(t)
-    console.print(f"calibration: scorer MSE {rep.calibration.mse:.4f} ECE {rep.calibration.ece:.4f}; "
-                  f"prior MSE {rep.prior_calibration.mse:.4f} ECE {rep.prior_calibration.ece:.4f}")
+    console.print(
+        rep.table(f"Scorer hit rate on {rep.n_test} held-out queries ({rep.n_models} models, {rep.n_train} train)")
+    )
+    console.print(rep.calibration_line())
     if plot is not None:
         console.print(f"calibration plot: {plot_calibration(rep, plot)}")
     console.print(f"saved {out} (pool {p.name!r}, {len(p.models)} models)")

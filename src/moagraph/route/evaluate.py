@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from moagraph.route.data import LabelTable
 from moagraph.route.scorer import Scorer
@@ -79,6 +80,25 @@ class ScorerReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def table(self, title: str) -> Table:
+        """Hit rates per ranking (scorer, prior, random, oracle, paper) as a rich table."""
+        t = Table(title=title)
+        for c in ("ranking", "top-1 hit", "top-3 hit", "mean label of top-1 pick"):
+            t.add_column(c, justify="left" if c == "ranking" else "right")
+        for r in self.rows:
+            label = r["top1_label"]
+            t.add_row(
+                r["ranking"],
+                f"{r['top1']:.3f}",
+                f"{r['top3']:.3f}",
+                "-" if np.isnan(label) else f"{label:.3f}",
+            )
+        return t
+
+    def calibration_line(self) -> str:
+        c, p = self.calibration, self.prior_calibration
+        return f"calibration: scorer MSE {c.mse:.4f} ECE {c.ece:.4f} | prior MSE {p.mse:.4f} ECE {p.ece:.4f}"
 
 
 def _row(name: str, scores: np.ndarray, labels: np.ndarray, tie_tol: float) -> dict[str, Any]:
