@@ -100,3 +100,29 @@ def test_scorer_on_real_alpaca_labels_beats_random() -> None:
     # and the scorer's top pick wins more often than a random model's
     pick = test.labels[np.arange(len(test)), pred.argmax(1)]
     assert np.nanmean(pick) > np.nanmean(test.labels) + 0.1
+
+
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval").is_dir(),
+    reason="needs ../shared/data/alpaca_eval (AlpacaEval labels)",
+)
+def test_router_from_plain_route_train_is_accepted_by_bundled_pool(tmp_path: Path) -> None:
+    """Regression: `route train` (no --pool) and `--pool alpaca_eval` must be the same pool.
+
+    They were two definitions (gpt-3.5 priced as 70B in one, 20B in the other), so a router
+    from plain `moagraph route train` was refused by `route eval --pool alpaca_eval` and by
+    the README's serve recipe.
+    """
+    from typer.testing import CliRunner
+
+    from moagraph.cli import _register, app
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
+
+    _register()
+    out = tmp_path / "router.npz"
+    r = CliRunner().invoke(app, ["route", "train", "--encoder", "hashing", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    bundled = load_pool(resolve_pool("alpaca_eval"))
+    s = Scorer.load(out, pool=bundled)  # raised ScorerError("different pool ...") before the fix
+    assert s.models == bundled.names

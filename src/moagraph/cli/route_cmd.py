@@ -25,21 +25,18 @@ POLICIES = "dense,sparse,single,random,threshold,routemoa,routemoa-1L"
 def _pool_and_labels(pool: str | None, data: str | None) -> tuple[Any, Any]:
     from moagraph.route.data import alpaca_eval_pool, labels_for_pool, load_alpaca_eval
 
-    table = load_alpaca_eval(data)
-    if pool is None:
-        p = alpaca_eval_pool(data)
-    else:
-        from moagraph.models.pool import load_pool
-        from moagraph.pools import resolve_pool
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
 
-        p = load_pool(resolve_pool(pool))
+    table = load_alpaca_eval(data)
+    p = load_pool(resolve_pool(pool)) if pool is not None else alpaca_eval_pool()
     return p, labels_for_pool(table, p)
 
 
 @route_app.command("train")
 def train(
     data: str = typer.Option(None, "--data", help="AlpacaEval label folder (default: shared data)."),
-    pool: str = typer.Option(None, "--pool", help="Pool file/name; default: the 21 AlpacaEval models."),
+    pool: str = typer.Option(None, "--pool", help="Pool file/name; default: the bundled `alpaca_eval` pool (21 models)."),
     encoder: str = typer.Option("minilm", "--encoder", help="minilm | hashing"),
     head: str = typer.Option("ridge", "--head", help="ridge | mlp"),
     alpha: float = typer.Option(10.0, "--alpha", help="Ridge regularisation."),

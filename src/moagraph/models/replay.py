@@ -93,8 +93,15 @@ class ReplayStore:
         self._by_query: dict[tuple[str, str, int], dict[str, Any]] = {}
         self._by_prompt: dict[tuple[str, str, int], dict[str, Any]] = {}
         if self.path.exists():
-            for rec in iter_records(self.path):
-                self._index(rec)
+            # A shared lock for the whole read: appends hold an exclusive one, so a reader
+            # never sees a record half-written by another process (a torn last line).
+            with open(self.path, "rb") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_SH)
+                try:
+                    for rec in iter_records(self.path):
+                        self._index(rec)
+                finally:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         elif must_exist:
             raise ReplayFileError(
                 f"replay file {self.path} does not exist; record one with `moagraph record` "

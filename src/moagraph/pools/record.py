@@ -173,7 +173,7 @@ async def record_pool(
     for m in names:
         if m not in pool:
             raise RecordSettingsError(
-                f"--models: {m!r} is not in pool {pool.name!r}; known: {', '.join(pool.names)}"
+                f"--model {m!r}: not in pool {pool.name!r}; known: {', '.join(pool.names)}"
             )
     if any(pool[m].backend == "replay" for m in names):
         bad = [m for m in names if pool[m].backend == "replay"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from moagraph.models.pool import ModelSpec, Pool
+from moagraph.models.pool import Pool
 
 
 class LabelDataError(ValueError):
@@ -161,76 +161,17 @@ def load_alpaca_eval(data_dir: str | Path | None = None, with_outputs: bool = Fa
     )
 
 
-# --- a pool for the AlpacaEval models (until/unless the importer's pool is used) -----------
-
-# Architecture facts (layers, hidden size) of the public checkpoints; the two closed models
-# have undisclosed sizes, so they get an explicit *assumption* (recorded in `extra`).
-_ARCH: dict[str, tuple[int, int]] = {
-    "FuseChat-Llama-3.2-1B-Instruct": (16, 2048),
-    "gemma-2b-it": (18, 2048),
-    "phi-2": (32, 2560),
-    "minichat-3b": (24, 3072),
-    "FuseChat-Llama-3.2-3B-Instruct": (28, 3072),
-    "chatglm2-6b": (28, 4096),
-    "vicuna-7b-v1.5": (32, 4096),
-    "falcon-7b-instruct": (32, 4544),
-    "OpenHermes-2.5-Mistral-7B": (32, 4096),
-    "FuseChat-Qwen-2.5-7B-Instruct": (28, 3584),
-    "FuseChat-Llama-3.1-8B-Instruct": (32, 4096),
-    "gemma-7b-it": (28, 3072),
-    "FuseChat-Gemma-2-9B-Instruct": (42, 3584),
-    "vicuna-13b-v1.5": (40, 5120),
-    "Qwen-14B-Chat": (40, 5120),
-    "oasst-sft-llama-33b": (60, 6656),
-    "falcon-40b-instruct": (60, 8192),
-    "humpback-llama2-70b": (80, 8192),
-    "openbuddy-llama2-70b-v10.1": (80, 8192),
-}
-_ASSUMED_CLOSED = {"params_b": 70.0, "layers": 80, "hidden_size": 8192}
-# Public list prices in $/1M tokens (in, out) for the closed models; open models are priced
-# by a hosting estimate proportional to size (documented in `extra`).
-_LIST_PRICE = {"gpt-3.5-turbo-1106": (1.0, 2.0), "claude-2.1": (8.0, 24.0)}
-
-
-def open_model_price(params_b: float) -> float:
-    """Estimated hosted price, $/1M tokens, for an open model: $0.02 per billion params (min 0.05)."""
-    return round(max(0.05, 0.02 * params_b), 4)
-
-
 def alpaca_eval_pool(data_dir: str | Path | None = None) -> Pool:
-    """An in-memory replay pool of the 21 AlpacaEval models (sizes from ``models.json``)."""
-    d = alpaca_eval_dir(data_dir)
-    sizes = json.loads((d / "models.json").read_text(encoding="utf-8"))
-    specs = []
-    for name, info in sizes.items():
-        extra: dict[str, Any] = {"source": "alpaca_eval models.json"}
-        pb = info.get("params_b")
-        if pb is None:
-            pb, layers, hidden = (
-                _ASSUMED_CLOSED["params_b"],
-                _ASSUMED_CLOSED["layers"],
-                _ASSUMED_CLOSED["hidden_size"],
-            )
-            extra["assumed_size"] = "undisclosed; assumed 70B-class (80 layers, 8192 hidden)"
-        else:
-            layers, hidden = _ARCH.get(name, (32, 4096))
-        pin, pout = _LIST_PRICE.get(name, (open_model_price(pb), open_model_price(pb)))
-        if name not in _LIST_PRICE:
-            extra["price"] = "estimate: $0.02/1M tokens per B params"
-        specs.append(
-            ModelSpec(
-                name=name,
-                backend="replay",
-                replay=str(d / "outputs.jsonl.gz"),
-                params_b=float(pb),
-                layers=layers,
-                hidden_size=hidden,
-                price_in=pin,
-                price_out=pout,
-                extra=extra,
-            )
-        )
-    return Pool(name="alpaca-eval", description="AlpacaEval 2.0 recorded outputs", models=specs)
+    """The bundled ``alpaca_eval`` replay pool: the one definition of the 21 AlpacaEval models.
+
+    ``data_dir`` is accepted for symmetry with :func:`load_alpaca_eval` and ignored: the
+    pool's architectures and prices must not depend on where the labels were read from,
+    or a router trained with one would be refused by the other (its fingerprint differs).
+    """
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
+
+    return load_pool(resolve_pool("alpaca_eval"))
 
 
 def labels_for_pool(table: LabelTable, pool: Pool) -> LabelTable:

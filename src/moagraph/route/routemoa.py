@@ -72,8 +72,10 @@ class RouteMoA:
         scorer.check_pool(runtime.pool)
         self.scorer = scorer
         self.runtime = runtime
-        self.config = (config or RouteMoAConfig()).model_copy(update=overrides) if overrides else (config or RouteMoAConfig())
-        RouteMoAConfig.model_validate(self.config.model_dump())  # re-validate overrides
+        base = config or RouteMoAConfig()
+        # Validate the merged settings and keep the *validated* model: model_copy(update=...)
+        # skips validation, so RouteMoA(k="2") used to keep the string and fail in plan().
+        self.config = RouteMoAConfig.model_validate({**base.model_dump(), **overrides})
         self.name = name
 
     # --- decisions without LLM calls ----------------------------------------

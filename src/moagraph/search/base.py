@@ -23,6 +23,14 @@ class UnknownOptimizerError(ValueError):
     """No optimiser of that name; the message lists the known ones."""
 
 
+class SearchExhaustedError(ValueError):
+    """``ask()`` on an optimiser whose ``finished`` is True (nothing left to propose).
+
+    Not ``StopIteration``: raised inside a coroutine that becomes
+    ``RuntimeError: coroutine raised StopIteration``, which names nothing.
+    """
+
+
 @dataclass
 class Candidate:
     """One graph an optimiser wants evaluated."""
@@ -71,6 +79,11 @@ class Optimizer(ABC):
         return False
 
     async def ask(self) -> Candidate:
+        if self.finished:
+            raise SearchExhaustedError(
+                f"optimizer {self.name!r} has proposed every graph of its space "
+                f"({self._asked} asked); stop when `finished` is True or lower --iterations"
+            )
         graph, phase, info = await self._propose()
         graph = self.space.trim(graph)
         cand = Candidate(self._asked, graph, phase, info)

@@ -63,8 +63,6 @@ class Exhaustive(Optimizer):
         return self._i >= len(self.graphs)
 
     async def _propose(self) -> tuple[Graph, str, dict[str, Any]]:
-        if self.finished:
-            raise StopIteration("exhaustive: every graph has been proposed")
         g = self.graphs[self._i]
         self._i += 1
         return g, "search", {"index": self._i - 1, "of": len(self.graphs)}
