@@ -23,10 +23,9 @@ POLICIES = "dense,sparse,single,random,threshold,routemoa,routemoa-1L"
 
 
 def _pool_and_labels(pool: str | None, data: str | None) -> tuple[Any, Any]:
-    from moagraph.route.data import alpaca_eval_pool, labels_for_pool, load_alpaca_eval
-
     from moagraph.models.pool import load_pool
     from moagraph.pools import resolve_pool
+    from moagraph.route.data import alpaca_eval_pool, labels_for_pool, load_alpaca_eval
 
     table = load_alpaca_eval(data)
     p = load_pool(resolve_pool(pool)) if pool is not None else alpaca_eval_pool()
