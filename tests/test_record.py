@@ -194,6 +194,8 @@ def _record_cmd(out: Path) -> list[str]:
         "record",
         "--pool",
         "local",
+        "--model",
+        "gemma-270m",
         "--task",
         "gsm8k",
         "--n",
