@@ -25,7 +25,6 @@ app.add_typer(pool_app, name="pool")
 console = Console() if sys.stdout.isatty() else Console(width=170)
 
 
-
 @import_app.command("jsonl")
 def import_jsonl_cmd(
     file: Annotated[
@@ -102,6 +101,108 @@ def import_alpaca_cmd(
     show_pool(out)
 
 
+def _model_list(models: str | None) -> list[str] | None:
+    return [m.strip() for m in models.split(",") if m.strip()] if models else None
+
+
+@import_app.command("zeroeval")
+def import_zeroeval_cmd(
+    data_dir: Annotated[
+        Path, typer.Argument(help="shared/data/zeroeval/gsm or shared/data/zeroeval/math-l5.")
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the pool.")],
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Only these models: a,b,c (names as in the data)."),
+    ] = None,
+    max_params_b: Annotated[
+        float | None,
+        typer.Option(
+            "--max-params-b", help="Only open models of at most this many (active) B params."
+        ),
+    ] = None,
+    exclude_closed: Annotated[
+        bool, typer.Option("--exclude-closed", help="Leave out models of undisclosed size.")
+    ] = False,
+    full_text_max_b: Annotated[
+        float | None,
+        typer.Option(
+            "--full-text-max-b",
+            help="Keep full texts only for open models up to this size; cut the others to their answer.",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="First N questions only.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Pool name.")] = None,
+    tokens: Annotated[
+        str, typer.Option("--tokens", help="Token counting: chars4 | minilm | auto.")
+    ] = "chars4",
+) -> None:
+    """Import ZeroEval GSM8K / MATH-L5 outputs of 40+ LLMs with 0/1 ground truth."""
+    from moagraph.pools.ground_truth import import_zeroeval
+
+    try:
+        with console.status("importing ZeroEval outputs and labels"):
+            import_zeroeval(
+                data_dir,
+                out,
+                name=name,
+                models=_model_list(models),
+                max_params_b=max_params_b,
+                exclude_closed=exclude_closed,
+                full_text_max_b=full_text_max_b,
+                limit=limit,
+                tokens=tokens,
+            )
+    except ValueError as e:
+        raise fail(e) from None
+    console.print(f"wrote {out}/pool.yaml")
+    show_pool(out)
+
+
+@import_app.command("mmlu-pro")
+def import_mmlu_pro_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="shared/data/mmlu_pro.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the pool.")],
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Only these models: a,b,c (names as in the data)."),
+    ] = None,
+    max_params_b: Annotated[
+        float | None,
+        typer.Option(
+            "--max-params-b", help="Only open models of at most this many (active) B params."
+        ),
+    ] = None,
+    exclude_closed: Annotated[
+        bool, typer.Option("--exclude-closed", help="Leave out models of undisclosed size.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="First N questions only.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Pool name.")] = "mmlu-pro",
+    tokens: Annotated[
+        str, typer.Option("--tokens", help="Token counting: chars4 | minilm | auto.")
+    ] = "chars4",
+) -> None:
+    """Import MMLU-Pro letters + 0/1 correctness of 29 LLMs (synthetic texts, estimated tokens)."""
+    from moagraph.pools.ground_truth import import_mmlu_pro
+
+    try:
+        with console.status("importing MMLU-Pro predictions and labels"):
+            import_mmlu_pro(
+                data_dir,
+                out,
+                name=name,
+                models=_model_list(models),
+                max_params_b=max_params_b,
+                exclude_closed=exclude_closed,
+                limit=limit,
+                tokens=tokens,
+            )
+    except ValueError as e:
+        raise fail(e) from None
+    console.print(f"wrote {out}/pool.yaml")
+    show_pool(out)
+
+
 def pool_table(pool_ref: str | Path) -> tuple[Table, list[dict[str, object]]]:
     """The per-model table of a pool (replay stats where recordings exist) and its rows."""
     from moagraph.models.cost import call_dollars, call_flops
@@ -143,23 +244,36 @@ def pool_table(pool_ref: str | Path) -> tuple[Table, list[dict[str, object]]]:
     ]:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     rows = []
+    est_fields = {
+        f
+        for rs in recs_by_file.values()
+        for r in rs[:1] + rs[-1:]
+        for f in r.meta.get("estimated", [])
+    }
+    tin = "~" if "prompt_tokens" in est_fields else ""
+    tout = "~" if "completion_tokens" in est_fields else ""
     for m in pool.models:
         s = stats.get(m.name)
+        size = (
+            f"~{m.params_b:g}"
+            if m.extra.get("size_estimated") or m.extra.get("params_assumed")
+            else f"{m.params_b:g}"
+        )
         if s is None:
-            table.add_row(m.name, f"{m.params_b:g}", m.backend, *["-"] * 8)
+            table.add_row(m.name, size, m.backend, *["-"] * 8)
             continue
         cost = call_flops(m, s.mean_prompt_tokens, s.mean_completion_tokens) / unit if unit else 0.0
         dollars = 1000 * call_dollars(m, s.mean_prompt_tokens, s.mean_completion_tokens)
         q = "-" if s.score_mean is None else f"{s.score_mean:.3f}"
         table.add_row(
             m.name,
-            f"{m.params_b:g}",
+            size,
             m.backend,
             q,
-            f"{s.mean_prompt_tokens:.0f}",
-            f"{s.mean_completion_tokens:.0f}",
-            f"{cost:.2f}",
-            f"{dollars:.2f}",
+            f"{tin}{s.mean_prompt_tokens:.0f}",
+            f"{tout}{s.mean_completion_tokens:.0f}",
+            f"{'~' if m.extra.get('size_estimated') or m.extra.get('arch_estimated') else ''}{cost:.2f}",
+            f"{dollars:.2f}{'~' if m.extra.get('price_approx') else ''}",
             f"{s.mean_latency_s:.2f}",
             str(s.n_queries),
             str(s.n_samples),
@@ -179,12 +293,62 @@ def pool_table(pool_ref: str | Path) -> tuple[Table, list[dict[str, object]]]:
         "quality = mean score (accuracy, or judge win rate); cost = FLOPs of one call at the model's mean "
         f"tokens / one call of {smallest.name} at the pool's mean tokens ({a:.0f} in, {b:.0f} out)"
     )
+    if (
+        any(
+            m.extra.get("size_estimated")
+            or m.extra.get("arch_estimated")
+            or m.extra.get("price_approx")
+            for m in pool.models
+        )
+        or tin
+        or tout
+    ):
+        table.caption += (
+            "\n~ = estimate: params of closed models (undisclosed; see the pool README), FLOPs "
+            "derived from them or from an estimated architecture, token counts estimated "
+            "(chars/4 or assumed lengths), approximate list prices"
+        )
     return table, rows
+
+
+def pool_notes(pool_ref: str | Path) -> list[str]:
+    """Lines printed under the table: ground-truth summary and caveats from summary.json."""
+    import json
+
+    from moagraph.pools import resolve_pool
+
+    path = resolve_pool(pool_ref)
+    summ = path.parent / "summary.json"
+    if not summ.exists():
+        return []
+    try:
+        settings = json.loads(summ.read_text(encoding="utf-8")).get("settings", {})
+    except (OSError, ValueError):
+        return []
+    out = []
+    gt = settings.get("ground_truth")
+    if gt:
+        from moagraph.pools.ground_truth import summary_line
+
+        out.append(summary_line(gt))
+    if settings.get("synthetic_text"):
+        out.append("texts are SYNTHETIC: " + str(settings["synthetic_text"]))
+    for key in ("prompt_tokens", "completion_tokens"):
+        if settings.get(key):
+            out.append(f"{key}: {settings[key]}")
+    if settings.get("n_truncated"):
+        out.append(
+            f"{settings['n_truncated']} texts truncated to the final answer "
+            f"(full text kept for open models <= {settings.get('full_text_max_b')}B)"
+        )
+    return out
 
 
 def show_pool(pool_ref: str | Path, plot: Path | None = None) -> None:
     table, rows = pool_table(pool_ref)
     console.print(table)
+    for line in pool_notes(pool_ref):
+        console.print(line, highlight=False)
     if plot is not None and rows:
         import matplotlib
 
