@@ -36,9 +36,11 @@ def estimate_tokens(text: str) -> int:
 def shared_data_dir() -> Path:
     """``$MOAGRAPH_DATA_DIR`` or ``<repo root>/../shared/data`` (uses the tasks helper when present)."""
     try:
-        from moagraph.tasks.registry import shared_data_dir as _sdd  # type: ignore[attr-defined]
+        from moagraph.tasks.registry import shared_data_dir as _sdd
 
-        return Path(_sdd())
+        found = _sdd()
+        if found is not None:
+            return Path(found)
     except Exception:
         pass
     env = os.environ.get("MOAGRAPH_DATA_DIR")
@@ -111,8 +113,10 @@ class LabelTable:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 

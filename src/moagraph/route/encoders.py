@@ -48,10 +48,16 @@ class HashingEncoder:
 
         self.n_features = n_features
         half = n_features // 2
-        kw = dict(alternate_sign=False, norm="l2", lowercase=True)
-        self._word = HashingVectorizer(n_features=half, ngram_range=(1, 2), **kw)  # type: ignore[arg-type]
+        self._word = HashingVectorizer(
+            n_features=half, ngram_range=(1, 2), alternate_sign=False, norm="l2", lowercase=True
+        )
         self._char = HashingVectorizer(
-            n_features=n_features - half, analyzer="char_wb", ngram_range=(3, 5), **kw  # type: ignore[arg-type]
+            n_features=n_features - half,
+            analyzer="char_wb",
+            ngram_range=(3, 5),
+            alternate_sign=False,
+            norm="l2",
+            lowercase=True,
         )
 
     @property

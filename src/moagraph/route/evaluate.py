@@ -40,7 +40,7 @@ def hit_rate(scores: np.ndarray, labels: np.ndarray, k: int, tie_tol: float = 0.
         return float("nan")
     best = lab >= (lab.max(axis=1, keepdims=True) - tie_tol)
     chosen = top_k(np.where(np.isnan(scores), -np.inf, scores), k)
-    hits = np.take_along_axis(best, chosen, axis=1).any(axis=1)
+    hits = np.asarray(np.take_along_axis(best, chosen, axis=1).any(axis=1))
     return float(hits[rows].mean())
 
 

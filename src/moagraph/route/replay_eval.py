@@ -96,7 +96,7 @@ def plan_cost(plan: RoutePlan, pool: Pool, prompt_tokens: float, out_tokens: dic
     if plan.aggregator is not None and len(plan.ranked) > 1:
         inputs = [m for m in plan.ranked if m in prev][:n_inputs]
         n_p = prompt_tokens + sum(out_tokens[m] for m in inputs)
-        cost.latency_s += add(plan.aggregator, n_p, out_tokens.get(plan.aggregator, np.mean(list(out_tokens.values()))))
+        cost.latency_s += add(plan.aggregator, n_p, out_tokens.get(plan.aggregator, float(np.mean(list(out_tokens.values())))))
     return cost
 
 

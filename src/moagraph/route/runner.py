@@ -211,7 +211,7 @@ class QueryRun:
             seed=self.params.seed,
             stop=self.params.stop,
         )
-        nt = NodeTrace(node_id=c.node_id, role=c.role, model=c.model, prompt=[dict(m) for m in c.messages])
+        nt = NodeTrace(node_id=c.node_id, role=c.role, model=c.model, prompt=[{"role": m["role"], "content": m["content"]} for m in c.messages])
         nt.start_s = time.perf_counter() - self.t0
         try:
             comp = await self.runtime.complete(

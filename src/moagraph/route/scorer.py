@@ -156,9 +156,10 @@ class Scorer:
             "fingerprint": self.fingerprint,
             "meta": self.meta,
         }
-        arrays = {f"w{i}": w for i, w in enumerate(self.weights)}
+        arrays: dict[str, Any] = {f"w{i}": w for i, w in enumerate(self.weights)}
+        arrays.update(meta=np.array(json.dumps(meta)), prior=self.prior)
         with open(p, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), prior=self.prior, **arrays)
+            np.savez(f, **arrays)
         return p
 
     @classmethod
