@@ -15,7 +15,7 @@ needs_data = pytest.mark.skipif(DATA is None or not (DATA / "gsm8k").is_dir(), r
 
 
 def test_registry_names_and_classes() -> None:
-    assert set(TASKS) == {"gsm8k", "math", "mmlu", "humaneval", "mbpp", "chat"}
+    assert set(TASKS) == {"gsm8k", "math", "mmlu", "mmlu-pro", "humaneval", "mbpp", "chat"}
     for name in TASKS:
         task = get_task(name)
         assert isinstance(task, Task) and task.name == name

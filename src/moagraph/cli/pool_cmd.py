@@ -203,6 +203,29 @@ def import_mmlu_pro_cmd(
     show_pool(out)
 
 
+@pool_app.command("extend")
+def extend_cmd(
+    base: Annotated[str, typer.Argument(help="Replay pool (bundled name, folder or file).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output pool YAML.")],
+    add: Annotated[
+        list[str], typer.Option("--add", help="Pool whose models to add, e.g. local (repeatable).")
+    ],
+    models: Annotated[
+        str | None, typer.Option("--models", help="Keep only these recorded models: a,b,c.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Pool name.")] = None,
+) -> None:
+    """Write a hybrid pool: a replay pool's recorded models plus live ones (e.g. --add local)."""
+    from moagraph.pools.combine import extend_pool
+
+    try:
+        pool = extend_pool(base, add, out, models=_model_list(models), name=name)
+    except ValueError as e:
+        raise fail(e) from None
+    kinds = ", ".join(sorted({m.backend for m in pool.models}))
+    console.print(f"wrote {out}: {len(pool.models)} models ({kinds})")
+
+
 def pool_table(pool_ref: str | Path) -> tuple[Table, list[dict[str, object]]]:
     """The per-model table of a pool (replay stats where recordings exist) and its rows."""
     from moagraph.models.cost import call_dollars, call_flops

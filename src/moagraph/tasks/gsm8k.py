@@ -6,7 +6,12 @@ from typing import Any, ClassVar
 
 from moagraph.tasks._common import FileTask, iter_bundled, read_jsonl
 from moagraph.tasks.base import Example
-from moagraph.tasks.grading.math_equiv import equivalent, extract_math_answer, gsm8k_reference
+from moagraph.tasks.grading.math_equiv import (
+    equivalent,
+    extract_math_answer,
+    gsm8k_reference,
+    numeric_answer,
+)
 
 MATH_INSTRUCTION = (
     "Solve the following math problem step by step. "
@@ -31,6 +36,40 @@ class MathLikeTask(FileTask):
     def grade(self, text: str, example: Example) -> float:
         return 1.0 if equivalent(self.extract(text), example.reference) else 0.0
 
+    def _zeroeval_split(self, sub: str, pool: str, kind: str) -> list[Example]:
+        """ZeroEval's questions (the ones its replay pool recorded).
+
+        From ``<data_dir>/zeroeval/<sub>/questions.jsonl`` when present (all of
+        them, however many), else from the bundled pool ``pool``'s queries, so
+        ``--split zeroeval`` works offline; ids match the pool's query ids.
+        """
+        from moagraph.pools.ground_truth import zeroeval_query_id, zeroeval_reference
+
+        base = self.data_dir
+        qfile = base / "zeroeval" / sub / "questions.jsonl" if base is not None else None
+        if qfile is not None and qfile.exists():
+            return [
+                Example(
+                    id=zeroeval_query_id(kind, r["id"]),
+                    question=r["question"],
+                    reference=zeroeval_reference(kind, r["answer"]),
+                    meta={"zeroeval_id": r["id"]},
+                )
+                for r in read_jsonl(qfile)
+            ]
+        from moagraph.pools import resolve_pool
+
+        rows = read_jsonl(resolve_pool(pool).parent / "queries.jsonl")
+        return [
+            Example(
+                id=r["query_id"],
+                question=r["question"],
+                reference=r["reference"],
+                meta=r.get("meta", {}),
+            )
+            for r in rows
+        ]
+
 
 class GSM8KTask(MathLikeTask):
     """GSM8K (openai/grade-school-math, MIT).
@@ -45,11 +84,24 @@ class GSM8KTask(MathLikeTask):
     name: ClassVar[str] = "gsm8k"
     avg_input_tokens: ClassVar[int] = 194
     avg_output_tokens: ClassVar[int] = 121
+    splits: tuple[str, ...] = ("sample", "train", "test", "zeroeval")
+
+    def extract(self, text: str) -> str | None:
+        """The final answer; a worded one ("84 grains", "= 40") is reduced to its number."""
+        ans = extract_math_answer(text)
+        num = numeric_answer(ans)
+        return num if num is not None else ans
 
     def _load_split(self, split: str) -> list[Example]:
+        if split == "zeroeval":
+            return self._zeroeval_split("gsm", "zeroeval-gsm8k", "gsm")
         if split == "sample":
-            return [self._example("test", r["idx"], r) for r in iter_bundled("gsm8k_test_sample.jsonl")]
-        rows = read_jsonl(self.data_file("gsm8k", f"{split}.jsonl", what="GSM8K {question, answer} JSONL"))
+            return [
+                self._example("test", r["idx"], r) for r in iter_bundled("gsm8k_test_sample.jsonl")
+            ]
+        rows = read_jsonl(
+            self.data_file("gsm8k", f"{split}.jsonl", what="GSM8K {question, answer} JSONL")
+        )
         return [self._example(split, i, r) for i, r in enumerate(rows)]
 
     @staticmethod

@@ -16,8 +16,11 @@ class MathTask(MathLikeTask):
     name: ClassVar[str] = "math"
     avg_input_tokens: ClassVar[int] = 202
     avg_output_tokens: ClassVar[int] = 275
+    splits: tuple[str, ...] = ("sample", "train", "test", "zeroeval")
 
     def _load_split(self, split: str) -> list[Example]:
+        if split == "zeroeval":  # MATH level 5 as recorded by ZeroEval (pool zeroeval-math)
+            return self._zeroeval_split("math-l5", "zeroeval-math", "math")
         if split == "sample":
             rows = list(iter_bundled("math_test_sample.jsonl"))
         else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from moagraph.tasks._common import DATA_HINT, read_jsonl
+from moagraph.tasks._common import DATA_HINT, iter_bundled, read_jsonl
 from moagraph.tasks.base import Example, TaskDataError, TaskError
 from moagraph.tasks.grading.code import extract_code, mbpp_program
 from moagraph.tasks.humaneval import CodeTask
@@ -27,9 +27,13 @@ class MBPPTask(CodeTask):
     name: ClassVar[str] = "mbpp"
     avg_input_tokens: ClassVar[int] = 150
     avg_output_tokens: ClassVar[int] = 100
-    splits: tuple[str, ...] = ("train", "test", "validation", "prompt")
+    splits: tuple[str, ...] = ("sample", "train", "test", "validation", "prompt")
 
     def _load_split(self, split: str) -> list[Example]:
+        if split == "sample":  # bundled: 20 test-split problems, verbatim
+            return [
+                self._example(i, r) for i, r in enumerate(iter_bundled("mbpp_test_sample.jsonl"))
+            ]
         base = self.data_dir
         root = base / "mbpp" if base is not None else None
         if root is not None and (root / f"{split}.jsonl").exists():
@@ -51,7 +55,9 @@ class MBPPTask(CodeTask):
     def _example(i: int, r: dict[str, Any]) -> Example:
         missing = [k for k in ("task_id", "text", "test_list") if k not in r]
         if missing:
-            raise TaskError(f"MBPP record {i} lacks field(s) {', '.join(missing)}; see the MBPP JSONL layout")
+            raise TaskError(
+                f"MBPP record {i} lacks field(s) {', '.join(missing)}; see the MBPP JSONL layout"
+            )
         tests = list(r["test_list"])
         m = re.search(r"assert\s+(?:not\s+)?\(?\s*([A-Za-z_]\w*)\s*\(", tests[0]) if tests else None
         return Example(

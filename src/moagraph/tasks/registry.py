@@ -16,6 +16,7 @@ from moagraph.tasks.humaneval import HumanEvalTask
 from moagraph.tasks.math import MathTask
 from moagraph.tasks.mbpp import MBPPTask
 from moagraph.tasks.mmlu import MMLUTask
+from moagraph.tasks.mmlu_pro import MMLUProTask
 
 __all__ = ["TASKS", "UnknownTaskError", "get_task", "shared_data_dir", "task_class"]
 
@@ -23,12 +24,20 @@ _CLASSES: dict[str, type[Task]] = {
     "gsm8k": GSM8KTask,
     "math": MathTask,
     "mmlu": MMLUTask,
+    "mmlu-pro": MMLUProTask,
     "humaneval": HumanEvalTask,
     "mbpp": MBPPTask,
     "chat": ChatTask,
 }
 TASKS: tuple[str, ...] = tuple(_CLASSES)
-_ALIASES = {"alpaca_eval": "chat", "alpacaeval": "chat", "gsm": "gsm8k", "human_eval": "humaneval"}
+_ALIASES = {
+    "alpaca_eval": "chat",
+    "alpacaeval": "chat",
+    "gsm": "gsm8k",
+    "human_eval": "humaneval",
+    "mmlu_pro": "mmlu-pro",
+    "mmlupro": "mmlu-pro",
+}
 
 
 class UnknownTaskError(TaskError):
@@ -41,9 +50,7 @@ def task_class(name: str) -> type[Task]:
     try:
         return _CLASSES[key]
     except KeyError:
-        raise UnknownTaskError(
-            f"unknown task {name!r}; use one of: {', '.join(TASKS)}"
-        ) from None
+        raise UnknownTaskError(f"unknown task {name!r}; use one of: {', '.join(TASKS)}") from None
 
 
 def get_task(name: str, data_dir: str | Path | None = None) -> Task:

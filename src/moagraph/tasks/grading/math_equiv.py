@@ -18,9 +18,11 @@ from fractions import Fraction
 __all__ = [
     "equivalent",
     "extract_boxed",
+    "extract_json_answer",
     "extract_math_answer",
     "gsm8k_reference",
     "normalize_answer",
+    "numeric_answer",
 ]
 
 _MAX_SYMBOLIC_LEN = 300  # longer answers are compared as strings only
@@ -60,11 +62,41 @@ _ANSWER_IS_RE = re.compile(
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
+# ZeroEval-style replies are JSON: {"reasoning": "...", "answer": "..."}.
+_JSON_ANSWER_RE = re.compile(r'"answer"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_JSON_ANSWER_BARE_RE = re.compile(r'"answer"\s*:\s*(-?\d[\d,]*(?:\.\d+)?)\s*[,}\n]')
+
+
+def extract_json_answer(text: str) -> str | None:
+    """The first ``"answer": "..."`` field of a JSON-formatted reply (what ZeroEval
+    asks models for and grades), or None.
+
+    Only ``\\\\`` and ``\\"`` are unescaped: models often write LaTeX with single
+    backslashes inside JSON strings (``"\\frac{1}{2}"``), which a JSON parser
+    would turn into a form feed.
+    """
+    if not text or '"answer"' not in text:
+        return None
+    m = _JSON_ANSWER_RE.search(text)
+    bare = _JSON_ANSWER_BARE_RE.search(text)
+    if bare and (m is None or bare.start() < m.start()):
+        return bare.group(1)
+    if m is None:
+        return None
+    s = m.group(1).replace("\\\\", "\x00").replace('\\"', '"').replace("\\/", "/")
+    s = s.replace("\x00", "\\").strip()
+    return s or None
+
+
 def extract_math_answer(text: str) -> str | None:
-    """Final answer of a math solution: last ``\\boxed{}``, else ``#### N``, else
+    """Final answer of a math solution: the first JSON ``"answer"`` field (ZeroEval's
+    reply format), else the last ``\\boxed{}``, else ``#### N``, else
     "the answer is X", else the last number. None if there is nothing."""
     if not text:
         return None
+    js = extract_json_answer(text)
+    if js:
+        return js
     boxed = extract_boxed(text)
     if boxed:
         return boxed
@@ -81,6 +113,32 @@ def extract_math_answer(text: str) -> str | None:
     if nums:
         return nums[-1].rstrip(".")
     return None
+
+
+_NUM_IN_TEXT_RE = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def numeric_answer(ans: str | None) -> str | None:
+    """The number a free-text numeric answer states, or None if it is not clear.
+
+    For tasks whose answers are plain numbers (GSM8K): "84 grains" -> "84",
+    "The friends found 30 eggs." -> "30", "`$26`" -> "26", "20 + 10 + 10 = 40"
+    -> "40" (after the last "="), "2:00 pm" -> "2", "6 pizzas (3 cheese and 3
+    pepperoni)" -> "6" (a leading number followed by words). Several numbers
+    with no such structure ("3 and 4") give None.
+    """
+    if ans is None:
+        return None
+    s = str(ans).replace("\\$", "").replace("$", "").replace("`", "").replace("\u2212", "-")
+    s = re.sub(r"(?<=\d),(?=\d{3})", "", s)
+    if "=" in s:
+        s = s.rsplit("=", 1)[1]
+    s = re.sub(r"\b(\d{1,2}):00\b", r"\1", s)
+    nums = _NUM_IN_TEXT_RE.findall(s)
+    if len(nums) == 1:
+        return nums[0]
+    m = re.match(r"\s*(-?\d+(?:\.\d+)?)\s*[A-Za-z%]", s)
+    return m.group(1) if m and nums else None
 
 
 def gsm8k_reference(answer_field: str) -> str:
@@ -104,7 +162,9 @@ _TRAILING_UNIT_RE = re.compile(
     rf"^(.*?\d)\s*(?:(?:{_UNIT_WORDS})\b(?:\s*\^\s*\{{?[23]\}}?)?\.?\s*)+$", re.IGNORECASE
 )
 # "5 \\text{m}^2": a number followed by a \\text{} unit (single letters allowed here only)
-_TEXT_UNIT_RE = re.compile(r"^(.*?\d)\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z. ]*\}(?:\s*\^\s*\{?[23]\}?)?$")
+_TEXT_UNIT_RE = re.compile(
+    r"^(.*?\d)\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z. ]*\}(?:\s*\^\s*\{?[23]\}?)?$"
+)
 _TEXT_RE = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
 _THOUSANDS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _ASSIGN_RE = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?=[^=])")
@@ -249,8 +309,11 @@ def _fast_tokens(s: str) -> list[str] | None:
     for tok in raw:
         if out:
             prev = out[-1]
-            prev_operand = prev == ")" or prev[0].isdigit() or prev[0] == "." or (
-                prev.isalpha() and prev != "sqrt"
+            prev_operand = (
+                prev == ")"
+                or prev[0].isdigit()
+                or prev[0] == "."
+                or (prev.isalpha() and prev != "sqrt")
             )
             if prev_operand and (tok == "(" or tok[0].isdigit() or tok.isalpha()):
                 out.append("*")
