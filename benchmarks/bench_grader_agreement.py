@@ -13,6 +13,9 @@ and compares with ZeroEval's label. Prints one table (agreement rate, with a
   "4 * 4 * 4 * 4 = 256" for "256". The label is wrong there.
 * ``upstream: no JSON answer`` — ZeroEval found no ``"answer"`` field and
   counts the output wrong; moagraph's grader finds a correct final answer.
+* ``grader: worded answer`` / ``grader: picked another answer field`` — the
+  label is right and moagraph's grader misses a sentence answer ("John makes
+  $1260 in a full 7-day week.") or reads another ``"answer"`` field.
 * ``grader?`` — everything else: read it; either a grader bug or an answer
   the two rules legitimately disagree on.
 
@@ -102,8 +105,13 @@ def classify(row: dict, grade: int) -> str:
     up, ref = row["upstream_answer"], row["reference"]
     if row["label"] == 0 and grade == 1 and up is None and extract_json_answer(row["text"]) is None:
         return "upstream: no JSON answer"
+    mine = extract_json_answer(row["text"])
+    if up is not None and mine is not None and mine.strip() != str(up).strip():
+        return "grader: picked another answer field"
     fu, fr = _first_number(up), _first_number(ref)
     if row["label"] == 1 and grade == 0 and fu is not None and fu == fr:
+        if len(re.findall(r"[A-Za-z]{2,}", str(up))) >= 3:
+            return "grader: worded answer (label right)"
         return "upstream: first-number rule"
     if row["label"] == 0 and grade == 1 and up is not None and fu != fr:
         return "upstream: first-number rule"
@@ -150,15 +158,16 @@ def main(argv: list[str] | None = None) -> None:
     data = a.data_dir or shared_data_dir()
     results = [run(k, a.n, a.seed, data) for k in ("gsm8k", "math")]
     print(
-        "| task | outputs | models | agree | rate [95% CI] | upstream mistakes | grader? | source |"
+        "| task | outputs | models | agree | rate [95% CI] | upstream mistakes | grader misses | grader? | source |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         up = sum(v for k, v in r["kinds"].items() if k.startswith("upstream"))
+        gm = sum(v for k, v in r["kinds"].items() if k.startswith("grader:"))
         lo, hi = r["ci"]
         print(
             f"| {r['task']} | {r['n']} | {r['models']} | {r['agree']} | {r['rate']:.3f} "
-            f"[{lo:.3f}, {hi:.3f}] | {up} | {r['kinds'].get('grader?', 0)} | {r['source']} |"
+            f"[{lo:.3f}, {hi:.3f}] | {up} | {gm} | {r['kinds'].get('grader?', 0)} | {r['source']} |"
         )
     for r in results:
         print(f"\n{r['task']}: disagreements by kind: {dict(r['kinds'])}")
