@@ -22,7 +22,9 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
         if not sep or not name.strip() or not path.strip():
             raise ValueError(f"{option} {v!r}: expected NAME=PATH, e.g. {option} math=best.yaml")
         if name in out:
-            raise ValueError(f"{option}: the name {name!r} is given twice; served names must be unique")
+            raise ValueError(
+                f"{option}: the name {name!r} is given twice; served names must be unique"
+            )
         out[name.strip()] = path.strip()
     return out
 
@@ -38,6 +40,7 @@ def build_app(
 ) -> Any:
     """Everything `serve` does before uvicorn starts (tests call it directly)."""
     from moagraph.graph.spec import Graph
+    from moagraph.graphs import resolve_graph
     from moagraph.models.runtime import PoolRuntime
     from moagraph.pools import resolve_pool
     from moagraph.serve.app import create_app
@@ -51,7 +54,7 @@ def build_app(
     runtime = ServeRuntime(PoolRuntime.from_path(resolve_pool(pool), cache))
     served: dict[str, Any] = {}
     for name, path in graph_files.items():
-        g = Graph.load(path)
+        g = Graph.load(resolve_graph(path))  # a file, or a bundled name as `eval --graph` takes
         served[name] = g if g.name else g.model_copy(update={"name": name})
     for name, path in router_files.items():
         from moagraph.route.base import load_router
@@ -63,25 +66,72 @@ def build_app(
 @app.command("serve")
 def serve_cmd(
     pool: str = typer.Option("local", "--pool", help="Pool file, or a bundled pool name."),
-    graph: list[str] = typer.Option([], "--graph", help="Serve a graph: NAME=graph.yaml (repeatable)."),
-    router: list[str] = typer.Option([], "--router", help="Serve a router: NAME=scorer file (repeatable)."),
-    router_kind: str = typer.Option("routemoa", "--router-kind", help="Router built on each --router file."),
+    graph: list[str] = typer.Option(
+        [], "--graph", help="Serve a graph: NAME=graph.yaml (repeatable)."
+    ),
+    router: list[str] = typer.Option(
+        [], "--router", help="Serve a router: NAME=scorer file (repeatable)."
+    ),
+    router_kind: str = typer.Option(
+        "routemoa", "--router-kind", help="Router built on each --router file."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0: all)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: str | None = typer.Option(
         None, "--api-key", help="Require `Authorization: Bearer KEY` (default: $MOAGRAPH_API_KEY)."
     ),
-    store: Path | None = typer.Option(None, "--store", help="SQLite file for request logs and traces."),
+    store: Path | None = typer.Option(
+        None, "--store", help="SQLite file for request logs and traces."
+    ),
     cache: Path | None = typer.Option(None, "--cache", help="SQLite call cache."),
     task: str = typer.Option("chat", "--task", help="Task whose prompts and cost averages apply."),
     budget_flops: float | None = typer.Option(
-        None, "--budget-flops", help="Refuse requests whose estimated cost (normalised FLOPs) is higher."
+        None,
+        "--budget-flops",
+        help="Refuse requests whose estimated cost (normalised FLOPs) is higher.",
     ),
     max_tokens: int | None = typer.Option(
         None, "--max-tokens", help="max_tokens for requests that send none."
     ),
-    grace: float = typer.Option(30.0, "--grace", help="Seconds in-flight requests get on shutdown."),
+    grace: float = typer.Option(
+        30.0, "--grace", help="Seconds in-flight requests get on shutdown."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    max_body_bytes: int = typer.Option(
+        8 * 1024 * 1024, "--max-body-bytes", help="Largest request body (413 beyond)."
+    ),
+    max_messages: int = typer.Option(1000, "--max-messages", help="Most messages per request."),
+    max_prompt_tokens: int = typer.Option(
+        131_072, "--max-prompt-tokens", help="Most prompt tokens per request (estimated)."
+    ),
+    max_tokens_limit: int = typer.Option(
+        32_768, "--max-tokens-limit", help="Largest max_tokens a request may ask for."
+    ),
+    read_timeout: float = typer.Option(
+        10.0, "--read-timeout", help="Seconds a client has to send a whole request (head + body)."
+    ),
+    keep_alive: float = typer.Option(5.0, "--keep-alive", help="Idle keep-alive timeout (s)."),
+    limit_concurrency: int = typer.Option(
+        1000, "--limit-concurrency", help="Most connections + requests at once (503 beyond)."
+    ),
+    backlog: int = typer.Option(2048, "--backlog", help="Listen backlog."),
+    allow_host: list[str] = typer.Option(
+        [],
+        "--allow-host",
+        help="Accept this Host header besides loopback (repeatable; '*': any). Without an API "
+        "key only loopback names are accepted (DNS-rebinding protection).",
+    ),
+    cors_origin: list[str] = typer.Option(
+        [], "--cors-origin", help="Allow browser requests from this origin (repeatable; '*': any)."
+    ),
+    log_max_rows: int = typer.Option(
+        200_000, "--log-max-rows", help="Request rows kept in --store; the oldest are pruned."
+    ),
+    log_bodies: bool | None = typer.Option(
+        None,
+        "--log-bodies/--no-log-bodies",
+        help="Store rejected requests' bodies (default: only with an API key).",
+    ),
 ) -> None:
     """Serve graphs and routers as OpenAI chat models (/v1/models, /v1/chat/completions).
 
@@ -90,13 +140,34 @@ def serve_cmd(
     import uvicorn
 
     from moagraph.serve.config import ServeConfig
+    from moagraph.serve.http import raise_fd_limit, uvicorn_config
 
     try:
         config = ServeConfig.with_env(
-            host=host, port=port, api_key=api_key, store=store, task=task,
-            budget_flops=budget_flops, grace_s=grace, default_max_tokens=max_tokens,
+            host=host,
+            port=port,
+            api_key=api_key,
+            store=store,
+            task=task,
+            budget_flops=budget_flops,
+            grace_s=grace,
+            default_max_tokens=max_tokens,
+            max_body_bytes=max_body_bytes,
+            max_messages=max_messages,
+            max_prompt_tokens=max_prompt_tokens,
+            max_tokens_limit=max_tokens_limit,
+            read_timeout_s=read_timeout,
+            keep_alive_s=keep_alive,
+            limit_concurrency=limit_concurrency,
+            backlog=backlog,
+            allow_hosts=allow_host,
+            cors_origins=cors_origin,
+            log_max_rows=log_max_rows,
+            log_bodies=log_bodies,
         )
-        fastapi_app = build_app(pool, graph, router, router_kind=router_kind, cache=cache, config=config)
+        fastapi_app = build_app(
+            pool, graph, router, router_kind=router_kind, cache=cache, config=config
+        )
     except ValueError as e:
         raise fail(e) from None
 
@@ -106,12 +177,32 @@ def serve_cmd(
     for e in fastapi_app.state.served.values():
         i = e.info
         shape = f"{i.width} x {i.depth}" if i.width is not None else "-"
-        est = f"{i.estimated_flops_normalised:.3g}" if i.estimated_flops_normalised is not None else "-"
+        est = (
+            f"{i.estimated_flops_normalised:.3g}"
+            if i.estimated_flops_normalised is not None
+            else "-"
+        )
         table.add_row(e.name, i.kind, ", ".join(i.models), shape, est)
     console.print(table)
-    auth = "bearer key required" if config.api_key else "no auth (set --api-key or $MOAGRAPH_API_KEY)"
-    console.print(f"auth: {auth}; store: {config.store or 'none'}; budget: {config.budget_flops or 'none'}")
-    uvicorn.run(
-        fastapi_app, host=host, port=port, log_level=log_level,
-        timeout_graceful_shutdown=config.grace_s,
+    auth = (
+        "bearer key required" if config.api_key else "no auth (set --api-key or $MOAGRAPH_API_KEY)"
     )
+    console.print(
+        f"auth: {auth}; store: {config.store or 'none'}; budget: {config.budget_flops or 'none'}"
+    )
+    if (
+        config.api_key is None
+        and not config.allow_hosts
+        and host not in ("127.0.0.1", "localhost", "::1")
+    ):
+        console.print(
+            f"note: with no API key only requests addressed to localhost are answered; "
+            f"add --allow-host NAME to reach it via {host}"
+        )
+    fds = raise_fd_limit()  # one fd per connection: don't run out at the default 1,024
+    if fds is not None and fds[1] != fds[0]:
+        console.print(f"open-file limit raised from {fds[0]:,} to {fds[1]:,}")
+    server = uvicorn.Server(
+        uvicorn_config(fastapi_app, config, host=host, port=port, log_level=log_level)
+    )
+    server.run()

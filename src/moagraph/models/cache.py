@@ -5,21 +5,33 @@ get interrupted. One SQLite file in WAL mode, committed after every put, so
 a crash loses no finished call and several processes (search workers, the
 server, a second evaluation) can share one file: SQLite's own locking plus a
 busy timeout serialises their writes.
+
+Async code (the server) uses :meth:`CallCache.aget` / :meth:`CallCache.aput`:
+reads run on a reader thread with their own connection and a short busy
+timeout (a locked file reads as a miss), writes are queued to a writer
+thread. The event loop never waits on SQLite, even while another process
+holds the file locked (``BEGIN EXCLUSIVE``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
+import queue
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from moagraph.models.base import Completion, LLMRequest
+
+log = logging.getLogger("moagraph.cache")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -74,11 +86,22 @@ class CallCache:
     ``busy_timeout``). ``stats`` counts this instance's lookups only.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_s: float = 60.0, read_timeout_s: float = 2.0
+    ) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_s = busy_timeout_s
+        self.read_timeout_s = read_timeout_s
         self._lock = threading.Lock()
         self._hits = self._misses = self._puts = 0
+        self.write_errors = 0  # async writes dropped (file locked past the busy timeout)
+        # async side: a reader thread with its own connection, a writer thread fed by a queue
+        self._rconn: sqlite3.Connection | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._wqueue: queue.Queue[tuple[str, Completion] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._async_lock = threading.Lock()
         # isolation_level=None: autocommit; every put is its own durable transaction.
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
@@ -93,22 +116,23 @@ class CallCache:
             raise RuntimeError(f"call cache {self.path} is closed")
         return self._conn
 
+    _SELECT = (
+        "SELECT model, backend, text, prompt_tokens, completion_tokens, latency_s, "
+        "finish_reason, meta FROM calls WHERE key = ?"
+    )
+
     def get(self, key: str) -> Completion | None:
         """The cached completion (``cached=True``), or None on a miss."""
         with self._lock:
-            row = (
-                self._db()
-                .execute(
-                    "SELECT model, backend, text, prompt_tokens, completion_tokens, latency_s, "
-                    "finish_reason, meta FROM calls WHERE key = ?",
-                    (key,),
-                )
-                .fetchone()
-            )
+            row = self._db().execute(self._SELECT, (key,)).fetchone()
             if row is None:
                 self._misses += 1
                 return None
             self._hits += 1
+        return self._completion(row)
+
+    @staticmethod
+    def _completion(row: tuple[object, ...]) -> Completion:
         model, backend, text, pt, ct, lat, finish, meta = row
         return Completion(
             text=text,
@@ -119,7 +143,7 @@ class CallCache:
             backend=backend,
             cached=True,
             finish_reason=finish,
-            meta=json.loads(meta),
+            meta=json.loads(meta),  # type: ignore[arg-type]
         )
 
     def put(self, key: str, completion: Completion) -> None:
@@ -143,6 +167,69 @@ class CallCache:
             )
             self._puts += 1
 
+    # --- async side: nothing here blocks the event loop -------------------------------
+    def _start_async(self) -> None:
+        with self._async_lock:
+            if self._reader is None:
+                self._db()  # raises if closed
+                self._rconn = sqlite3.connect(
+                    self.path,
+                    timeout=self.read_timeout_s,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                self._rconn.execute(f"PRAGMA busy_timeout={int(self.read_timeout_s * 1000)}")
+                self._reader = ThreadPoolExecutor(1, thread_name_prefix="moagraph-cache-read")
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="moagraph-cache-write", daemon=True
+                )
+                self._writer.start()
+
+    def _read(self, key: str) -> Completion | None:
+        assert self._rconn is not None
+        try:
+            row = self._rconn.execute(self._SELECT, (key,)).fetchone()
+        except sqlite3.OperationalError as e:  # locked past read_timeout_s: a miss, not a failure
+            log.warning("call cache %s unreadable (%s); treating as a miss", self.path, e)
+            row = None
+        with self._lock:
+            if row is None:
+                self._misses += 1
+                return None
+            self._hits += 1
+        return self._completion(row)
+
+    async def aget(self, key: str) -> Completion | None:
+        """:meth:`get` on the reader thread; a file locked by another process is a miss."""
+        self._start_async()
+        assert self._reader is not None
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, key)
+
+    def aput(self, key: str, completion: Completion) -> None:
+        """Queue a :meth:`put` for the writer thread and return at once."""
+        self._start_async()
+        self._wqueue.put((key, completion))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._wqueue.get()
+            try:
+                if item is None:
+                    return
+                try:
+                    self.put(*item)
+                except (sqlite3.Error, RuntimeError) as e:
+                    self.write_errors += 1
+                    log.warning("call cache %s: could not store a call (%s)", self.path, e)
+            finally:
+                self._wqueue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued :meth:`aput` is written (or dropped)."""
+        if self._writer is not None:
+            self._wqueue.join()
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return (
@@ -159,6 +246,17 @@ class CallCache:
         return CacheStats(self._hits, self._misses, self._puts)
 
     def close(self) -> None:
+        with self._async_lock:
+            writer, self._writer = self._writer, None
+            reader, self._reader = self._reader, None
+        if writer is not None:
+            self._wqueue.put(None)  # after what is queued: pending writes land first
+            writer.join(self.busy_timeout_s + 5)
+        if reader is not None:
+            reader.shutdown(wait=True)
+        if self._rconn is not None:
+            self._rconn.close()
+            self._rconn = None
         with self._lock:
             if self._conn is not None:
                 self._conn.close()

@@ -30,6 +30,7 @@ from moagraph.models.base import (
     estimate_tokens,
 )
 from moagraph.models.pool import ModelSpec
+from moagraph.models.redact import redact, register_secret_env
 
 _HINTS = {
     400: "check the request: `model`, `max_tokens` within the context length, supported params",
@@ -100,6 +101,8 @@ class OpenAICompatBackend:
                 f"model {spec.name!r}: backend 'openai' needs `base_url`", model=spec.name
             )
         self.spec = spec
+        # The key's value is redacted from every error this process reports (see redact.py).
+        register_secret_env([spec.api_key_env])
         self.backoff_s = backoff_s
         self.backoff_cap_s = backoff_cap_s
         self.max_retry_after_s = max_retry_after_s
@@ -171,12 +174,19 @@ class OpenAICompatBackend:
             return min(retry_after, self.max_retry_after_s)
         return self._rng.uniform(0, min(self.backoff_cap_s, self.backoff_s * 2**attempt))
 
+    def _redact(self, message: str) -> str:
+        """Upstream text with credentials removed: endpoints echo rejected keys."""
+        env = self.spec.api_key_env
+        return redact(message, [os.environ.get(env) if env else None])
+
     def _fail_fast(self, response: httpx.Response) -> BackendConfigError:
         status = response.status_code
         hint = _HINTS.get(status, "check the pool entry (`base_url`, `model`, `api_key_env`)")
         return BackendConfigError(
-            f"model {self.spec.name!r}: {self.url} answered HTTP {status}: "
-            f"{_error_message(response)} (hint: {hint})",
+            self._redact(
+                f"model {self.spec.name!r}: {self.url} answered HTTP {status}: "
+                f"{_error_message(response)} (hint: {hint})"
+            ),
             model=self.spec.name,
         )
 
@@ -204,8 +214,10 @@ class OpenAICompatBackend:
             except _Retryable as e:
                 if emitted[0] or attempt >= self.spec.max_retries:
                     raise BackendError(
-                        f"model {self.spec.name!r}: {self.url} failed after {attempt + 1} "
-                        f"attempt(s): {e}",
+                        self._redact(
+                            f"model {self.spec.name!r}: {self.url} failed after {attempt + 1} "
+                            f"attempt(s): {e}"
+                        ),
                         model=self.spec.name,
                         retryable=True,
                     ) from None
@@ -267,8 +279,10 @@ class OpenAICompatBackend:
             text = choice["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise BackendError(
-                f"model {self.spec.name!r}: {self.url} returned no chat completion ({e!r}): "
-                f"{response.text[:300]}",
+                self._redact(
+                    f"model {self.spec.name!r}: {self.url} returned no chat completion ({e!r}): "
+                    f"{response.text[:300]}"
+                ),
                 model=self.spec.name,
             ) from None
         usage = data.get("usage") or {}

@@ -8,7 +8,13 @@ critical-path latency and the trace id. Streaming sends the sink node's
 tokens as they are produced.
 
 Order of checks per request, so nothing is spent on a request that will be
-refused: auth -> body -> model -> budget -> run.
+refused: Host/Origin/Content-Type (``serve/http.py``) -> auth -> body size
+(Content-Length, then counted while reading) -> body -> limits (messages,
+prompt tokens, max_tokens) -> model -> budget (with the real prompt length)
+-> run. A non-streaming run is cancelled when its client disconnects.
+
+Client-facing error messages are redacted (``models/redact.py``) and carry no
+file paths or tracebacks; the full message goes to the server log.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -28,15 +35,18 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moagraph.graph.spec import Graph, Node
 from moagraph.graph.trace import Policy, Trace
-from moagraph.models.base import BackendError
+from moagraph.models.base import BackendError, estimate_tokens
+from moagraph.models.redact import redact, register_secret
 from moagraph.models.runtime import PoolRuntime
 from moagraph.serve.auth import check_bearer
 from moagraph.serve.config import ServeConfig
 from moagraph.serve.conversation import ConversationTask, to_example
 from moagraph.serve.errors import ApiError, validation_error
+from moagraph.serve.http import RequestGuard, check_json_content_type
 from moagraph.serve.log import RequestLog, RequestRow
 from moagraph.serve.runtime import Overrides, ServeRuntime
 from moagraph.serve.schemas import (
@@ -94,18 +104,37 @@ class Served:
     executor: Any = None
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def estimate_flops(self, task: Task, max_tokens: int | None, pool: Any) -> float | None:
-        """Planned normalised FLOPs before any call (graphs: from task averages, with the
-        request's max_tokens capping B); routers may expose ``estimate_flops(pool, task)``."""
-        if self.graph is not None:
-            from moagraph.graph.cost import graph_flops, task_unit_flops
+    def estimate_flops(
+        self, task: Task, max_tokens: int | None, pool: Any, prompt_tokens: float | None = None
+    ) -> float | None:
+        """Planned normalised FLOPs before any call.
 
-            a, b = task.avg_input_tokens, task.avg_output_tokens
-            if max_tokens is not None:
-                b = min(b, max_tokens)
-            return graph_flops(self.graph, pool, a, b) / task_unit_flops(pool, task)
+        Graphs: every node's cost with A = ``prompt_tokens`` (the request's real prompt
+        length; the task average when None) and B = the task's average output, capped by
+        the request's max_tokens. Routers may expose ``estimate_flops(pool, task)``; for
+        those that don't, a lower bound: one call of the cheapest model they may use.
+        """
+        from moagraph.graph.cost import graph_flops, task_unit_flops
+        from moagraph.models.cost import call_flops
+
+        a = task.avg_input_tokens if prompt_tokens is None else prompt_tokens
+        b: float = task.avg_output_tokens
+        if max_tokens is not None:
+            b = min(b, max_tokens)
+        unit = task_unit_flops(pool, task)
+        if self.graph is not None:
+            return graph_flops(self.graph, pool, a, b) / unit
         est = getattr(self.policy, "estimate_flops", None)
-        return float(est(pool, task)) if callable(est) else None
+        if callable(est):
+            planned = float(est(pool, task))
+            if prompt_tokens is None or task.avg_input_tokens <= 0:
+                return planned
+            # scale the router's own plan by how much longer this prompt is than the average
+            return max(planned, planned * prompt_tokens / task.avg_input_tokens)
+        if prompt_tokens is None:
+            return None
+        names = [n for n in self.info.models if n in pool.names] or list(pool.names)
+        return min(call_flops(pool[n], a, b) for n in names) / unit
 
     async def answer(self, example: Any, task: Task, on_token: Any) -> Trace:
         if self.executor is not None:
@@ -121,8 +150,14 @@ def _graph_info(graph: Graph, estimate: float | None) -> ServedInfo:
         for n in graph.nodes
     ]
     return ServedInfo(
-        kind="graph", models=models, nodes=nodes, width=width, depth=depth, sink=graph.sink,
-        estimated_flops_normalised=estimate, description=str(graph.meta.get("description", "")),
+        kind="graph",
+        models=models,
+        nodes=nodes,
+        width=width,
+        depth=depth,
+        sink=graph.sink,
+        estimated_flops_normalised=estimate,
+        description=str(graph.meta.get("description", "")),
     )
 
 
@@ -173,14 +208,38 @@ def _upstream_error(served: Served, exc: BaseException | None, trace: Trace | No
     where = f"node {node_id!r}" if node_id else "a node"
     if model:
         where += f" (model {model!r})"
+    full = f"upstream failure in {served.name!r} at {where}: {msg}"
+    log.warning("%s", redact(full))  # the server log keeps the details (keys redacted)
     return ApiError(
-        502, f"upstream failure in {served.name!r} at {where}: {msg}",
-        type="upstream_error", param=node_id, code="backend_error",
+        502,
+        client_message(full),
+        type="upstream_error",
+        param=node_id,
+        code="backend_error",
     )
 
 
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\):.*", re.DOTALL)
+# absolute POSIX paths (not URL paths: those follow a host name) and Windows paths
+_POSIX_PATH = re.compile(r"(?<![\w:/.~-])(?:~|\.{1,2})?/(?:[^\s/'\"():,;]+/)+([^\s/'\"():,;]+)")
+_WIN_PATH = re.compile(r"\b[A-Za-z]:\\(?:[^\s\\'\"]+\\)*([^\s\\'\"]+)")
+
+
+def client_message(message: str) -> str:
+    """What a client may see of an internal message: credentials redacted, tracebacks
+    cut, file paths reduced to their last component (``.../model.gguf``)."""
+    out = _TRACEBACK.sub("(details in the server log)", message)
+    out = _POSIX_PATH.sub(lambda m: ".../" + m.group(1), out)
+    out = _WIN_PATH.sub(lambda m: "...\\" + m.group(1), out)
+    return redact(out)
+
+
 def _sse(obj: Any) -> bytes:
-    data = obj.model_dump_json(exclude_none=False) if hasattr(obj, "model_dump_json") else json.dumps(obj)
+    data = (
+        obj.model_dump_json(exclude_none=False)
+        if hasattr(obj, "model_dump_json")
+        else json.dumps(obj)
+    )
     return f"data: {data}\n\n".encode()
 
 
@@ -203,6 +262,7 @@ def create_app(
     With no ``served``, every pool model is served as a single-node graph.
     """
     config = config or ServeConfig()
+    register_secret(config.api_key)  # never echoed in an error or a log line
     rt = runtime if isinstance(runtime, ServeRuntime) else ServeRuntime(runtime)
     conv_task = ConversationTask(task if task is not None else _default_task(config.task))
     pool = rt.pool
@@ -216,8 +276,13 @@ def create_app(
 
             executor = GraphExecutor(rt, conv_task)  # type: ignore[arg-type]  # duck-typed runtime
             executor.plan(obj)  # validates against the pool now, not on the first request
-            entry = Served(name=name, kind="graph", info=ServedInfo(kind="graph", models=[]),
-                           graph=obj, executor=executor)
+            entry = Served(
+                name=name,
+                kind="graph",
+                info=ServedInfo(kind="graph", models=[]),
+                graph=obj,
+                executor=executor,
+            )
             entry.info = _graph_info(obj, entry.estimate_flops(conv_task, None, pool))
         else:
             if not callable(getattr(obj, "answer", None)):
@@ -229,9 +294,15 @@ def create_app(
         entries[name] = entry
 
     store = (
-        RequestLog(config.store, config.run_id, config.log_flush_s,
-                   run_config={"models": list(entries), "pool": pool.name})
-        if config.store else None
+        RequestLog(
+            config.store,
+            config.run_id,
+            config.log_flush_s,
+            run_config={"models": list(entries), "pool": pool.name},
+            max_rows=config.log_max_rows,
+        )
+        if config.store
+        else None
     )
     inflight: set[asyncio.Task[Any]] = set()
 
@@ -251,13 +322,29 @@ def create_app(
         if close_runtime:
             await rt.aclose()
 
-    app = FastAPI(title="moagraph", version="0.1.0", lifespan=lifespan,
-                  description="OpenAI-compatible server for moagraph graphs and routers.")
+    app = FastAPI(
+        title="moagraph",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="OpenAI-compatible server for moagraph graphs and routers.",
+    )
     app.state.runtime = rt
     app.state.served = entries
     app.state.config = config
     app.state.store = store
     app.state.task = conv_task
+    if config.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            max_age=600,
+        )
+    app.add_middleware(RequestGuard, config=config)  # outermost: before CORS and routing
+    store_bodies = config.store_bodies
 
     def record(row: RequestRow) -> None:
         if store is not None:
@@ -268,8 +355,15 @@ def create_app(
             check_bearer(request, config.api_key)
         except ApiError as e:
             if request.url.path.endswith("/chat/completions"):
-                record(RequestRow(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", model=None,
-                                  status="rejected", http_status=401, error=e.message))
+                record(
+                    RequestRow(
+                        id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                        model=None,
+                        status="rejected",
+                        http_status=401,
+                        error=e.message,
+                    )
+                )
             raise
 
     @app.exception_handler(ApiError)
@@ -278,7 +372,23 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return ApiError(400, f"invalid request: {exc.errors()}").response()
+        return ApiError(400, client_message(f"invalid request: {exc.errors()}")).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own 404/405/... in OpenAI's error format."""
+        if exc.status_code == 404:
+            msg, code = f"no such endpoint: {request.method} {request.url.path}", "not_found"
+        elif exc.status_code == 405:
+            msg, code = (
+                f"method {request.method} is not allowed on {request.url.path}",
+                "method_not_allowed",
+            )
+        else:
+            msg, code = client_message(str(exc.detail)), None
+        return ApiError(
+            exc.status_code, msg, code=code, headers=dict(exc.headers) if exc.headers else None
+        ).response()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -286,8 +396,11 @@ def create_app(
 
     @app.get("/v1/models", dependencies=[Depends(auth)], response_model=ModelList)
     async def list_models() -> ModelList:
-        return ModelList(data=[ModelObject(id=e.name, created=e.created, moagraph=e.info)
-                               for e in entries.values()])
+        return ModelList(
+            data=[
+                ModelObject(id=e.name, created=e.created, moagraph=e.info) for e in entries.values()
+            ]
+        )
 
     @app.get("/v1/models/{model_id}", dependencies=[Depends(auth)], response_model=ModelObject)
     async def get_model(model_id: str) -> ModelObject:
@@ -298,18 +411,31 @@ def create_app(
         e = entries.get(model)
         if e is None:
             raise ApiError(
-                404, f"model {model!r} is not served here; served models: {', '.join(entries)}",
-                param="model", code="model_not_found",
+                404,
+                f"model {model!r} is not served here; served models: {', '.join(entries)}",
+                param="model",
+                code="model_not_found",
             )
         return e
 
-    req_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    req_schema = ChatCompletionRequest.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
     req_defs = req_schema.pop("$defs", {})
 
     @app.post(
-        "/v1/chat/completions", response_model=ChatCompletion,
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}},
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}
+                    }
+                },
+            }
+        },
     )
     async def chat_completions(request: Request) -> Response:
         # Auth inline (not a Depends) and the body parsed by hand: the check order stays
@@ -317,48 +443,168 @@ def create_app(
         await auth(request)
         t0 = time.perf_counter()
         req_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        body = await request.body()
+        try:
+            check_json_content_type(request.headers.get("content-type"))
+            body = await _read_body(request)
+        except ApiError as e:
+            record(
+                RequestRow(
+                    id=req_id, model=None, status="rejected", http_status=e.status, error=e.message
+                )
+            )
+            raise
         try:
             req = ChatCompletionRequest.model_validate_json(body)
         except ValidationError as e:
             err = validation_error(e)
-            record(RequestRow(id=req_id, model=None, status="rejected", http_status=400,
-                              error=err.message))
+            record(
+                RequestRow(
+                    id=req_id,
+                    model=None,
+                    status="rejected",
+                    http_status=400,
+                    error=err.message,
+                    request=_raw_body(body),
+                )
+            )
             raise err from None
-        row = RequestRow(id=req_id, model=req.model, status="error", http_status=500,
-                         stream=req.stream, request=body.decode("utf-8", "replace"))
+        del body  # the parsed request is all that is kept
+        row = RequestRow(
+            id=req_id,
+            model=req.model,
+            status="error",
+            http_status=500,
+            stream=req.stream,
+            request=_request_meta(req),
+        )
         try:
+            prompt_tokens = _check_limits(req)
             entry = _lookup(req.model)
             row.kind = entry.kind
             max_tokens = req.token_limit or config.default_max_tokens
-            _check_budget(entry, req, max_tokens)
+            example = to_example(req_id, req.messages)
+            if config.budget_flops or (req.moagraph and req.moagraph.budget_flops):
+                # the first-layer prompt as the nodes will see it (conversation + task format)
+                prompt_tokens = max(
+                    prompt_tokens,
+                    sum(estimate_tokens(m["content"]) for m in conv_task.prompt(example)),
+                )
+                _check_budget(entry, req, max_tokens, prompt_tokens)
         except ApiError as e:
             row.status, row.http_status, row.error = "rejected", e.status, e.message
+            if store_bodies:
+                row.request = req.model_dump(mode="json", exclude_none=True)
             record(row)
             raise
-        ov = Overrides(temperature=req.temperature, top_p=req.top_p, max_tokens=max_tokens,
-                       seed=req.seed, stop=req.stop_list)
-        example = to_example(req_id, req.messages)
+        ov = Overrides(
+            temperature=req.temperature,
+            top_p=req.top_p,
+            max_tokens=max_tokens,
+            seed=req.seed,
+            stop=req.stop_list,
+        )
         with rt.overrides(ov):
             if req.stream:
                 return await _stream(entry, req, example, row, t0)
-            return await _complete(entry, req, example, row, t0)
+            return await _complete(entry, req, example, row, t0, request)
 
-    def _check_budget(entry: Served, req: ChatCompletionRequest, max_tokens: int | None) -> None:
+    async def _read_body(request: Request) -> bytes:
+        """The body, refused with 413 before it is read when Content-Length says it is too
+        big, or as soon as the bytes counted while reading pass the limit."""
+        limit = config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise ApiError(
+                    400, f"invalid Content-Length {declared[:40]!r}", code="invalid_content_length"
+                ) from None
+            if size > limit:
+                raise _too_large(limit, size)
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(limit, None)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(limit: int, size: int | None) -> ApiError:
+        got = f" ({size:,} bytes)" if size is not None else ""
+        return ApiError(
+            413,
+            f"request body too large{got}: the limit is {limit:,} bytes "
+            "(server option --max-body-bytes)",
+            code="request_too_large",
+        )
+
+    def _raw_body(body: bytes) -> str | None:
+        """What is stored of a body that did not parse: nothing unless bodies are logged,
+        then at most its first 4 KB."""
+        return body[:4096].decode("utf-8", "replace") if store_bodies else None
+
+    def _request_meta(req: ChatCompletionRequest) -> dict[str, Any]:
+        """The request without its messages: those are in the trace's node prompts."""
+        meta = req.model_dump(mode="json", exclude={"messages"}, exclude_none=True)
+        meta["n_messages"] = len(req.messages)
+        return meta
+
+    def _check_limits(req: ChatCompletionRequest) -> int:
+        """Refuse oversized conversations before any work; returns the prompt's token estimate."""
+        n = len(req.messages)
+        if n > config.max_messages:
+            raise ApiError(
+                400,
+                f"too many messages: {n:,}; the limit is {config.max_messages:,} "
+                "(server option --max-messages)",
+                param="messages",
+                code="too_many_messages",
+            )
+        tokens = sum(estimate_tokens(m.text) for m in req.messages)
+        if tokens > config.max_prompt_tokens:
+            raise ApiError(
+                400,
+                f"the messages are about {tokens:,} tokens; the limit is "
+                f"{config.max_prompt_tokens:,} (server option --max-prompt-tokens)",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = getattr(req, name)
+            if value is not None and value > config.max_tokens_limit:
+                raise ApiError(
+                    400,
+                    f"`{name}` is {value:,}; the limit is "
+                    f"{config.max_tokens_limit:,} (server option --max-tokens-limit)",
+                    param=name,
+                    code="invalid_value",
+                )
+        return tokens
+
+    def _check_budget(
+        entry: Served, req: ChatCompletionRequest, max_tokens: int | None, prompt_tokens: int
+    ) -> None:
         limits = [b for b in (config.budget_flops, req.moagraph and req.moagraph.budget_flops) if b]
         if not limits:
             return
         limit = min(limits)
-        est = entry.estimate_flops(conv_task, max_tokens, pool)
+        est = entry.estimate_flops(conv_task, max_tokens, pool, prompt_tokens)
         if est is not None and est > limit:
-            param = ("moagraph.budget_flops" if req.moagraph and req.moagraph.budget_flops == limit
-                     else "model")
+            param = (
+                "moagraph.budget_flops"
+                if req.moagraph and req.moagraph.budget_flops == limit
+                else "model"
+            )
             raise ApiError(
                 400,
-                f"{entry.name!r} is estimated at {est:.3g} normalised FLOPs, over the budget of "
-                f"{limit:.3g}; raise moagraph.budget_flops / --budget-flops, lower max_tokens, or "
-                f"pick a smaller model (served: {', '.join(entries)})",
-                param=param, code="budget_exceeded",
+                f"{entry.name!r} is estimated at {est:.3g} normalised FLOPs for this "
+                f"{prompt_tokens:,}-token prompt, over the budget of {limit:.3g}; raise "
+                f"moagraph.budget_flops / --budget-flops, shorten the prompt, lower max_tokens, "
+                f"or pick a smaller model (served: {', '.join(entries)})",
+                param=param,
+                code="budget_exceeded",
             )
 
     def _extension(entry: Served, trace: Trace, trace_id: str, wall_s: float) -> MoagraphUsage:
@@ -366,13 +612,28 @@ def create_app(
 
         unit = task_unit_flops(pool, conv_task)
         return MoagraphUsage(
-            trace_id=trace_id, policy=entry.name, kind=entry.kind, flops=trace.flops,
-            flops_normalised=trace.flops / unit if unit else 0.0, dollars=trace.dollars,
-            latency_s=trace.latency_s, wall_s=wall_s,
-            calls=sum(1 for n in trace.nodes if n.model), cache_hits=trace.cache_hits,
-            nodes=[NodeUsage(id=n.node_id, role=n.role, model=n.model, prompt_tokens=n.prompt_tokens,
-                             completion_tokens=n.completion_tokens, latency_s=n.latency_s,
-                             cached=n.cached) for n in trace.nodes],
+            trace_id=trace_id,
+            policy=entry.name,
+            kind=entry.kind,
+            flops=trace.flops,
+            flops_normalised=trace.flops / unit if unit else 0.0,
+            dollars=trace.dollars,
+            latency_s=trace.latency_s,
+            wall_s=wall_s,
+            calls=sum(1 for n in trace.nodes if n.model),
+            cache_hits=trace.cache_hits,
+            nodes=[
+                NodeUsage(
+                    id=n.node_id,
+                    role=n.role,
+                    model=n.model,
+                    prompt_tokens=n.prompt_tokens,
+                    completion_tokens=n.completion_tokens,
+                    latency_s=n.latency_s,
+                    cached=n.cached,
+                )
+                for n in trace.nodes
+            ],
         )
 
     def _finish(row: RequestRow, entry: Served, trace: Trace, ext: MoagraphUsage) -> None:
@@ -383,8 +644,9 @@ def create_app(
         row.trace = trace
         record(row)
 
-    def _fail(row: RequestRow, err: ApiError, trace: Trace | None, t0: float,
-              status: str = "error") -> None:
+    def _fail(
+        row: RequestRow, err: ApiError, trace: Trace | None, t0: float, status: str = "error"
+    ) -> None:
         row.status, row.http_status, row.error = status, err.status, err.message
         row.wall_s = time.perf_counter() - t0
         row.trace = trace
@@ -402,41 +664,92 @@ def create_app(
             raise err
         return trace
 
-    async def _complete(entry: Served, req: ChatCompletionRequest, example: Any,
-                        row: RequestRow, t0: float) -> Response:
-        task = asyncio.current_task()
-        if task is not None:
-            inflight.add(task)
+    async def _watch_disconnect(request: Request) -> None:
+        """Return when the client goes away (the body is read: the next ASGI message
+        is the disconnect)."""
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    async def _complete(
+        entry: Served,
+        req: ChatCompletionRequest,
+        example: Any,
+        row: RequestRow,
+        t0: float,
+        request: Request,
+    ) -> Response:
+        runner = asyncio.create_task(_run(entry, example, None))
+        inflight.add(runner)
+        watcher = asyncio.create_task(_watch_disconnect(request))
         try:
-            trace = await _run(entry, example, None)
+            await asyncio.wait({runner, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not runner.done():  # the client hung up: stop spending on its behalf
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+                _fail(
+                    row,
+                    ApiError(499, "cancelled: the client disconnected"),
+                    None,
+                    t0,
+                    status="cancelled",
+                )
+                return Response(status_code=499)  # nobody reads it
+            if runner.cancelled():  # the server is shutting down past its grace period
+                err = ApiError(
+                    503,
+                    "cancelled: the server is shutting down",
+                    type="server_error",
+                    code="shutting_down",
+                )
+                _fail(row, err, None, t0, status="cancelled")
+                return err.response()
+            trace = runner.result()
         except ApiError as e:
             _fail(row, e, getattr(e, "trace", None), t0)
             raise
         except asyncio.CancelledError:
-            _fail(row, ApiError(499, "cancelled (client gone or server shutting down)"), None, t0,
-                  status="cancelled")
+            runner.cancel()
+            _fail(
+                row,
+                ApiError(499, "cancelled (client gone or server shutting down)"),
+                None,
+                t0,
+                status="cancelled",
+            )
             raise
         except Exception as e:  # a bug, not the client's fault: log it, answer 500
             log.exception("request %s failed", row.id)
-            err = ApiError(500, f"internal error: {type(e).__name__}: {e}", type="server_error")
+            err = ApiError(
+                500, f"internal error ({type(e).__name__}); see the server log", type="server_error"
+            )
             _fail(row, err, None, t0)
             raise err from e
         finally:
-            if task is not None:
-                inflight.discard(task)
+            watcher.cancel()
+            inflight.discard(runner)
         wall = time.perf_counter() - t0
         ext = _extension(entry, trace, row.id, wall)
         _finish(row, entry, trace, ext)
         out = ChatCompletion(
-            id=row.id, created=int(time.time()), model=entry.name,
-            choices=[Choice(message=AssistantMessage(content=trace.output),
-                            finish_reason=_finish_reason(trace))],
-            usage=_usage(trace), moagraph=ext,
+            id=row.id,
+            created=int(time.time()),
+            model=entry.name,
+            choices=[
+                Choice(
+                    message=AssistantMessage(content=trace.output),
+                    finish_reason=_finish_reason(trace),
+                )
+            ],
+            usage=_usage(trace),
+            moagraph=ext,
         )
         return Response(out.model_dump_json(), media_type="application/json")
 
-    async def _stream(entry: Served, req: ChatCompletionRequest, example: Any,
-                      row: RequestRow, t0: float) -> Response:
+    async def _stream(
+        entry: Served, req: ChatCompletionRequest, example: Any, row: RequestRow, t0: float
+    ) -> Response:
         """Start the run; answer 502 if it fails before its first token, else stream SSE."""
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -453,8 +766,16 @@ def create_app(
                 raise
             except Exception as e:
                 log.exception("request %s failed", row.id)
-                queue.put_nowait(("error", ApiError(500, f"internal error: {type(e).__name__}: {e}",
-                                                    type="server_error")))
+                queue.put_nowait(
+                    (
+                        "error",
+                        ApiError(
+                            500,
+                            f"internal error ({type(e).__name__}); see the server log",
+                            type="server_error",
+                        ),
+                    )
+                )
 
         runner = asyncio.create_task(run())
         inflight.add(runner)
@@ -472,9 +793,15 @@ def create_app(
         created = int(time.time())
 
         def chunk(delta: Delta, finish: str | None = None, **kw: Any) -> bytes:
-            return _sse(ChatCompletionChunk(id=row.id, created=created, model=entry.name,
-                                            choices=[ChunkChoice(delta=delta, finish_reason=finish)],
-                                            **kw))
+            return _sse(
+                ChatCompletionChunk(
+                    id=row.id,
+                    created=created,
+                    model=entry.name,
+                    choices=[ChunkChoice(delta=delta, finish_reason=finish)],
+                    **kw,
+                )
+            )
 
         async def events() -> AsyncIterator[bytes]:
             streamed: list[str] = []
@@ -492,11 +819,13 @@ def create_app(
                         sent = "".join(streamed)
                         # A cached or vote sink may not have streamed: send what is missing.
                         if trace.output != sent and trace.output.startswith(sent):
-                            yield chunk(Delta(content=trace.output[len(sent):]))
+                            yield chunk(Delta(content=trace.output[len(sent) :]))
                         ext = _extension(entry, trace, row.id, time.perf_counter() - t0)
                         _finish(row, entry, trace, ext)
                         finished = True
-                        yield chunk(Delta(), _finish_reason(trace), usage=_usage(trace), moagraph=ext)
+                        yield chunk(
+                            Delta(), _finish_reason(trace), usage=_usage(trace), moagraph=ext
+                        )
                         yield b"data: [DONE]\n\n"
                         return
                     else:  # error after tokens went out: OpenAI-style error event
@@ -509,19 +838,28 @@ def create_app(
             finally:
                 if not finished:  # client disconnected or server shutting down
                     runner.cancel()
-                    _fail(row, ApiError(499, "cancelled (client gone or server shutting down)"),
-                          None, t0, status="cancelled")
+                    _fail(
+                        row,
+                        ApiError(499, "cancelled (client gone or server shutting down)"),
+                        None,
+                        t0,
+                        status="cancelled",
+                    )
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     def openapi() -> dict[str, Any]:
         """FastAPI's schema, plus the hand-parsed request body's models."""
         if app.openapi_schema is None:
             from fastapi.openapi.utils import get_openapi
 
-            doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                              routes=app.routes)
+            doc = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             schemas = doc.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(req_defs)
             schemas["ChatCompletionRequest"] = req_schema
@@ -533,7 +871,7 @@ def create_app(
 
 
 def _finish_reason(trace: Trace) -> str:
-    """"length" when the sink hit its token limit (backends put it in the node meta)."""
+    """ "length" when the sink hit its token limit (backends put it in the node meta)."""
     for n in trace.nodes:
         if n.meta.get("finish_reason") == "length" and n.output == trace.output:
             return "length"

@@ -24,19 +24,25 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 exposes it on the network.")
+    host: str = Field(
+        "127.0.0.1", description="Interface to bind; 0.0.0.0 exposes it on the network."
+    )
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
     api_key: str | None = Field(
         None, description=f"Bearer token clients must send; default: ${API_KEY_ENV}, else no auth."
     )
     store: Path | None = Field(None, description="SQLite file for request logs and traces.")
     run_id: str = Field("serve", description="Run id under which served requests are stored.")
-    task: str = Field("chat", description="Task whose prompts and cost averages served queries use.")
+    task: str = Field(
+        "chat", description="Task whose prompts and cost averages served queries use."
+    )
     budget_flops: float | None = Field(
         None, gt=0, description="Largest estimated cost (normalised FLOPs) a request may have."
     )
     grace_s: float = Field(
-        30.0, ge=0, description="On shutdown, how long in-flight requests may run before cancellation."
+        30.0,
+        ge=0,
+        description="On shutdown, how long in-flight requests may run before cancellation.",
     )
     default_max_tokens: int | None = Field(
         None, gt=0, description="max_tokens for requests that send none (default: the graph's own)."
@@ -44,12 +50,68 @@ class ServeConfig(BaseModel):
     log_flush_s: float = Field(
         0.2, gt=0, description="How often buffered request rows are written to the store."
     )
+    log_max_rows: int = Field(
+        200_000,
+        gt=0,
+        description="Most request rows (and their traces) kept in the store; the oldest are pruned.",
+    )
+    log_bodies: bool | None = Field(
+        None,
+        description="Store the messages of requests that never ran (rejected bodies); default: "
+        "only when an API key is set. Traces of requests that ran keep their prompts either way.",
+    )
+    # --- request limits (checked before any work) ---
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest request body; larger is refused with 413."
+    )
+    max_messages: int = Field(1000, gt=0, description="Most messages in one request.")
+    max_prompt_tokens: int = Field(
+        131_072,
+        gt=0,
+        description="Most prompt tokens (estimated, ~4 characters a token) a request may send.",
+    )
+    max_tokens_limit: int = Field(
+        32_768,
+        gt=0,
+        description="Largest max_tokens / max_completion_tokens a request may ask for.",
+    )
+    # --- connections ---
+    read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's head and body must arrive within this many seconds, else the "
+        "connection is closed (slow or half-sent requests).",
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, description="Idle keep-alive connections close after this."
+    )
+    limit_concurrency: int | None = Field(
+        1000, gt=0, description="Most connections + requests at once; beyond it new ones get 503."
+    )
+    backlog: int = Field(2048, gt=0, description="Listen backlog of the server socket.")
+    # --- browser-driven access ---
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values accepted besides loopback ('*': any). With no API key "
+        "only loopback names are accepted unless listed here (DNS-rebinding protection).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the server ('*': any); requests with any "
+        "other Origin header are refused.",
+    )
+
+    @property
+    def store_bodies(self) -> bool:
+        return self.log_bodies if self.log_bodies is not None else self.api_key is not None
 
     @field_validator("api_key")
     @classmethod
     def _non_empty_key(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
-            raise ValueError("--api-key is empty; pass a non-empty token or leave it out for no auth")
+            raise ValueError(
+                "--api-key is empty; pass a non-empty token or leave it out for no auth"
+            )
         return v
 
     @classmethod

@@ -72,4 +72,6 @@ def validation_error(err: ValidationError) -> ApiError:
         where = _loc(tuple(e["loc"])) or "body"
         msg = str(e["msg"]).removeprefix("Value error, ")
         msgs.append(f"`{where}`: {msg}")
-    return ApiError(400, "invalid request: " + "; ".join(msgs), param=param or None, code="invalid_value")
+    return ApiError(
+        400, "invalid request: " + "; ".join(msgs), param=param or None, code="invalid_value"
+    )

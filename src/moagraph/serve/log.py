@@ -6,6 +6,13 @@ commit, which is what keeps the server's added latency small under load.
 The table lives in the store file next to the run store's own tables
 (``runs``/``results``): one file holds what was served and the full traces
 (``serve_requests.trace_id`` -> ``results.example_id``).
+
+Retention: at most ``max_rows`` request rows per run are kept; when a flush
+takes the count past it, the oldest rows (and their traces) are deleted in
+one batch down to 90% of the cap, so pruning costs little per request. The
+buffer of unwritten rows is bounded too (``max_pending``): if the file stays
+locked while traffic continues, the oldest buffered rows are dropped rather
+than memory growing without bound.
 """
 
 from __future__ import annotations
@@ -49,9 +56,24 @@ CREATE INDEX IF NOT EXISTS serve_requests_run ON serve_requests(run_id, ts);
 """
 
 COLUMNS = (
-    "id", "run_id", "ts", "model", "kind", "status", "http_status", "stream", "prompt_tokens",
-    "completion_tokens", "flops", "flops_normalised", "dollars", "latency_s", "wall_s", "error",
-    "request", "trace_id",
+    "id",
+    "run_id",
+    "ts",
+    "model",
+    "kind",
+    "status",
+    "http_status",
+    "stream",
+    "prompt_tokens",
+    "completion_tokens",
+    "flops",
+    "flops_normalised",
+    "dollars",
+    "latency_s",
+    "wall_s",
+    "error",
+    "request",
+    "trace_id",
 )
 
 
@@ -94,11 +116,19 @@ class RequestLog:
         run_id: str = "serve",
         flush_s: float = 0.2,
         run_config: dict[str, Any] | None = None,
+        *,
+        max_rows: int = 200_000,
+        max_pending: int = 50_000,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.run_id = run_id
         self.flush_s = flush_s
+        self.max_rows = max_rows
+        self.max_pending = max_pending
+        self.dropped = 0  # rows dropped because the buffer was full
+        self.pruned = 0  # rows deleted by the retention cap
+        self._count: int | None = None  # rows of this run in the file (known after open)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moagraph-serve-log")
         self._pending: list[RequestRow] = []
         self._task: asyncio.Task[None] | None = None
@@ -118,9 +148,42 @@ class RequestLog:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
         self._conn.commit()
+        self._count = self._conn.execute(
+            "SELECT COUNT(*) FROM serve_requests WHERE run_id = ?", (self.run_id,)
+        ).fetchone()[0]
+        self._prune()
 
     def add(self, row: RequestRow) -> None:
+        if len(self._pending) >= self.max_pending:
+            self._pending.pop(0)
+            self.dropped += 1
+            if self.dropped in (1, 1000) or self.dropped % 100_000 == 0:
+                log.warning(
+                    "request log %s is not keeping up; %d rows dropped", self.path, self.dropped
+                )
         self._pending.append(row)
+
+    def _prune(self) -> None:
+        """In the log thread: delete the oldest rows (and their traces) past the cap."""
+        assert self._conn is not None
+        if self._count is None or self._count <= self.max_rows:
+            return
+        excess = self._count - int(self.max_rows * 0.9)
+        oldest = "SELECT id FROM serve_requests WHERE run_id = ? ORDER BY ts LIMIT ?"
+        has_results = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'"
+        ).fetchone()
+        if has_results:
+            self._conn.execute(
+                f"DELETE FROM results WHERE run_id = ? AND example_id IN ({oldest})",
+                (self.run_id, self.run_id, excess),
+            )
+        cur = self._conn.execute(
+            f"DELETE FROM serve_requests WHERE id IN ({oldest})", (self.run_id, excess)
+        )
+        self._conn.commit()
+        self._count -= cur.rowcount
+        self.pruned += cur.rowcount
 
     def _tuple(self, r: RequestRow) -> tuple[Any, ...]:
         def dumps(x: Any) -> str | None:
@@ -129,9 +192,23 @@ class RequestLog:
             return json.dumps(x, ensure_ascii=False, default=str)
 
         return (
-            r.id, self.run_id, r.ts, r.model, r.kind, r.status, r.http_status, int(r.stream),
-            r.prompt_tokens, r.completion_tokens, r.flops, r.flops_normalised, r.dollars,
-            r.latency_s, r.wall_s, r.error, dumps(r.request),
+            r.id,
+            self.run_id,
+            r.ts,
+            r.model,
+            r.kind,
+            r.status,
+            r.http_status,
+            int(r.stream),
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.flops,
+            r.flops_normalised,
+            r.dollars,
+            r.latency_s,
+            r.wall_s,
+            r.error,
+            dumps(r.request),
             None if r.trace is None else r.trace.query_id,
         )
 
@@ -149,6 +226,9 @@ class RequestLog:
             if r.trace is not None:
                 self._store.add_result(self.run_id, r.trace, flops_norm=r.flops_normalised)
         self.written += len(rows)
+        if self._count is not None:
+            self._count += len(rows)  # an upper bound (INSERT OR REPLACE may replace)
+        self._prune()
         return len(rows)
 
     async def flush(self) -> int:

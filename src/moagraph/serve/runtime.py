@@ -6,6 +6,11 @@ are built once, bound to a runtime. So the server hands every policy this
 wrapper, which applies the overrides of the request whose context the call
 runs in (a ContextVar owned by the wrapper instance; asyncio tasks copy the
 context, so concurrent nodes of one request see their request's overrides).
+
+The wrapper also takes over the runtime's call cache and uses it through
+:meth:`CallCache.aget`/:meth:`CallCache.aput` (reader/writer threads): the
+event loop never waits on SQLite, so another process holding the cache file
+locked slows its own requests at most, never ``/health`` or other requests.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
-from moagraph.models.base import ChatMessage, Completion, SamplingParams, TokenCallback
+from moagraph.models.base import (
+    ChatMessage,
+    Completion,
+    LLMRequest,
+    SamplingParams,
+    TokenCallback,
+    emit,
+)
 from moagraph.models.runtime import PoolRuntime
 
 
@@ -58,6 +70,11 @@ class ServeRuntime:
 
     def __init__(self, inner: PoolRuntime) -> None:
         self.inner = inner
+        # The cache is used off the event loop from here (see complete); the inner runtime's
+        # synchronous cache calls would block the loop, so it no longer sees the cache.
+        self.cache = getattr(inner, "cache", None)
+        if self.cache is not None:
+            inner.cache = None
         self._overrides: ContextVar[Overrides | None] = ContextVar(
             f"moagraph_serve_overrides_{id(self)}", default=None
         )
@@ -87,9 +104,37 @@ class ServeRuntime:
         ov = self._overrides.get()
         if ov is not None:
             params = ov.apply(params or SamplingParams())
-        return await self.inner.complete(
+        cache = self.cache
+        key = None
+        if cache is not None:
+            backend = self.inner.backend(model)
+            if getattr(backend, "cacheable", True):  # as PoolRuntime: replay pools are not cached
+                from moagraph.models.cache import cache_key
+
+                spec = self.inner.pool[model]
+                request = LLMRequest(
+                    model=spec,
+                    messages=tuple(messages),
+                    params=params or SamplingParams(),
+                    sample_index=sample_index,
+                    query_id=query_id,
+                )
+                key = cache_key(backend.identity(spec), request)
+                hit = await cache.aget(key)
+                if hit is not None:
+                    self.inner.cache_hits += 1
+                    await emit(on_token, hit.text)
+                    return hit
+        completion = await self.inner.complete(
             model, messages, params, sample_index=sample_index, query_id=query_id, on_token=on_token
         )
+        if key is not None and cache is not None:
+            cache.aput(key, completion)
+        return completion
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+        if self.cache is not None:
+            import asyncio
+
+            await asyncio.to_thread(self.cache.close)  # writes what is queued, then closes

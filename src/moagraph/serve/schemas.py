@@ -60,7 +60,9 @@ class MoagraphRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     budget_flops: float | None = Field(
-        None, gt=0, description="Refuse the request if its estimated cost (normalised FLOPs) is higher."
+        None,
+        gt=0,
+        description="Refuse the request if its estimated cost (normalised FLOPs) is higher.",
     )
 
 
@@ -193,7 +195,9 @@ class ServedInfo(BaseModel):
 
     kind: Literal["graph", "router"]
     models: list[str] = Field(description="Pool models it may call.")
-    nodes: list[dict[str, Any]] = Field(default_factory=list, description="Graph nodes (graphs only).")
+    nodes: list[dict[str, Any]] = Field(
+        default_factory=list, description="Graph nodes (graphs only)."
+    )
     width: int | None = None
     depth: int | None = None
     sink: str | None = None

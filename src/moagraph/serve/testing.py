@@ -24,9 +24,17 @@ class ServerThread:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.host, self.port = self.sock.getsockname()[:2]
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, timeout_graceful_shutdown=grace_s,
-            lifespan="on",
+        from moagraph.serve.config import ServeConfig
+        from moagraph.serve.http import uvicorn_config
+
+        # the app's own limits and timeouts (read timeout, concurrency), as `moagraph serve` sets them
+        serve_config = getattr(app.state, "config", None) or ServeConfig()
+        config = uvicorn_config(
+            app,
+            serve_config,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=grace_s,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
