@@ -93,7 +93,8 @@ class CallCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.busy_timeout_s = busy_timeout_s
         self.read_timeout_s = read_timeout_s
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the main connection
+        self._stat_lock = threading.Lock()  # counters only: never held while waiting on SQLite
         self._hits = self._misses = self._puts = 0
         self.write_errors = 0  # async writes dropped (file locked past the busy timeout)
         # async side: a reader thread with its own connection, a writer thread fed by a queue
@@ -125,6 +126,10 @@ class CallCache:
         """The cached completion (``cached=True``), or None on a miss."""
         with self._lock:
             row = self._db().execute(self._SELECT, (key,)).fetchone()
+        return self._count(row)
+
+    def _count(self, row: tuple[object, ...] | None) -> Completion | None:
+        with self._stat_lock:
             if row is None:
                 self._misses += 1
                 return None
@@ -165,6 +170,7 @@ class CallCache:
                     time.time(),
                 ),
             )
+        with self._stat_lock:
             self._puts += 1
 
     # --- async side: nothing here blocks the event loop -------------------------------
@@ -193,12 +199,7 @@ class CallCache:
         except sqlite3.OperationalError as e:  # locked past read_timeout_s: a miss, not a failure
             log.warning("call cache %s unreadable (%s); treating as a miss", self.path, e)
             row = None
-        with self._lock:
-            if row is None:
-                self._misses += 1
-                return None
-            self._hits += 1
-        return self._completion(row)
+        return self._count(row)
 
     async def aget(self, key: str) -> Completion | None:
         """:meth:`get` on the reader thread; a file locked by another process is a miss."""

@@ -540,10 +540,12 @@ def create_app(
             code="request_too_large",
         )
 
-    def _raw_body(body: bytes) -> str | None:
+    def _raw_body(body: bytes) -> dict[str, Any] | None:
         """What is stored of a body that did not parse: nothing unless bodies are logged,
-        then at most its first 4 KB."""
-        return body[:4096].decode("utf-8", "replace") if store_bodies else None
+        then at most its first 4 KB (as ``{"raw": text}``: it may not be JSON)."""
+        if not store_bodies:
+            return None
+        return {"raw": body[:4096].decode("utf-8", "replace"), "bytes": len(body)}
 
     def _request_meta(req: ChatCompletionRequest) -> dict[str, Any]:
         """The request without its messages: those are in the trace's node prompts."""
