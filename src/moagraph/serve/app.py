@@ -666,12 +666,16 @@ def create_app(
             raise err
         return trace
 
-    async def _watch_disconnect(request: Request) -> None:
-        """Return when the client goes away (the body is read: the next ASGI message
-        is the disconnect)."""
+    async def _cancel_on_disconnect(
+        request: Request, task: asyncio.Task[Any], gone: list[bool]
+    ) -> None:
+        """Cancel ``task`` when the client goes away (the body is read: the next ASGI
+        message is the disconnect), so no upstream call runs for nobody."""
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
+                gone[0] = True
+                task.cancel()
                 return
 
     async def _complete(
@@ -682,14 +686,20 @@ def create_app(
         t0: float,
         request: Request,
     ) -> Response:
-        runner = asyncio.create_task(_run(entry, example, None))
-        inflight.add(runner)
-        watcher = asyncio.create_task(_watch_disconnect(request))
+        task = asyncio.current_task()
+        gone = [False]
+        watcher = None
+        if task is not None:
+            inflight.add(task)
+            watcher = asyncio.create_task(_cancel_on_disconnect(request, task, gone))
         try:
-            await asyncio.wait({runner, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not runner.done():  # the client hung up: stop spending on its behalf
-                runner.cancel()
-                await asyncio.gather(runner, return_exceptions=True)
+            trace = await _run(entry, example, None)
+        except ApiError as e:
+            _fail(row, e, getattr(e, "trace", None), t0)
+            raise
+        except asyncio.CancelledError:
+            if gone[0] and task is not None:  # our own cancel: the client hung up
+                task.uncancel()
                 _fail(
                     row,
                     ApiError(499, "cancelled: the client disconnected"),
@@ -698,21 +708,6 @@ def create_app(
                     status="cancelled",
                 )
                 return Response(status_code=499)  # nobody reads it
-            if runner.cancelled():  # the server is shutting down past its grace period
-                err = ApiError(
-                    503,
-                    "cancelled: the server is shutting down",
-                    type="server_error",
-                    code="shutting_down",
-                )
-                _fail(row, err, None, t0, status="cancelled")
-                return err.response()
-            trace = runner.result()
-        except ApiError as e:
-            _fail(row, e, getattr(e, "trace", None), t0)
-            raise
-        except asyncio.CancelledError:
-            runner.cancel()
             _fail(
                 row,
                 ApiError(499, "cancelled (client gone or server shutting down)"),
@@ -729,8 +724,10 @@ def create_app(
             _fail(row, err, None, t0)
             raise err from e
         finally:
-            watcher.cancel()
-            inflight.discard(runner)
+            if watcher is not None:
+                watcher.cancel()
+            if task is not None:
+                inflight.discard(task)
         wall = time.perf_counter() - t0
         ext = _extension(entry, trace, row.id, wall)
         _finish(row, entry, trace, ext)
