@@ -295,10 +295,12 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = sock.getsockname()[1]
     sock.close()
     # chat_format gemma: the GGUF (a base model) has no template; the server would guess llama-2.
+    # moagraph's launcher runs llama_cpp.server with extra weight buffers off: on AMX CPUs
+    # they crash llama.cpp's decode (segfault).
     cmd = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "moagraph.models.llamacpp_server",
         "--model",
         str(gguf),
         "--host",
@@ -321,7 +323,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         while True:
             if proc.poll() is not None:
                 pytest.fail(
-                    f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}"
+                    f"llamacpp_server exited: {log_path.read_text(errors='replace')[-2000:]}"
                 )
             try:
                 if httpx.get(base + "/models", timeout=1).status_code == 200:

@@ -61,6 +61,18 @@ class ModelSpec(BaseModel):
         description="llamacpp: 'chat' uses the GGUF chat template, 'completion' a plain "
         "'Question: ...\\nAnswer:' prompt (base models); 'auto' picks chat when the GGUF has a template.",
     )
+    extra_buffers: bool = Field(
+        False,
+        description="llamacpp: let llama.cpp use its extra weight buffer types (AMX / CPU "
+        "repacking). Off by default: on CPUs with AMX (e.g. Xeon Sapphire Rapids) this "
+        "llama.cpp build crashes with a segmentation fault in decode when they are on.",
+    )
+    isolation: Literal["process", "none"] = Field(
+        "process",
+        description="llamacpp: 'process' runs the model in a managed child process, so a "
+        "native crash (segfault, OOM kill) fails the call with a clear error instead of "
+        "killing the run; 'none' runs it in this process (no pipe overhead, no containment).",
+    )
     replay: str | None = Field(
         None, description="replay: path to the recorded JSONL(.gz), relative to the pool file."
     )

@@ -1,0 +1,395 @@
+"""The child process that runs one local model, and its parent-side handle.
+
+``isolation: process`` (the default for ``backend: llamacpp``) puts each
+local model in its own process, ``python -m moagraph.models.local_worker``.
+A native crash in llama.cpp (a segfault, an out-of-memory SIGKILL) then
+kills only that process: the call in flight fails with a
+:class:`~moagraph.models.base.BackendError` that names the model, the signal
+and the likely fix, the next call starts a fresh process, and the run goes
+on (a failing node fails its query, not the run).
+
+Protocol: length-prefixed JSON (4-byte big-endian length, UTF-8 JSON) over
+the child's stdin/stdout. The child moves its real stdout aside first and
+points fd 1 at stderr, so text printed by native code can never corrupt the
+stream; its stderr goes to a temporary file whose tail is quoted on a crash.
+
+parent → child: ``{"op": "init", "settings": {...}}`` once, then
+``{"op": "generate" | "metadata" | "load", "payload": {...}, "stream": bool}``
+or ``{"op": "shutdown"}``.
+child → parent: ``{"type": "token", "text": ...}`` while streaming, then one
+``{"type": "result", "result": {...}}`` or
+``{"type": "error", "config": bool, "message": ...}``.
+
+The child exits when its stdin closes, so it cannot outlive a parent that
+was killed; the parent also stops every child on ``aclose()`` and at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import IO, Any
+
+from moagraph.models.base import BackendConfigError, BackendError
+
+TEST_CRASH_ENV = "MOAGRAPH_TEST_LOCAL_WORKER_CRASH"
+"""Test-only hook: ``SIGSEGV@2`` makes the first worker process of each model kill
+itself with that signal at the start of its 2nd ``generate`` call (after the model
+loaded). Used by the crash-isolation tests; restarted workers never get it."""
+
+LOAD_TIMEOUT_S = 600.0
+"""Longest wait for the process to start and answer a call that must load the model."""
+
+_HEADER = struct.Struct(">I")
+_MAX_MESSAGE = 256 << 20
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    return _HEADER.pack(len(data)) + data
+
+
+def signal_name(returncode: int) -> str:
+    """``-11`` → ``'SIGSEGV'``; a positive code → ``'exit status N'``."""
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+# --- child side ------------------------------------------------------------------------------
+def _read_exact(f: IO[bytes], n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = f.read(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def _read_message(f: IO[bytes]) -> dict[str, Any] | None:
+    head = _read_exact(f, _HEADER.size)
+    if head is None:
+        return None
+    body = _read_exact(f, _HEADER.unpack(head)[0])
+    return None if body is None else json.loads(body)
+
+
+def _test_crash_hook(spec: str | None) -> tuple[int, signal.Signals] | None:
+    if not spec:
+        return None
+    sig, _, call = spec.partition("@")
+    return int(call or 1), signal.Signals[sig.strip().upper()]
+
+
+def main() -> int:
+    """Serve one model over stdin/stdout until stdin closes or ``shutdown`` arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    inp = os.fdopen(os.dup(0), "rb", buffering=0)
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # anything native code prints goes to stderr, not into the protocol
+    sys.stdout = sys.stderr
+
+    def send(obj: dict[str, Any]) -> None:
+        out.write(encode(obj))
+
+    engine: Any = None
+    name = "?"
+    crash: tuple[int, signal.Signals] | None = None
+    calls = 0
+    while (msg := _read_message(inp)) is not None:
+        op = msg.get("op")
+        if op == "shutdown":
+            break
+        if op == "init":
+            from moagraph.models.llamacpp import LlamaEngine, install_buffer_policy
+
+            settings = msg["settings"]
+            name = settings.get("name", "?")
+            crash = _test_crash_hook(msg.get("test_crash"))
+            try:
+                install_buffer_policy(bool(settings.get("extra_buffers", False)))
+            except ImportError:
+                pass  # LlamaEngine.load says what to install
+            engine = LlamaEngine(settings)
+            continue
+        push: Callable[[str], None] | None = None
+        if msg.get("stream"):
+
+            def push(text: str) -> None:
+                send({"type": "token", "text": text})
+
+        try:
+            if engine is None:
+                raise BackendError("local worker got a call before init")
+            if op == "generate":
+                calls += 1
+                if crash is not None and calls == crash[0]:
+                    engine.load()
+                    os.kill(os.getpid(), crash[1])
+                    time.sleep(5)  # a signal that does not kill (e.g. SIGTERM ignored) stops here
+            result = engine.handle(op, msg.get("payload") or {}, push)
+            send({"type": "result", "result": result})
+        except BrokenPipeError:
+            break
+        except Exception as e:
+            send(
+                {
+                    "type": "error",
+                    "config": isinstance(e, ValueError),
+                    "message": str(e)
+                    if isinstance(e, BackendError)
+                    else f"model {name!r}: llama.cpp failed: {type(e).__name__}: {e}",
+                }
+            )
+    if engine is not None:
+        engine.close()
+    return 0
+
+
+# --- parent side -----------------------------------------------------------------------------
+_LIVE: weakref.WeakSet[LocalWorkerProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for w in list(_LIVE):
+        w.close(grace_s=1.0)
+
+
+class WorkerCrashed(BackendError):
+    """The model's process died during a call (signal or exit); it restarts for the next one."""
+
+
+class LocalWorkerProcess:
+    """Parent-side handle of one model's child process. Not thread-safe: call it from one
+    thread (the backend's pinned thread). Starts lazily, restarts after a crash."""
+
+    def __init__(self, settings: dict[str, Any], *, verbose: bool = False) -> None:
+        self.settings = settings
+        self.name: str = settings["name"]
+        self.verbose = verbose or bool(settings.get("verbose"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._buf = bytearray()
+        self._log: IO[bytes] | None = None
+        self._loaded = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    # --- lifecycle -------------------------------------------------------
+    def _start(self) -> None:
+        self._log = None if self.verbose else tempfile.TemporaryFile()  # noqa: SIM115
+        env = dict(os.environ)
+        env.pop(TEST_CRASH_ENV, None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moagraph.models.local_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            close_fds=True,
+        )
+        self._buf.clear()
+        self._loaded = False
+        init: dict[str, Any] = {"op": "init", "settings": self.settings}
+        if self.starts == 0 and os.environ.get(TEST_CRASH_ENV):
+            init["test_crash"] = os.environ[TEST_CRASH_ENV]
+        self.starts += 1
+        _LIVE.add(self)
+        self._send(init)
+
+    def close(self, grace_s: float = 5.0) -> None:
+        """Stop the process: ``shutdown`` and wait, then SIGKILL. Safe to call twice."""
+        proc, self.proc = self.proc, None
+        _LIVE.discard(self)
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    assert proc.stdin is not None
+                    proc.stdin.write(encode({"op": "shutdown"}))
+                    proc.stdin.flush()
+                with contextlib.suppress(OSError):
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                try:
+                    proc.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            for f in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    if f is not None:
+                        f.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        self.close(grace_s=2.0)
+
+    def log_tail(self, lines: int = 6) -> str:
+        if self._log is None:
+            return ""
+        try:
+            self._log.seek(0, os.SEEK_END)
+            size = self._log.tell()
+            self._log.seek(max(0, size - 4096))
+            text = self._log.read().decode("utf-8", errors="replace")
+        except (OSError, ValueError):
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    # --- I/O -------------------------------------------------------------
+    def _send(self, obj: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(encode(obj))
+        self.proc.stdin.flush()
+
+    def _fill(self, n: int, deadline: float) -> bool:
+        """Read until the buffer holds n bytes; False on EOF. Raises TimeoutError."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while len(self._buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return False
+            self._buf += chunk
+        return True
+
+    def _receive(self, deadline: float) -> dict[str, Any] | None:
+        if not self._fill(_HEADER.size, deadline):
+            return None
+        (size,) = _HEADER.unpack(self._buf[: _HEADER.size])
+        if size > _MAX_MESSAGE:
+            raise BackendError(f"model {self.name!r}: local worker sent a {size}-byte message")
+        if not self._fill(_HEADER.size + size, deadline):
+            return None
+        body = bytes(self._buf[_HEADER.size : _HEADER.size + size])
+        del self._buf[: _HEADER.size + size]
+        return json.loads(body)
+
+    def _crash_error(self, during: str) -> WorkerCrashed:
+        proc = self.proc
+        assert proc is not None
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        how = signal_name(code)
+        verb = "killed by" if code < 0 else "exited with"
+        hint = ""
+        if code == -signal.SIGSEGV or code == -signal.SIGBUS or code == -signal.SIGILL:
+            from moagraph.models.llamacpp import cpu_has_amx
+
+            on = "on" if self.settings.get("extra_buffers") else "off"
+            hint = (
+                f" A native crash in llama.cpp; extra weight buffers are {on} for this model"
+                + (" and this CPU has AMX" if cpu_has_amx() else "")
+                + ". Workaround: set `extra_buffers: false` for this model in the pool "
+                "(the default), or `n_threads: 1`; if it persists, report it with the log below."
+            )
+        elif code == -signal.SIGKILL:
+            hint = (
+                " SIGKILL usually means the kernel's out-of-memory killer: use a smaller "
+                "model or quantisation, or lower `context_length` in the pool."
+            )
+        tail = self.log_tail()
+        self.close(grace_s=0.5)
+        return WorkerCrashed(
+            f"model {self.name!r}: the local model process (pid {proc.pid}) was {verb} {how} "
+            f"during {during}; it restarts for the next call.{hint}"
+            + (f"\nlast log lines:\n{tail}" if tail else ""),
+            model=self.name,
+        )
+
+    # --- calls -----------------------------------------------------------
+    def call(
+        self,
+        op: str,
+        payload: dict[str, Any],
+        push: Callable[[str], None] | None,
+        timeout_s: float,
+    ) -> dict[str, Any]:
+        """One request/response; tokens go to ``push`` as they arrive. Blocking."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.close(grace_s=0)  # died between calls (killed while idle): start a fresh one
+        if self.proc is None:
+            self._start()
+        limit = timeout_s if self._loaded else max(timeout_s, LOAD_TIMEOUT_S)
+        during = "a call" if op == "generate" else f"'{op}'"
+        try:
+            self._send({"op": op, "payload": payload, "stream": push is not None})
+        except OSError:
+            raise self._crash_error(during) from None
+        deadline = time.monotonic() + limit
+        push_failed = False
+        while True:
+            try:
+                msg = self._receive(deadline)
+            except TimeoutError:
+                self._kill()
+                raise BackendError(
+                    f"model {self.name!r}: the local model gave no answer in {limit:.0f} s; "
+                    "its process was stopped and restarts for the next call. Raise `timeout_s` "
+                    "in the pool or lower max_tokens.",
+                    model=self.name,
+                ) from None
+            except BaseException:
+                self._kill()  # the stream is out of step (or we are interrupted)
+                raise
+            if msg is None:
+                raise self._crash_error(during)
+            kind = msg.get("type")
+            if kind == "token":
+                deadline = time.monotonic() + limit  # a streaming call is alive while tokens flow
+                if push is not None and not push_failed:
+                    try:
+                        push(msg["text"])
+                    except Exception:
+                        push_failed = True  # keep reading: the protocol must stay in step
+                continue
+            self._loaded = True
+            if kind == "result":
+                return msg["result"]
+            if kind == "error":
+                cls = BackendConfigError if msg.get("config") else BackendError
+                raise cls(msg["message"], model=self.name)
+            self._kill()
+            raise BackendError(f"model {self.name!r}: local worker sent {kind!r}")
+
+
+def running_workers() -> list[int]:
+    """Pids of the local model processes this interpreter has running (for tests)."""
+    return [p for w in list(_LIVE) if (p := w.pid) is not None]
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "local-worker"
+    sys.exit(main())
