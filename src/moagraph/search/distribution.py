@@ -59,6 +59,33 @@ class GraphDistribution:
         # Prefer "on" a little so early samples are not mostly empty.
         self.model_logits = np.zeros((self.n, k + 1))
         self.model_logits[:, k] = -1.0
+        # A fixed model mix (Agent-REINFORCE after the pretest): slot s holds the
+        # s-th copy of the mix, later slots are off; model logits are then frozen.
+        self.fixed_models: np.ndarray | None = None
+
+    def fix_mix(self, counts: tuple[int, ...] | list[int]) -> None:
+        """Freeze the model of every slot to ``counts`` (slot s = the s-th copy; the rest off).
+
+        As in the official code (FairyFali/AgentRE ``experiments/evaluator/evaluator.py``
+        ``optimize_llm_swarm``: ``model_selection`` is fixed after the pretest and every
+        later graph is realised with exactly those models), only edges, sink links and
+        roles stay free afterwards; model probabilities from the agent are ignored.
+        """
+        k = len(self.space.models)
+        order = [i for i, c in enumerate(counts) for _ in range(c)]
+        if len(order) > self.n:
+            raise ValueError(
+                f"mix {tuple(counts)} has {len(order)} nodes, more than the {self.n} slots"
+            )
+        self.fixed_models = np.array([order[s] if s < len(order) else k for s in range(self.n)])
+        self.focus_mix(counts, strength=0.999)
+
+    @property
+    def fixed_mix(self) -> tuple[int, ...] | None:
+        if self.fixed_models is None:
+            return None
+        k = len(self.space.models)
+        return tuple(int((self.fixed_models == i).sum()) for i in range(k))
 
     # --- parameters as a flat dict of arrays (for Adam) ------------------------
     def params(self) -> dict[str, np.ndarray]:
@@ -70,9 +97,14 @@ class GraphDistribution:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: v.tolist() for k, v in self.params().items()}
+        d: dict[str, Any] = {k: v.tolist() for k, v in self.params().items()}
+        if self.fixed_models is not None:
+            d["fixed_models"] = self.fixed_models.tolist()
+        return d
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
+        fm = d.get("fixed_models")
+        self.fixed_models = None if fm is None else np.array(fm, dtype=int)
         self.edge_logits = np.array(d["edge"], dtype=float)
         self.sink_logits = np.array(d["sink"], dtype=float)
         self.role_logits = np.array(d["role"], dtype=float)
@@ -83,6 +115,10 @@ class GraphDistribution:
         k = len(self.space.models)
         pm = _softmax(self.model_logits)
         models = np.array([rng.choice(k + 1, p=pm[i]) for i in range(self.n)])
+        if (
+            self.fixed_models is not None
+        ):  # same draws consumed either way (seeded runs stay comparable)
+            models = self.fixed_models.copy()
         if (models == k).all():  # at least one node
             i = int(rng.integers(self.n))
             on = pm[i, :k] / pm[i, :k].sum()
@@ -102,17 +138,25 @@ class GraphDistribution:
         nodes: list[Node] = []
         for j in active:
             role = self.space.roles[int(ch.roles[j])]
-            inputs = [] if self.space.flat else [f"n{i}" for i in active if i < j and ch.edges[i, j]]
+            inputs = (
+                [] if self.space.flat else [f"n{i}" for i in active if i < j and ch.edges[i, j]]
+            )
             if self.space.flat:
                 role = Role.ASSISTANT
             nodes.append(Node(id=f"n{j}", role=role, model=names[int(ch.models[j])], inputs=inputs))
         sink_inputs = [f"n{i}" for i in active if ch.sink[i]]
-        return finalize_graph(nodes, sink_inputs, name=name, sink_mode=self.space.sink_mode)
+        return finalize_graph(
+            nodes,
+            sink_inputs,
+            name=name,
+            sink_mode=self.space.sink_mode,
+            output_model=self.space.output_model,
+        )
 
     def sample(self, rng: np.random.Generator, trim: bool = True) -> Graph:
         """A valid DAG satisfying the role rules, trimmed to the budget."""
         g = self.build(self.sample_choices(rng))
-        return self.space.trim(g) if trim else g
+        return self.space.trim(g, keep_nodes=self.fixed_models is not None) if trim else g
 
     def choices_of(self, graph: Graph) -> Choices:
         """The decisions a graph with slot ids ``n<i>`` stands for (missing slots are off)."""
@@ -174,6 +218,8 @@ class GraphDistribution:
         on = ch.models < k
         g_model = -_softmax(self.model_logits)
         g_model[np.arange(self.n), ch.models] += 1.0
+        if self.fixed_models is not None:
+            g_model[:] = 0.0  # frozen
         g_role = np.zeros_like(self.role_logits)
         if not self.space.flat:
             g_role = -_softmax(self.role_logits)
@@ -186,24 +232,37 @@ class GraphDistribution:
 
     # --- the agent's view --------------------------------------------------------
     def probabilities(self) -> dict[str, Any]:
-        """Plain dict: models/roles per node, edge and sink probabilities."""
+        """Plain dict: models/roles per node, edge and sink probabilities.
+
+        With a fixed mix, ``models`` is left out and only the mix's slots are shown.
+        """
         names = self.space.model_names + [OFF]
         pm = _softmax(self.model_logits)
         pr = _softmax(self.role_logits)
         pe = _sigmoid(self.edge_logits)
         ps = _sigmoid(self.sink_logits)
-        out: dict[str, Any] = {
-            "models": {f"n{i}": {names[j]: round(float(pm[i, j]), 3) for j in range(len(names))} for i in range(self.n)},
-        }
-        if not self.space.flat:
-            out["roles"] = {
-                f"n{i}": {r.value: round(float(pr[i, j]), 3) for j, r in enumerate(self.space.roles)}
+        out: dict[str, Any] = {}
+        n_shown = self.n
+        if self.fixed_models is None:
+            out["models"] = {
+                f"n{i}": {names[j]: round(float(pm[i, j]), 3) for j in range(len(names))}
                 for i in range(self.n)
             }
-            out["edges"] = {
-                f"n{i}->n{j}": round(float(pe[i, j]), 3) for i in range(self.n) for j in range(i + 1, self.n)
+        else:
+            n_shown = int((self.fixed_models < len(self.space.models)).sum())
+        if not self.space.flat:
+            out["roles"] = {
+                f"n{i}": {
+                    r.value: round(float(pr[i, j]), 3) for j, r in enumerate(self.space.roles)
+                }
+                for i in range(n_shown)
             }
-            out["sink"] = {f"n{i}": round(float(ps[i]), 3) for i in range(self.n)}
+            out["edges"] = {
+                f"n{i}->n{j}": round(float(pe[i, j]), 3)
+                for i in range(n_shown)
+                for j in range(i + 1, n_shown)
+            }
+            out["sink"] = {f"n{i}": round(float(ps[i]), 3) for i in range(n_shown)}
         return out
 
     def set_probabilities(self, probs: dict[str, Any]) -> int:
@@ -216,7 +275,12 @@ class GraphDistribution:
         applied = 0
         names = self.space.model_names + [OFF]
         role_names = [r.value for r in self.space.roles]
-        for key, arr, labels in (("models", self.model_logits, names), ("roles", self.role_logits, role_names)):
+        for key, arr, labels in (
+            ("models", self.model_logits, names),
+            ("roles", self.role_logits, role_names),
+        ):
+            if key == "models" and self.fixed_models is not None:
+                continue  # the mix is fixed: model probabilities are not the agent's to change
             section = probs.get(key)
             if not isinstance(section, dict):
                 continue
@@ -269,7 +333,11 @@ class GraphDistribution:
     def argmax_graph(self, threshold: float = 0.55) -> Graph:
         """Most likely model and role per slot; edges and sink links where p > threshold."""
         k = len(self.space.models)
-        models = self.model_logits.argmax(axis=1)
+        models = (
+            self.model_logits.argmax(axis=1)
+            if self.fixed_models is None
+            else self.fixed_models.copy()
+        )
         if (models == k).all():
             i = int(self.model_logits[:, :k].max(axis=1).argmax())
             models[i] = int(self.model_logits[i, :k].argmax())
@@ -279,7 +347,9 @@ class GraphDistribution:
             edges=np.triu(_sigmoid(self.edge_logits) > threshold, 1),
             sink=_sigmoid(self.sink_logits) > threshold,
         )
-        return self.space.trim(self.build(ch, name="argmax"))
+        return self.space.trim(
+            self.build(ch, name="argmax"), keep_nodes=self.fixed_models is not None
+        )
 
     def focus_mix(self, counts: tuple[int, ...] | list[int], strength: float = 0.95) -> None:
         """Concentrate the model logits on one mix: slot s holds the s-th copy."""

@@ -1,16 +1,38 @@
 """What may be searched: the pool's models, the roles, the budget, the node cap.
 
 Cost of a node follows the closed-form FLOPs model (``models.cost.node_flops``)
-with the node's in-degree, normalised so one call of the smallest pool model
-with no inputs costs 1. The sink is a *vote* node (majority over extracted
-answers; no LLM, zero FLOPs), so the cost of a graph is the sum over its LLM
-nodes.
+with the node's in-degree, normalised so one call of the smallest *searched*
+model with no inputs costs 1 (the normalisation unit). The cost of a graph is
+the sum over its LLM nodes.
+
+Sinks (``sink_mode``):
+
+* ``"llm"`` (paper-faithful): the graph ends in a *charged LLM output node*,
+  as in the official Agent-REINFORCE code (FairyFali/AgentRE,
+  ``swarm/environment/operations/final_decision.py``: a ``FinalDecision``
+  node run by ``llama3.2-3b`` that refines the answers it is given, with the
+  ``get_select_best`` = "refine last answers" prompt). Here it is an
+  ``assistant`` node with inputs (the "synthesise these responses" prompt)
+  running ``output_model``; its cost (in-degree = number of answers it reads)
+  counts against the budget. It is not a searched slot: ``max_nodes`` and
+  model mixes count the worker nodes only.
+* ``"vote"``: a free majority vote over extracted answers (no LLM, 0 FLOPs).
+* ``"select"``: oracle best-of-n from recorded judge scores (upper bound).
+
+Paper budgets (:func:`paper_budget_rule`): the official code
+(``swarm/graph/composite_graph.py``, ``full_cal`` + ``flops_cost``) allows a
+graph as much compute as a *complete DAG of b 1B-model nodes plus a 3B output
+node* (node i reads the answers of all i earlier nodes; the output node reads
+all b), with the task's pilot lengths (A, B); b = 4/8/12 gives the paper's
+budgets 18/42/80 on MATH. :meth:`SearchSpace.paper_budget` applies the same
+rule with the space's smallest model in the 1B role and ``output_model`` in
+the 3B role, in this space's normalised units.
 
 Planning assumption for model mixes: a mix (how many copies of each model) is
-priced with the *cheapest wiring*, every node at in-degree 0 feeding the vote
-sink. Wiring only adds cost, so a mix that is infeasible under this assumption
-is infeasible under any wiring; a sampled graph is always re-checked and
-trimmed (:meth:`SearchSpace.trim`).
+priced with the *cheapest wiring*, every node at in-degree 0 feeding the sink
+(an LLM sink then reads all of them). Wiring only adds cost, so a mix that is
+infeasible under this assumption is infeasible under any wiring; a sampled
+graph is always re-checked and trimmed (:meth:`SearchSpace.trim`).
 """
 
 from __future__ import annotations
@@ -23,8 +45,91 @@ from moagraph.graph.spec import Graph, Node, Role
 from moagraph.models.cost import call_dollars, node_flops, unit_flops
 from moagraph.models.pool import ModelSpec, Pool
 
-SinkMode = Literal["vote", "select"]
+SinkMode = Literal["vote", "select", "llm"]
 SINK_ID = "sink"
+
+# --- the official budget rule (FairyFali/AgentRE) -----------------------------
+PAPER_BUDGET_B = {18: 4, 42: 8, 80: 12}
+"""The paper's budget names (MATH) -> b, the size of the complete 1B DAG."""
+
+PAPER_TASK_LENGTHS = {"math": (202, 275), "mmlu": (213, 215), "humaneval": (180, 115)}
+"""Pilot task lengths (A, B) hard-coded in ``swarm/graph/composite_graph.py`` ``flops_cost``."""
+
+PAPER_BASE_FLOPS = {"math": 9.710e11, "mmlu": 8.680e11, "humaneval": 5.957e11}
+"""``base_flop`` of ``flops_cost``: the official normalisation constant, one
+no-input call of Llama-3.2-1B (M=1e9, L=16, D=2048) with the task's (A, B),
+rounded (MATH: computed 9.689e11). Budgets there are compared in absolute
+FLOPs, so the constant only changes how a budget is *printed*."""
+
+PAPER_MODELS = {
+    # model_cfg of flops_cost in swarm/graph/composite_graph.py (architecture only: never called)
+    "llama3.2-1b": ModelSpec.model_construct(
+        name="llama3.2-1b", backend="replay", params_b=1.0, layers=16, hidden_size=2048
+    ),
+    "llama3.2-3b": ModelSpec.model_construct(
+        name="llama3.2-3b", backend="replay", params_b=3.0, layers=28, hidden_size=3072
+    ),
+}
+
+
+def complete_dag_flops(
+    b: int, worker: ModelSpec, output: ModelSpec, avg_in: float, avg_out: float
+) -> float:
+    """Absolute FLOPs of the official budget graph: ``b`` ``worker`` nodes, node i
+    fed by all i earlier ones, plus an ``output`` node fed by all b
+    (``full_cal`` in FairyFali/AgentRE ``swarm/graph/composite_graph.py``)."""
+    if b < 1:
+        raise SearchSpaceError(f"paper budget b={b}: use b >= 1 (the paper uses 4, 8, 12)")
+    return sum(node_flops(worker, i, avg_in, avg_out) for i in range(b)) + node_flops(
+        output, b, avg_in, avg_out
+    )
+
+
+def paper_budget_rule(task: str, b: int, *, official_unit: bool = False) -> float:
+    """The paper's budget for ``task`` (math, mmlu, humaneval) with the official
+    models and lengths, in units of one no-input Llama-3.2-1B call (computed
+    with ``node_flops``), or of the official rounded ``base_flop`` constant."""
+    a, out = PAPER_TASK_LENGTHS[task]
+    small, big = PAPER_MODELS["llama3.2-1b"], PAPER_MODELS["llama3.2-3b"]
+    total = complete_dag_flops(b, small, big, a, out)
+    unit = PAPER_BASE_FLOPS[task] if official_unit else node_flops(small, 0, a, out)
+    return total / unit
+
+
+def parse_budget(text: str | float | int) -> tuple[float | None, int | None]:
+    """``"42"`` -> (42.0, None); ``"paper:8"`` / ``"paper:42"`` -> (None, 8)."""
+    if isinstance(text, (int, float)):
+        return float(text), None
+    t = str(text).strip().lower()
+    if not t.startswith("paper:"):
+        try:
+            return float(t), None
+        except ValueError:
+            raise SearchSpaceError(
+                f"--budget {text!r}: give normalised FLOPs (e.g. 42) or paper:b (b = 4, 8, 12, or paper:18/42/80)"
+            ) from None
+    rest = t.split(":", 1)[1]
+    try:
+        v = int(rest)
+    except ValueError:
+        raise SearchSpaceError(
+            f"--budget {text!r}: paper:<int>, e.g. paper:8 or paper:42"
+        ) from None
+    b = PAPER_BUDGET_B.get(v, v)
+    if b < 1 or b > 64:
+        raise SearchSpaceError(
+            f"--budget {text!r}: b must be 1..64 (the paper uses 4, 8, 12 = paper:18/42/80)"
+        )
+    return None, b
+
+
+def default_output_model(models: Sequence[ModelSpec]) -> str:
+    """The official output node runs Llama-3.2-3B, 3x the parameters of its 1B
+    unit model; here: the model closest (log scale) to 3x the smallest one."""
+    import math
+
+    smallest = min(m.n_params for m in models)
+    return min(models, key=lambda m: (abs(math.log(m.n_params / (3 * smallest))), m.n_params)).name
 
 
 class SearchSpaceError(ValueError):
@@ -51,6 +156,8 @@ class SearchSpace:
     flat: bool = False
     sink_mode: SinkMode = "vote"
     max_copies: int | dict[str, int] | None = None  # e.g. recorded samples per query
+    output_model: str | None = None  # sink_mode="llm": the charged output node's model
+    output_spec: ModelSpec | None = None  # when the output model is not a searched model
     _unit: float = field(init=False, repr=False)
     _cost_cache: dict[tuple[str, int], float] = field(init=False, repr=False, default_factory=dict)
 
@@ -62,15 +169,29 @@ class SearchSpace:
         if self.budget is not None and self.budget <= 0:
             raise SearchSpaceError(f"budget={self.budget}: use a positive --budget")
         if self.budget_dollars is not None and self.budget_dollars < 0:
-            raise SearchSpaceError(f"budget_dollars={self.budget_dollars}: use --budget-dollars >= 0")
+            raise SearchSpaceError(
+                f"budget_dollars={self.budget_dollars}: use --budget-dollars >= 0"
+            )
         bad = [r for r in self.roles if r not in (Role.ASSISTANT, Role.FUSER)]
         if bad or Role.ASSISTANT not in self.roles:
             raise SearchSpaceError(
                 f"roles={[r.value for r in self.roles]}: searchable roles are 'assistant' "
                 "(required) and 'fuser'"
             )
+        if self.sink_mode == "llm":
+            if self.output_model is None:
+                self.output_model = default_output_model(self.models)
+            if self.output_model not in self.model_names and (
+                self.output_spec is None or self.output_spec.name != self.output_model
+            ):
+                raise SearchSpaceError(
+                    f"output_model={self.output_model!r} is not a model of the space; use --output-model "
+                    f"with one of: {', '.join(self.model_names)}"
+                )
+        elif self.output_model is not None and self.sink_mode != "llm":
+            self.output_model = None
         self._unit = unit_flops(self.models, self.avg_in, self.avg_out)
-        cheapest = min(self.node_cost(m.name, 0) for m in self.models)
+        cheapest = min(self.node_cost(m.name, 0) for m in self.models) + self.sink_cost(1)
         if self.budget is not None and cheapest > self.budget:
             raise SearchSpaceError(
                 f"budget={self.budget}: even one call of the cheapest model costs {cheapest:.2f} "
@@ -101,6 +222,7 @@ class SearchSpace:
         flat: bool = False,
         sink_mode: SinkMode = "vote",
         max_copies: int | dict[str, int] | None = None,
+        output_model: str | None = None,
     ) -> SearchSpace:
         """Build from a pool and a task (the task gives the average lengths A, B)."""
         specs = [pool[m] for m in models] if models else list(pool.models)
@@ -121,6 +243,10 @@ class SearchSpace:
             flat=flat,
             sink_mode=sink_mode,
             max_copies=max_copies,
+            output_model=output_model,
+            output_spec=pool[output_model]
+            if output_model and output_model not in [m.name for m in specs]
+            else None,
         )
 
     # --- costs --------------------------------------------------------------
@@ -132,6 +258,8 @@ class SearchSpace:
         for m in self.models:
             if m.name == name:
                 return m
+        if self.output_spec is not None and self.output_spec.name == name:
+            return self.output_spec
         raise KeyError(f"model {name!r} is not in the search space ({', '.join(self.model_names)})")
 
     def node_cost(self, model: str, in_degree: int) -> float:
@@ -144,12 +272,34 @@ class SearchSpace:
         return c
 
     def node_dollars(self, model: str, in_degree: int) -> float:
-        return call_dollars(
-            self.spec(model), self.avg_in + in_degree * self.avg_out, self.avg_out
+        return call_dollars(self.spec(model), self.avg_in + in_degree * self.avg_out, self.avg_out)
+
+    def sink_cost(self, in_degree: int) -> float:
+        """Normalised FLOPs of the sink: the output node's call, or 0 for a vote/select sink."""
+        if self.sink_mode != "llm" or not self.output_model:
+            return 0.0
+        return self.node_cost(self.output_model, in_degree)
+
+    def paper_budget(self, b: int) -> float:
+        """The official budget rule in this space's units: a complete DAG of ``b``
+        nodes of the smallest searched model (the paper's 1B unit model) plus an
+        output node of ``output_model`` (the paper's 3B) reading all b answers.
+        With a vote sink the output node is still priced (as the default output model)."""
+        small = min(self.models, key=lambda m: m.n_params)
+        out = (
+            self.spec(self.output_model)
+            if self.output_model
+            else self.spec(default_output_model(self.models))
         )
+        return complete_dag_flops(b, small, out, self.avg_in, self.avg_out) / self._unit
+
+    @staticmethod
+    def workers(graph: Graph) -> list[Node]:
+        """The searched LLM nodes (every LLM node but an LLM sink)."""
+        return [n for n in graph.llm_nodes if n.id != graph.sink]
 
     def graph_cost(self, graph: Graph) -> float:
-        """Normalised planned FLOPs of a graph (vote nodes are free)."""
+        """Normalised planned FLOPs of a graph (an LLM output node is charged; vote nodes are free)."""
         return sum(self.node_cost(n.model, len(n.inputs)) for n in graph.llm_nodes if n.model)
 
     def graph_dollars(self, graph: Graph) -> float:
@@ -164,18 +314,21 @@ class SearchSpace:
 
     def _over_copied(self, graph: Graph) -> set[str]:
         counts: dict[str, int] = {}
-        for n in graph.llm_nodes:
+        for n in self.workers(graph):
             counts[n.model or ""] = counts.get(n.model or "", 0) + 1
         return {m for m, c in counts.items() if c > self.copies_allowed(m)}
 
     def fits(self, graph: Graph) -> bool:
-        if len(graph.llm_nodes) > self.max_nodes:
+        if len(self.workers(graph)) > self.max_nodes:
             return False
         if self.max_copies is not None and self._over_copied(graph):
             return False
         if self.budget is not None and self.graph_cost(graph) > self.budget + 1e-9:
             return False
-        if self.budget_dollars is not None and self.graph_dollars(graph) > self.budget_dollars + 1e-12:
+        if (
+            self.budget_dollars is not None
+            and self.graph_dollars(graph) > self.budget_dollars + 1e-12
+        ):
             return False
         return True
 
@@ -189,11 +342,13 @@ class SearchSpace:
         ):
             return False
         if self.budget is not None:
-            cost = sum(c * self.node_cost(names[i], 0) for i, c in enumerate(counts))
+            cost = self.mix_cost(counts)
             if cost > self.budget + 1e-9:
                 return False
         if self.budget_dollars is not None:
             d = sum(c * self.node_dollars(names[i], 0) for i, c in enumerate(counts))
+            if self.sink_mode == "llm" and self.output_model:
+                d += self.node_dollars(self.output_model, sum(counts))
             if d > self.budget_dollars + 1e-12:
                 return False
         return True
@@ -243,8 +398,11 @@ class SearchSpace:
         return list(self.iter_mixes(maximal=maximal))
 
     def mix_cost(self, counts: Sequence[int]) -> float:
+        """Cheapest-wiring cost of a mix (an LLM sink reads every node)."""
         names = self.model_names
-        return sum(c * self.node_cost(names[i], 0) for i, c in enumerate(counts))
+        return sum(c * self.node_cost(names[i], 0) for i, c in enumerate(counts)) + self.sink_cost(
+            sum(counts)
+        )
 
     def describe_mix(self, counts: Sequence[int]) -> str:
         parts = [f"{c}x {self.model_names[i]}" for i, c in enumerate(counts) if c]
@@ -253,7 +411,7 @@ class SearchSpace:
     def mix_of(self, graph: Graph) -> tuple[int, ...]:
         names = self.model_names
         counts = [0] * len(names)
-        for n in graph.llm_nodes:
+        for n in self.workers(graph):
             if n.model in names:
                 counts[names.index(n.model)] += 1
         return tuple(counts)
@@ -264,36 +422,100 @@ class SearchSpace:
         nodes: list[Node] = []
         for i, c in enumerate(counts):
             for _ in range(c):
-                nodes.append(Node(id=f"n{len(nodes)}", role=Role.ASSISTANT, model=self.model_names[i]))
-        return finalize_graph(nodes, sink_inputs=[n.id for n in nodes], name=name, sink_mode=self.sink_mode)
+                nodes.append(
+                    Node(id=f"n{len(nodes)}", role=Role.ASSISTANT, model=self.model_names[i])
+                )
+        return finalize_graph(
+            nodes,
+            sink_inputs=[n.id for n in nodes],
+            name=name,
+            sink_mode=self.sink_mode,
+            output_model=self.output_model,
+        )
 
-    def trim(self, graph: Graph) -> Graph:
+    def trim(self, graph: Graph, keep_nodes: bool = False) -> Graph:
         """Drop the cheapest nodes until the graph fits the budget and node cap.
 
         Dropping a node removes its edges; the role rules are re-applied and
         every node left without a consumer feeds the sink, so the result is
-        always a valid graph. At least one LLM node is kept (the space
-        guarantees one cheapest node fits).
+        always a valid graph. At least one worker node is kept (the space
+        guarantees one cheapest node fits). An LLM sink is never dropped.
+
+        ``keep_nodes=True`` (a fixed model mix): first drop edges between worker
+        nodes, dearest input first, and only then nodes.
         """
-        g = graph
-        while not self.fits(g) and len(g.llm_nodes) > 1:
+        g = self._with_sink(graph)
+        if keep_nodes:
+            while not self.fits(g) and any(n.inputs for n in self.workers(g)):
+                n_max = max(
+                    self.workers(g),
+                    key=lambda n: (len(n.inputs), self.node_cost(n.model or "", len(n.inputs))),
+                )
+                nodes = [n.model_copy(deep=True) for n in g.nodes if n.id != g.sink]
+                for n in nodes:
+                    if n.id == n_max.id:
+                        n.inputs = n.inputs[:-1]
+                g = finalize_graph(
+                    nodes,
+                    list(g.node(g.sink).inputs),
+                    name=g.name,
+                    sink_mode=_sink_mode(g),
+                    meta=g.meta,
+                    output_model=self.output_model,
+                )
+        while not self.fits(g) and len(self.workers(g)) > 1:
             over = self._over_copied(g) if self.max_copies is not None else set()
-            pool_ = [n for n in g.llm_nodes if n.model in over] or g.llm_nodes
+            workers = self.workers(g)
+            pool_ = [n for n in workers if n.model in over] or workers
             victim = min(
                 pool_,
                 key=lambda n: (self.node_cost(n.model or "", len(n.inputs)), -_slot(n.id)),
             )
-            nodes = [n.model_copy(deep=True) for n in g.nodes if n.id != victim.id and n.id != g.sink]
+            nodes = [
+                n.model_copy(deep=True) for n in g.nodes if n.id != victim.id and n.id != g.sink
+            ]
             for n in nodes:
                 n.inputs = [i for i in n.inputs if i != victim.id]
             sink_inputs = [i for i in g.node(g.sink).inputs if i != victim.id]
-            g = finalize_graph(nodes, sink_inputs, name=g.name, sink_mode=_sink_mode(g), meta=g.meta)
+            g = finalize_graph(
+                nodes,
+                sink_inputs,
+                name=g.name,
+                sink_mode=_sink_mode(g),
+                meta=g.meta,
+                output_model=self.output_model,
+            )
         if not self.fits(g):
             # The one node left is too dear: swap in the cheapest model.
             cheapest = min(self.model_names, key=lambda m: self.node_cost(m, 0))
-            n = g.llm_nodes[0].model_copy(update={"model": cheapest, "inputs": [], "role": Role.ASSISTANT})
-            g = finalize_graph([n], [n.id], name=g.name, sink_mode=_sink_mode(g), meta=g.meta)
+            n = self.workers(g)[0].model_copy(
+                update={"model": cheapest, "inputs": [], "role": Role.ASSISTANT}
+            )
+            g = finalize_graph(
+                [n],
+                [n.id],
+                name=g.name,
+                sink_mode=_sink_mode(g),
+                meta=g.meta,
+                output_model=self.output_model,
+            )
         return g
+
+    def _with_sink(self, graph: Graph) -> Graph:
+        """The graph with this space's sink (a graph built for another sink mode is re-sunk)."""
+        if _sink_mode(graph) == self.sink_mode and (
+            self.sink_mode != "llm" or graph.node(graph.sink).model == self.output_model
+        ):
+            return graph
+        nodes = [n.model_copy(deep=True) for n in graph.nodes if n.id != graph.sink]
+        return finalize_graph(
+            nodes,
+            list(graph.node(graph.sink).inputs),
+            name=graph.name,
+            sink_mode=self.sink_mode,
+            meta=graph.meta,
+            output_model=self.output_model,
+        )
 
     def config(self) -> dict[str, Any]:
         """JSON description (stored with a study)."""
@@ -308,6 +530,9 @@ class SearchSpace:
             "flat": self.flat,
             "sink_mode": self.sink_mode,
             "max_copies": self.max_copies,
+            "output_model": self.output_model,
+            "unit": f"one no-input call of {min(self.models, key=lambda m: m.n_params).name} "
+            f"(A={self.avg_in:g}, B={self.avg_out:g})",
         }
 
 
@@ -319,7 +544,8 @@ def _slot(node_id: str) -> int:
 
 
 def _sink_mode(g: Graph) -> SinkMode:
-    return "select" if g.meta.get("sink_mode") == "select" else "vote"
+    m = g.meta.get("sink_mode")
+    return m if m in ("select", "llm") else "vote"
 
 
 def finalize_graph(
@@ -329,8 +555,11 @@ def finalize_graph(
     name: str = "",
     sink_mode: SinkMode = "vote",
     meta: dict[str, Any] | None = None,
+    output_model: str | None = None,
 ) -> Graph:
-    """Apply the role rules in topological order and attach the vote sink.
+    """Apply the role rules in topological order and attach the sink (a vote
+    node, or with ``sink_mode="llm"`` an ``assistant`` output node running
+    ``output_model`` that refines every answer it is given).
 
     Rules: a fuser needs at least one assistant input (else it becomes an
     assistant); a node fed by a fuser is an assistant; every node without a
@@ -343,7 +572,9 @@ def finalize_graph(
     try:
         order = [i for i in g_tmp.topological_order() if i != SINK_ID]
     except Exception as e:  # networkx cycle
-        raise ValueError(f"graph {name!r} has a cycle; edges must go from earlier to later nodes") from e
+        raise ValueError(
+            f"graph {name!r} has a cycle; edges must go from earlier to later nodes"
+        ) from e
     for nid in order:
         n = by_id[nid]
         n.inputs = [i for i in dict.fromkeys(n.inputs) if i in by_id and i != nid]
@@ -357,17 +588,18 @@ def finalize_graph(
             sinks.append(nid)
     sinks.sort(key=order.index)
     m = dict(meta or {})
-    if sink_mode == "select":
-        m["sink_mode"] = "select"
+    if sink_mode in ("select", "llm"):
+        m["sink_mode"] = sink_mode
     else:
         m.pop("sink_mode", None)
     ordered = [by_id[i] for i in order]
-    return Graph(
-        name=name,
-        nodes=ordered + [Node(id=SINK_ID, role=Role.VOTE, inputs=sinks)],
-        sink=SINK_ID,
-        meta=m,
-    )
+    if sink_mode == "llm":
+        if not output_model:
+            raise ValueError("sink_mode='llm' needs output_model (the charged output node's model)")
+        sink = Node(id=SINK_ID, role=Role.ASSISTANT, model=output_model, inputs=sinks)
+    else:
+        sink = Node(id=SINK_ID, role=Role.VOTE, inputs=sinks)
+    return Graph(name=name, nodes=ordered + [sink], sink=SINK_ID, meta=m)
 
 
 def graph_key(graph: Graph) -> str:
@@ -382,7 +614,9 @@ def graph_text(graph: Graph) -> str:
     """Compact, human- and LLM-readable form of a graph."""
     lines = []
     for n in graph.nodes:
-        if n.id == graph.sink:
+        if n.id == graph.sink and n.model:
+            lines.append(f"{n.id}: output {n.model} <- {', '.join(n.inputs)}")
+        elif n.id == graph.sink:
             lines.append(f"{n.id}: {graph.meta.get('sink_mode', 'vote')} <- {', '.join(n.inputs)}")
         else:
             src = ", ".join(n.inputs) if n.inputs else "query"
