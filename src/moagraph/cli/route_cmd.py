@@ -13,13 +13,15 @@ from rich.table import Table
 from moagraph.cli import app
 from moagraph.cli._errors import fail
 
-route_app = typer.Typer(help="Per-query routing (RouteMoA and baselines): train the scorer, evaluate.",
-                        no_args_is_help=True)
+route_app = typer.Typer(
+    help="Per-query routing (RouteMoA and baselines): train the scorer, evaluate.",
+    no_args_is_help=True,
+)
 app.add_typer(route_app, name="route")
 console = Console()
 
-POLICIES = "dense,sparse,single,random,threshold,routemoa,routemoa-1L"
-
+POLICIES = "dense,smoa,sparse,single,random,threshold,routemoa,routemoa-1r"
+GT_POLICIES = "dense,smoa,sparse,single,random,threshold,oracle,routemoa,routemoa-1r"
 
 
 def _pool_and_labels(pool: str | None, data: str | None) -> tuple[Any, Any]:
@@ -32,58 +34,151 @@ def _pool_and_labels(pool: str | None, data: str | None) -> tuple[Any, Any]:
     return p, labels_for_pool(table, p)
 
 
+def _pool_and_labels_any(pool: str | None, data: str | None) -> tuple[Any, Any, Any]:
+    """(pool, label table, GroundTruth or None): a recorded ground-truth pool's own scores,
+    else the AlpacaEval labels from ``--data``."""
+    from moagraph.route.gt import is_ground_truth_pool, load_ground_truth
+
+    if pool is not None and is_ground_truth_pool(pool):
+        if data is not None:
+            raise ValueError(
+                f"--data: pool {pool!r} carries its own labels (recorded scores); drop --data"
+            )
+        gt = load_ground_truth(pool)
+        return gt.pool, gt.table, gt
+    p, table = _pool_and_labels(pool, data)
+    return p, table, None
+
+
 @route_app.command("train")
 def train(
-    data: str = typer.Option(None, "--data", help="AlpacaEval label folder (default: shared data)."),
-    pool: str = typer.Option(None, "--pool", help="Pool file/name; default: the bundled `alpaca_eval` pool (21 models)."),
+    data: str = typer.Option(
+        None, "--data", help="AlpacaEval label folder (default: shared data)."
+    ),
+    pool: str = typer.Option(
+        None, "--pool", help="Pool file/name; default: the bundled `alpaca_eval` pool (21 models)."
+    ),
     encoder: str = typer.Option("minilm", "--encoder", help="minilm | hashing"),
-    head: str = typer.Option("ridge", "--head", help="ridge | mlp"),
+    head: str = typer.Option(
+        "auto",
+        "--head",
+        help="auto (logistic on ground-truth pools, else ridge) | ridge | mlp | logistic | routerdc",
+    ),
     alpha: float = typer.Option(10.0, "--alpha", help="Ridge regularisation."),
-    test_frac: float = typer.Option(0.25, "--test-frac", help="Held-out share of queries."),
+    test_frac: float = typer.Option(
+        0.3, "--test-frac", help="Held-out share of queries (0 = train on all)."
+    ),
+    val_frac: float = typer.Option(
+        0.2, "--val-frac", help="Validation share (ground-truth pools)."
+    ),
     seed: int = typer.Option(0, "--seed"),
-    tie_tol: float = typer.Option(0.0, "--tie-tol", help="Labels within this of the best count as best."),
+    tie_tol: float = typer.Option(
+        0.0, "--tie-tol", help="Labels within this of the best count as best."
+    ),
     out: Path = typer.Option(Path("router.pt"), "-o", "--out", help="Where to save the scorer."),
     plot: Path = typer.Option(None, "--plot", help="Write a calibration PNG here."),
     cache: Path = typer.Option(None, "--cache", help="Embedding cache (SQLite)."),
 ) -> None:
-    """Train the scorer on per-query labels; print held-out hit rates and calibration."""
+    """Train the scorer on per-query labels; print held-out hit rates and calibration.
+
+    On a ground-truth pool (``--pool zeroeval-math``, ``zeroeval-gsm8k``, ``mmlu-pro``) the
+    labels are the pool's recorded 0/1 scores and the queries are split by question id
+    with ``split_ids`` into train / validation / test (``--val-frac``, ``--test-frac``);
+    the seed and the train ids are stored in the router file. ``--test-frac 0`` trains on
+    everything (no held-out figures are printed)."""
+    rep = None
     try:
         from moagraph.route.encoders import make_encoder
         from moagraph.route.evaluate import evaluate_scorer, plot_calibration
         from moagraph.route.scorer import Scorer
 
-        p, table = _pool_and_labels(pool, data)
-        tr, te = table.split(test_frac, seed)
+        if not 0.0 <= test_frac < 1.0 or not 0.0 <= val_frac < 1.0 or test_frac + val_frac >= 1.0:
+            raise ValueError(
+                f"--test-frac {test_frac} / --val-frac {val_frac}: each in [0, 1), sum < 1"
+            )
+        p, table, gt = _pool_and_labels_any(pool, data)
+        if gt is not None:
+            sp = gt.split(seed, (1.0 - val_frac - test_frac, val_frac, test_frac))
+            tr, te = gt.table.subset(gt.rows(sp["train"])), gt.table.subset(gt.rows(sp["test"]))
+            split_meta = {
+                "by": "split_ids(question id)",
+                "seed": seed,
+                "val_frac": val_frac,
+                "test_frac": test_frac,
+                "n_validation": len(sp["validation"]),
+            }
+        elif test_frac > 0:
+            tr, te = table.split(test_frac, seed)
+            split_meta = {"test_frac": test_frac, "seed": seed}
+        else:
+            tr, te = table, table.subset([])
+            split_meta = {"test_frac": 0.0, "seed": seed}
+        if head == "auto":
+            head = "logistic" if gt is not None else "ridge"
         with console.status(f"encoding {len(table)} queries with {encoder} and fitting the head"):
-            s = Scorer(make_encoder(encoder, cache_path=cache), table.models, head=head,  # type: ignore[arg-type]
-                       alpha=alpha, seed=seed)
+            s = Scorer(
+                make_encoder(encoder, cache_path=cache),
+                table.models,
+                head=head,  # type: ignore[arg-type]
+                alpha=alpha,
+                seed=seed,
+            )
             s.fit(tr.texts, tr.labels, p)
-            s.meta["split"] = {"test_frac": test_frac, "seed": seed}
-            rep = evaluate_scorer(s, tr, te, tie_tol=tie_tol, seed=seed)
-        s.meta["report"] = {"rows": rep.rows, "mse": rep.calibration.mse, "ece": rep.calibration.ece}
+            s.meta["split"] = split_meta
+            s.meta["train_ids"] = list(tr.query_ids)
+            s.meta["labels"] = "pool recorded score" if gt is not None else "alpaca_eval --data"
+            if len(te):
+                rep = evaluate_scorer(s, tr, te, tie_tol=tie_tol, seed=seed)
+                s.meta["report"] = {
+                    "rows": rep.rows,
+                    "mse": rep.calibration.mse,
+                    "ece": rep.calibration.ece,
+                }
         s.save(out)
     except ValueError as e:
         raise fail(e) from None
-    console.print(
-        rep.table(f"Scorer hit rate on {rep.n_test} held-out queries ({rep.n_models} models, {rep.n_train} train)")
-    )
-    console.print(rep.calibration_line())
-    if plot is not None:
+    if rep is None:
+        console.print(f"trained on all {len(tr)} queries (--test-frac 0): no held-out figures")
+    else:
+        console.print(
+            rep.table(
+                f"Scorer hit rate on {rep.n_test} held-out queries ({rep.n_models} models, {rep.n_train} train; "
+                "any tied-best model is a hit)"
+            )
+        )
+        console.print(rep.calibration_line())
+    if plot is not None and rep is not None:
         console.print(f"calibration plot: {plot_calibration(rep, plot)}")
     console.print(f"saved {out} (pool {p.name!r}, {len(p.models)} models)")
 
 
-def build_policies(names: list[str], scorer: Any, runtime: Any, k: int, layers: int, seed: int) -> list[Any]:
+def build_policies(
+    names: list[str],
+    scorer: Any,
+    runtime: Any,
+    k: int,
+    layers: int,
+    seed: int,
+    labels: dict[str, dict[str, float]] | None = None,
+) -> list[Any]:
     from moagraph.route.base import get_router_class
 
     out = []
     for n in names:
-        if n == "routemoa-1L":
-            out.append(get_router_class("routemoa")(scorer, runtime, name=n, k=k, max_layers=1))
-        elif n == "routemoa":
-            out.append(get_router_class("routemoa")(scorer, runtime, k=k, max_layers=layers))
+        if n == "routemoa":
+            out.append(get_router_class("routemoa")(scorer, runtime, k=k, rounds=layers))
+        elif n == "routemoa-1r":
+            out.append(get_router_class("routemoa")(scorer, runtime, name=n, k=k, rounds=1))
+        elif n == "smoa":
+            out.append(get_router_class(n)(runtime, scorer, k=k, layers=layers))
+        elif n == "oracle":
+            out.append(get_router_class(n)(runtime, scorer, labels=labels or {}))
         elif n in ("sparse", "random"):
-            out.append(get_router_class(n)(runtime, scorer, k=k, layers=layers, **({"seed": seed} if n == "random" else {})))
+            out.append(
+                get_router_class(n)(
+                    runtime, scorer, k=k, layers=layers, **({"seed": seed} if n == "random" else {})
+                )
+            )
         elif n == "dense":
             out.append(get_router_class(n)(runtime, scorer, layers=layers))
         else:
@@ -91,14 +186,99 @@ def build_policies(names: list[str], scorer: Any, runtime: Any, k: int, layers: 
     return out
 
 
+def held_out(scorer: Any, table: Any, gt: Any) -> tuple[Any, str]:
+    """The queries a router file was not trained on, and a sentence saying which they are.
+
+    Ground-truth pools: the test part of the stored ``split_ids`` split; always minus the
+    stored train ids. Refuses when nothing held out is left (e.g. ``--test-frac 0``)."""
+    split = scorer.meta.get("split", {})
+    train_ids = set(scorer.meta.get("train_ids") or [])
+    if gt is not None and split.get("by", "").startswith("split_ids"):
+        tf, vf = float(split.get("test_frac", 0.3)), float(split.get("val_frac", 0.2))
+        if tf <= 0:
+            raise ValueError(
+                "this router was trained with --test-frac 0 (on every query of the pool): "
+                "there are no held-out queries to report; retrain with --test-frac 0.3"
+            )
+        part = gt.split(int(split["seed"]), (1.0 - vf - tf, vf, tf))["test"]
+        ids = [q for q in part if q not in train_ids]
+        how = f"test part of split_ids(seed={split['seed']}, test_frac={tf})"
+    elif train_ids:
+        ids = [q for q in table.query_ids if q not in train_ids]
+        how = f"every query not among the router's {len(train_ids)} train ids"
+    elif "test_frac" in split and float(split["test_frac"]) > 0:
+        _, te0 = table.split(float(split["test_frac"]), int(split.get("seed", 0)))
+        ids = list(te0.query_ids)
+        how = (
+            f"old router file without train ids: the stored split (test_frac={split['test_frac']}, "
+            f"seed={split.get('seed', 0)}) re-applied to these labels"
+        )
+    else:
+        raise ValueError(
+            "the router file records no split or train ids; cannot tell held-out queries apart"
+        )
+    overlap = [q for q in ids if q in train_ids]
+    if overlap:
+        raise ValueError(
+            f"{len(overlap)} of the chosen queries were used to train this router; refusing to "
+            "report them as held-out"
+        )
+    if not ids:
+        raise ValueError(
+            "no held-out queries: every query of these labels was used to train this router"
+        )
+    pos = {q: i for i, q in enumerate(table.query_ids)}
+    return table.subset([pos[q] for q in ids if q in pos]), how
+
+
+def _print_gt(res: list[Any]) -> None:
+    from moagraph.route.gt_eval import FINAL_ANSWER_NOTE
+
+    ref = next((r for r in res if r.policy == "dense"), None)
+    t = Table(
+        title="Routing on a ground-truth replay pool (held-out queries)", caption=FINAL_ANSWER_NOTE
+    )
+    for c in (
+        "policy",
+        "n",
+        "vote acc",
+        "select acc",
+        "FLOPs vs dense",
+        "$ / query",
+        "calls",
+        "rounds",
+    ):
+        t.add_column(c, justify="left" if c == "policy" else "right")
+    for r in res:
+        m = r.mean
+        rel = f"{100 * m['flops'] / ref.mean['flops']:.1f}%" if ref is not None else "-"
+        t.add_row(
+            r.policy,
+            str(r.n),
+            f"{m['vote']:.3f}",
+            f"{m['select']:.3f}",
+            rel,
+            f"{m['dollars']:.5f}",
+            f"{m['calls']:.1f}",
+            f"{m['rounds']:.2f}",
+        )
+    console.print(t)
+
+
 @route_app.command("eval")
 def evaluate(
     router: Path = typer.Option(..., "--router", help="Scorer file from `route train`."),
     data: str = typer.Option(None, "--data"),
     pool: str = typer.Option(None, "--pool"),
-    policies: str = typer.Option(POLICIES, "--policies", help="Comma-separated."),
+    policies: str = typer.Option(
+        None,
+        "--policies",
+        help=f"Comma-separated; default {POLICIES} (ground-truth pools: {GT_POLICIES}).",
+    ),
     k: int = typer.Option(3, "--k", help="Models per layer (routemoa, sparse, random)."),
-    layers: int = typer.Option(2, "--layers", help="Answering layers before the aggregator."),
+    layers: int = typer.Option(
+        3, "--layers", help="Answer rounds before the aggregator (paper: 3)."
+    ),
     plot: Path = typer.Option(None, "--plot", help="Write a quality-vs-cost PNG here."),
     json_out: Path = typer.Option(None, "--json", help="Write per-policy results here."),
     cache: Path = typer.Option(None, "--cache", help="Embedding cache (SQLite)."),
@@ -109,14 +289,38 @@ def evaluate(
         from moagraph.route.replay_eval import evaluate_policies, plot_results, results_table
         from moagraph.route.scorer import Scorer
 
-        p, table = _pool_and_labels(pool, data)
+        p, table, gt = _pool_and_labels_any(pool, data)
         s = Scorer.load(router, pool=p, cache_path=cache)
-        split = s.meta.get("split", {"test_frac": 0.25, "seed": 0})
-        _, te = table.split(split["test_frac"], split["seed"])
-        names = [n.strip() for n in policies.split(",") if n.strip()]
-        pols = build_policies(names, s, PoolRuntime(p), k, layers, split["seed"])
+        te, how = held_out(s, table, gt)
+        seed = int(s.meta.get("split", {}).get("seed", 0))
+        names = [
+            n.strip()
+            for n in (policies or (GT_POLICIES if gt is not None else POLICIES)).split(",")
+            if n.strip()
+        ]
+        labels = {
+            q: {m: float(v) for m, v in zip(te.models, row) if v == v}
+            for q, row in zip(te.query_ids, te.labels)
+        }
+        pols = build_policies(names, s, PoolRuntime(p), k, layers, seed, labels=labels)
+        console.print(f"scoring {len(te)} of {len(table)} queries: {how}")
         from rich.progress import Progress
 
+        if gt is not None:
+            from moagraph.route.gt_eval import evaluate_gt
+
+            with Progress(console=console, transient=True) as prog:
+                task = prog.add_task("simulating", total=len(te) * len(pols))
+                gres = evaluate_gt(
+                    pols, gt, gt.rows(te.query_ids), progress=lambda: prog.advance(task)
+                )
+            _print_gt(gres)
+            if json_out is not None:
+                json_out.write_text(
+                    json.dumps([{"policy": r.policy, "n": r.n, **r.mean} for r in gres], indent=2)
+                )
+                console.print(f"results: {json_out}")
+            return
         with Progress(console=console, transient=True) as prog:
             task = prog.add_task("planning", total=len(te) * len(pols))
             res = evaluate_policies(pols, te, p, progress=lambda: prog.advance(task))
@@ -124,7 +328,13 @@ def evaluate(
         raise fail(e) from None
     console.print(results_table(res))
     dt = Table(title="Router decision time per query (no LLM calls)")
-    for c in ("policy", "encoder p50/p99 ms", "head p50/p99 ms", "policy p50/p99 ms", "total p50/p99 ms"):
+    for c in (
+        "policy",
+        "encoder p50/p99 ms",
+        "head p50/p99 ms",
+        "policy p50/p99 ms",
+        "total p50/p99 ms",
+    ):
         dt.add_column(c, justify="left" if c == "policy" else "right")
     for r in res:
         d = r.decision_ms
@@ -137,6 +347,9 @@ def evaluate(
     if plot is not None:
         console.print(f"plot: {plot_results(res, plot)}")
     if json_out is not None:
-        json_out.write_text(json.dumps([{k: v for k, v in r.__dict__.items() if k != "per_query"}
-                                        for r in res], indent=2))
+        json_out.write_text(
+            json.dumps(
+                [{k: v for k, v in r.__dict__.items() if k != "per_query"} for r in res], indent=2
+            )
+        )
         console.print(f"results: {json_out}")

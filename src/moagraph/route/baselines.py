@@ -4,7 +4,13 @@ All share one shape: some models answer in layer 1, the same models refine
 for ``layers - 1`` more layers, an aggregator fuses (or not). They differ
 only in which models, chosen how:
 
-- ``dense``: every pool model (classic MoA), aggregator = best by training label;
+- ``dense``: every pool model (classic MoA: 3 rounds as the official
+  ``emoa_large/configs/moa.json``), aggregator = best by training label;
+- ``smoa``: SMoA (official ``emoa_large/src/emoa/core/smoa_v2.py``, config
+  ``emoa_large/configs/smoa.json``): every model answers (with a generated role),
+  a judge/moderator (the aggregator model) picks ``k`` = 3 responses and may end
+  the debate, the next round sees only those, the aggregator fuses them;
+- ``oracle``: the cheapest model that is right on the query (needs labels);
 - ``sparse``: a fixed subset (given, or the k best by training label);
 - ``single``: the single best model by training label, one call;
 - ``random``: k random models per query (seeded by query id);
@@ -39,7 +45,7 @@ class _LayeredBaseline:
         runtime: PoolRuntime,
         scorer: Scorer | None = None,
         *,
-        layers: int = 2,
+        layers: int = 3,
         aggregate: bool = True,
         n_inputs: int | None = None,
         max_tokens: int = 512,
@@ -58,7 +64,9 @@ class _LayeredBaseline:
         self.layers = layers
         self.aggregate = aggregate
         self.n_inputs = n_inputs
-        self.params = SamplingParams(temperature=temperature, max_tokens=max_tokens, stop=tuple(stop))
+        self.params = SamplingParams(
+            temperature=temperature, max_tokens=max_tokens, stop=tuple(stop)
+        )
         self.budget = RouteBudget(max_flops_norm, max_dollars)
         self.name = name or self.kind
 
@@ -94,11 +102,17 @@ class _LayeredBaseline:
         nodes: dict[str, str] = {}
         for layer, models in enumerate(plan.layers, 1):
             if layer == 1:
-                calls = [Call(f"L1:{m}", "assistant", m, task.prompt(example), query_bound=True) for m in models]
+                calls = [
+                    Call(f"L1:{m}", "assistant", m, task.prompt(example), query_bound=True)
+                    for m in models
+                ]
             else:
                 keep = [m for m in plan.ranked if m in current][: self.n_inputs]
                 msgs = refine_messages(task, example, [current[m] for m in keep])
-                calls = [Call(f"L{layer}:{m}", "assistant", m, msgs, inputs=[nodes[k] for k in keep]) for m in models]
+                calls = [
+                    Call(f"L{layer}:{m}", "assistant", m, msgs, inputs=[nodes[k] for k in keep])
+                    for m in models
+                ]
             res = await run.run_calls(calls)
             got = {c.model: r for c, r in zip(calls, res) if r is not None and r.error is None}
             if not got:
@@ -112,12 +126,27 @@ class _LayeredBaseline:
             keep = ranked_here[: self.n_inputs]
             msgs = aggregator_messages(task, example, [current[m] for m in keep])
             (r,) = await run.run_calls(
-                [Call("aggregator", "aggregator", plan.aggregator, msgs, inputs=[nodes[m] for m in keep])]
+                [
+                    Call(
+                        "aggregator",
+                        "aggregator",
+                        plan.aggregator,
+                        msgs,
+                        inputs=[nodes[m] for m in keep],
+                    )
+                ]
             )
             if r is not None and r.error is None:
                 output, final = r.output, f"aggregator ({plan.aggregator})"
-        return run.finish(output, {"router": self.kind, "plan": plan.layers[0], "final": final,
-                                   "aggregator": plan.aggregator})
+        return run.finish(
+            output,
+            {
+                "router": self.kind,
+                "plan": plan.layers[0],
+                "final": final,
+                "aggregator": plan.aggregator,
+            },
+        )
 
 
 @register_router("dense")
@@ -133,8 +162,15 @@ class DenseMoA(_LayeredBaseline):
 class SparseMoA(_LayeredBaseline):
     kind = "sparse"
 
-    def __init__(self, runtime: PoolRuntime, scorer: Scorer | None = None, *,
-                 models: list[str] | None = None, k: int = 3, **kw: Any) -> None:
+    def __init__(
+        self,
+        runtime: PoolRuntime,
+        scorer: Scorer | None = None,
+        *,
+        models: list[str] | None = None,
+        k: int = 3,
+        **kw: Any,
+    ) -> None:
         super().__init__(runtime, scorer, **kw)
         if models:
             unknown = [m for m in models if m not in runtime.pool]
@@ -163,8 +199,15 @@ class SingleBest(_LayeredBaseline):
 class RandomK(_LayeredBaseline):
     kind = "random"
 
-    def __init__(self, runtime: PoolRuntime, scorer: Scorer | None = None, *,
-                 k: int = 3, seed: int = 0, **kw: Any) -> None:
+    def __init__(
+        self,
+        runtime: PoolRuntime,
+        scorer: Scorer | None = None,
+        *,
+        k: int = 3,
+        seed: int = 0,
+        **kw: Any,
+    ) -> None:
         super().__init__(runtime, scorer, **kw)
         if not 1 <= k <= len(runtime.pool.models):
             raise RouterError(f"random k={k}: must be between 1 and {len(runtime.pool.models)}")
@@ -173,7 +216,9 @@ class RandomK(_LayeredBaseline):
     def choose(self, example: Example) -> tuple[list[str], str | None]:
         h = int(hashlib.sha256(f"{self.seed}:{example.id}".encode()).hexdigest()[:8], 16)
         names = self.runtime.pool.names
-        picks = [names[i] for i in np.random.default_rng(h).choice(len(names), self.k, replace=False)]
+        picks = [
+            names[i] for i in np.random.default_rng(h).choice(len(names), self.k, replace=False)
+        ]
         return picks, picks[0]
 
 
@@ -185,9 +230,16 @@ class ThresholdRouter(_LayeredBaseline):
 
     kind = "threshold"
 
-    def __init__(self, runtime: PoolRuntime, scorer: Scorer | None = None, *,
-                 cutoff: float = 0.5, strong: str | None = None, weak: str | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        runtime: PoolRuntime,
+        scorer: Scorer | None = None,
+        *,
+        cutoff: float = 0.5,
+        strong: str | None = None,
+        weak: str | None = None,
+        **kw: Any,
+    ) -> None:
         if scorer is None:
             raise RouterError("threshold router needs a trained scorer (--router FILE)")
         kw.setdefault("layers", 1)
@@ -208,3 +260,200 @@ class ThresholdRouter(_LayeredBaseline):
         assert self.scorer is not None
         s = self.scorer.scores(example.question)
         return ([self.weak] if s[self.weak] >= self.cutoff else [self.strong]), None
+
+
+SMOA_JUDGE_PROMPT = (
+    "You are a moderator. You will be provided {n} responses from various open-source models to the "
+    "latest user query. Your task is to carefully and meticulously select {k} responses from them, "
+    "according to correctness, fluency, relevance, and quality. It is crucial to critically evaluate "
+    "the information provided in these responses, recognizing that some of them may be biased or "
+    "incorrect. Additionally, you need to decide whether to end the debate by measuring the "
+    "consistency between responses and giving an indicator controlling ending the debate or not.\n\n"
+    "Your answer should be like this JSON FILE STYLE:\n\n"
+    '{{\n    "chosen responses": list:[indexes of best {k} responses]  ,\n'
+    '    "end debate": true/false  // whether to end the debate\n}}'
+)
+"""Official ``emoa_large/configs/moderator_prompt.txt``."""
+
+ROLE_PROMPT = (
+    "Your task is to generate {n} role descriptions for the following task:\n{task}, Each role "
+    "description should include occupation, personality, and social group. Separate each role "
+    "description with [Generated Role Description]"
+)
+
+
+def parse_moderator(text: str, n: int, k: int) -> tuple[list[int], bool]:
+    """Official ``parse_judge_output``: chosen indexes (default the first k) and the stop flag."""
+    import json
+    import re
+
+    idx_m = re.search(r'"chosen responses"\s*:\s*(?:list:)?\s*(\[[^\]]*\])', text or "")
+    stop_m = re.search(r'"end debate"\s*:\s*(true|false)', text or "", re.I)
+    try:
+        idx = [int(i) for i in json.loads(idx_m.group(1))] if idx_m else []
+    except (ValueError, TypeError):
+        idx = []
+    if not idx or any(i < 0 or i >= n for i in idx):
+        idx = list(range(min(k, n)))
+    return idx, bool(stop_m and stop_m.group(1).lower() == "true")
+
+
+@register_router("smoa")
+class SMoA(_LayeredBaseline):
+    """SMoA: all models answer, a moderator (the aggregator model) selects ``k`` responses
+    and may end the debate; the next round reads the selected ones; the aggregator fuses."""
+
+    kind = "smoa"
+
+    def __init__(
+        self,
+        runtime: PoolRuntime,
+        scorer: Scorer | None = None,
+        *,
+        k: int = 3,
+        roles: bool = True,
+        aggregator: str | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(runtime, scorer, **kw)
+        self.k, self.roles = k, roles
+        self.agg = aggregator or self.by_prior()[0]
+        if self.agg not in runtime.pool:
+            raise RouterError(f"smoa aggregator {self.agg!r} is not in pool {runtime.pool.name!r}")
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        return self.by_prior(), self.agg
+
+    async def answer(self, example: Example, task: Task, on_token: Any = None) -> Trace:
+        import re
+
+        models = list(self.runtime.pool.names)
+        run = QueryRun(self.runtime, task, example, self.name, self.params, self.budget)
+        question = task.format_question(example)
+        roles: list[str] = []
+        role_node: list[str] = []
+        if self.roles:
+            (r,) = await run.run_calls(
+                [
+                    Call(
+                        "roles",
+                        "assistant",
+                        self.agg,
+                        [
+                            {
+                                "role": "user",
+                                "content": ROLE_PROMPT.format(n=len(models), task=question),
+                            }
+                        ],
+                    )
+                ]
+            )
+            if r is not None and r.error is None:
+                roles = [
+                    p.strip()
+                    for p in re.split(r"\[Generated Role Description\]", r.output)
+                    if p.strip()
+                ]
+                role_node = [r.node_id]
+        refs: list[str] = []
+        ref_nodes: list[str] = []
+        rounds_meta: list[dict[str, Any]] = []
+        for rnd in range(1, self.layers + 1):
+            calls = []
+            for i, m in enumerate(models):
+                msgs = task.prompt(example) if rnd == 1 else refine_messages(task, example, refs)
+                if i < len(roles):
+                    msgs = [{"role": "system", "content": roles[i]}, *msgs]
+                calls.append(
+                    Call(
+                        f"R{rnd}:{m}",
+                        "assistant",
+                        m,
+                        msgs,
+                        inputs=role_node + ref_nodes,
+                        query_bound=rnd == 1,
+                    )
+                )
+            res = await run.run_calls(calls)
+            got = [
+                (c.model, r)
+                for c, r in zip(calls, res)
+                if r is not None and r.error is None and r.output
+            ]
+            if not got:
+                break
+            prompt = SMOA_JUDGE_PROMPT.format(n=len(got), k=self.k)
+            for i, (_, r) in enumerate(got):
+                prompt += f"\nResponse {i}:\n{r.output}\n"
+            (j,) = await run.run_calls(
+                [
+                    Call(
+                        f"R{rnd}:moderator",
+                        "judge",
+                        self.agg,
+                        [{"role": "user", "content": prompt}],
+                        inputs=[r.node_id for _, r in got],
+                        max_tokens=1024,
+                    )
+                ]
+            )
+            chosen, stop = parse_moderator(
+                j.output if j is not None and j.error is None else "", len(got), self.k
+            )
+            refs = [got[i][1].output for i in chosen]
+            ref_nodes = [got[i][1].node_id for i in chosen]
+            rounds_meta.append(
+                {"round": rnd, "chosen": [got[i][0] for i in chosen], "end_debate": stop}
+            )
+            if stop:
+                break
+        output, final = (refs[0], "first chosen response") if refs else ("", "none")
+        if refs and self.aggregate:
+            (r,) = await run.run_calls(
+                [
+                    Call(
+                        "aggregator",
+                        "aggregator",
+                        self.agg,
+                        aggregator_messages(task, example, refs),
+                        inputs=ref_nodes,
+                    )
+                ]
+            )
+            if r is not None and r.error is None:
+                output, final = r.output, f"aggregator ({self.agg})"
+        return run.finish(
+            output,
+            {"router": self.kind, "rounds": rounds_meta, "final": final, "aggregator": self.agg},
+        )
+
+
+@register_router("oracle")
+class Oracle(_LayeredBaseline):
+    """Upper bound: the cheapest model that is right on the query (one call).
+
+    ``labels``: query id -> {model: 0/1 label}; a query without a right model (or
+    without labels) goes to the best model by training label."""
+
+    kind = "oracle"
+
+    def __init__(
+        self,
+        runtime: PoolRuntime,
+        scorer: Scorer | None = None,
+        *,
+        labels: dict[str, dict[str, float]] | None = None,
+        **kw: Any,
+    ) -> None:
+        kw.setdefault("layers", 1)
+        kw.setdefault("aggregate", False)
+        super().__init__(runtime, scorer, **kw)
+        self.labels = labels or {}
+        self._cost = {m.name: node_flops(m, 0, 200, 300) for m in runtime.pool.models}
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        lab = self.labels.get(example.id, {})
+        right = [m for m, v in lab.items() if v is not None and v >= 0.5 and m in self._cost]
+        if right:
+            return [min(right, key=lambda m: (self._cost[m], m))], None
+        return [self.by_prior()[0]], None

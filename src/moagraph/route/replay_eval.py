@@ -102,7 +102,7 @@ def plan_cost(plan: RoutePlan, pool: Pool, prompt_tokens: float, out_tokens: dic
 
 def _n_inputs(pol: Any) -> int | None:
     cfg = getattr(pol, "config", None)
-    return cfg.n_inputs if cfg is not None else getattr(pol, "n_inputs", None)
+    return getattr(cfg, "n_inputs", None) if cfg is not None else getattr(pol, "n_inputs", None)
 
 
 def evaluate_policies(

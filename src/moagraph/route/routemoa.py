@@ -1,65 +1,412 @@
-"""RouteMoA: per-query layered routing with a scorer prior and a mixture of judges.
+"""RouteMoA as the official code runs it (``rongyan4/RouteMoA``,
+``emoa_large/src/emoa/core/emoa_v2.py``, ``EmoaApp.process_func_emoa``;
+configuration ``emoa_large/configs/routemoa.json``).
 
-1. The scorer predicts each model's quality from the query; layer 1 = top-k,
-   near-ties (within ``margin``) broken by cost, then latency.
-2. After each layer every answering model rates its own answer (self) and the
-   others' (cross) on 1-10; an answer's rank score is
-   ``prior_weight * scorer + (1 - prior_weight) * mean_judge`` (both in [0, 1]).
-3. Stop early when the judges agree (top answer's mean >= threshold, spread <=
-   max_spread, >= min_judges readable scores); else the next layer's models
-   are the top-k by rank score (a model keeps its latest judged score, else its
-   scorer score) and
-   refine the best answers.
-4. An aggregator (the top-ranked model) fuses the best answers.
-Every call is budget-guarded (see :mod:`runner`); every decision is in
-``Trace.meta``.
+Per query:
+
+1. The scorer gives every model P(correct) from the query alone; the prior is
+   mapped with ``map_scores`` (x < 0.5: 0.8 x^1.5, else 1 - 0.8 (1-x)^1.5).
+   Models are ranked by score, exact ties by output then input price
+   (official); round 1 = the top ``k`` = 3.
+2. **Assessment inside the answer call** (official): each round-1 reply is a
+   JSON object ``{"answer", "self_score"}``; round-2 replies add
+   ``peer_scores`` for every round-1 answer. One call per answering model; the
+   self-score is parsed from the same reply (``safe_json_extract``). The
+   cross-score of a round-1 answer is the peer score given by the round-2
+   model with the highest self-score ("the best model"). No separate judge
+   calls (option ``assessment="judge"`` runs them instead, as this project
+   used to; ``"none"`` skips assessment).
+3. Combined scores (official weights): after round 1,
+   ``0.9 * mapped + 0.1 * self`` (an unparsed or zero self-score counts 0.8);
+   after round 2, for models in both rounds
+   ``0.25 * mapped + 0.15 * self1 + 0.15 * self2 + 0.45 * cross`` (missing
+   self 0.5; missing cross = keep the previous score), for models new in
+   round 2 ``0.9 * mapped + 0.1 * self2``, for round-1 models dropped in
+   round 2 ``0.7 * mapped + 0.1 * self1 + 0.2 * cross``. Every other model
+   keeps its mapped prior. The next round's models are the top ``k`` by
+   combined score over the whole pool.
+4. Early stop when the best combined score of the round's models is
+   ``> 0.76``. At most 3 rounds (round 3 answers in plain text, no scores).
+5. A fixed aggregator (``agg_model``; default here: the strongest model of the
+   pool by the scorer's training prior, or a named one) **always** fuses the
+   last round's answers.
+
+Deviations from the official code, each a named option (defaults = official
+unless said):
+
+- ``margin`` (default 0 = exact ties by price): scores within ``margin`` of the
+  best count as tied and the cheaper (``cost_key``) wins; price ties between
+  $0 open models fall back to FLOPs then name (official: candidate order).
+- ``self_scores_per_round`` (default True): the weights ``self1`` / ``self2``
+  use the round-1 and round-2 self-scores as their names say; the official code
+  rebinds ``self_scores`` each round, so it reads the round-2 self-score for
+  both. And the official round-2 update also applies the "dropped" formula to
+  models that never answered (their cross-score defaults to 1.0); here it
+  applies only to models that answered in round 1.
+- ``assessment`` ("inline" official, "judge", "none"); ``aggregator``;
+  ``rounds``; ``k``; weights and threshold are all overridable.
+
+Every call is budget-guarded (see :mod:`runner`); every decision (prior,
+mapped prior, parsed scores, combined scores, stop reason) is in ``Trace.meta``.
 """
 
 from __future__ import annotations
 
+import ast
+import json
+import re
 import time
+from dataclasses import dataclass, field
+from textwrap import dedent
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from moagraph.graph.prompts import aggregator_messages, refine_messages
 from moagraph.graph.trace import Trace
-from moagraph.models.base import SamplingParams
+from moagraph.models.base import ChatMessage, SamplingParams
+from moagraph.models.cost import call_dollars, node_flops
+from moagraph.models.pool import Pool
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route.base import RoutePlan, register_router
-from moagraph.route.judges import JudgeResult, judge_messages, judges_agree, normalised, parse_score
-from moagraph.route.runner import Call, QueryRun, RouteBudget, rank_models
+from moagraph.route.base import RoutePlan, RouterError, register_router
+from moagraph.route.judges import judge_messages, normalised, parse_score
+from moagraph.route.runner import Call, QueryRun, RouteBudget
 from moagraph.route.scorer import Scorer
 from moagraph.tasks.base import Example, Task
+
+# --- official prompts (emoa_v2.py build_prompt_round_one / build_prompt_subsequent) -------
+ROUND1_PROMPT = dedent("""
+    You are participating in a multi-agent reasoning task.
+
+    **Your objectives**
+    1. Produce the best possible answer to the user's query.
+    2. Critically evaluate your own answer and give it a quality score **between 0 and 1**
+       (0 = completely wrong, 1 = perfect).
+
+    **Output format** - return **ONLY** a valid JSON object:
+    ```json
+    {
+      "answer": "<your answer>",
+      "self_score": <float between 0 and 1>
+    }
+    ```
+    Do **not** add any keys, comments or extra text.
+""").strip()
+
+
+def round2_prompt(previous: list[str]) -> str:
+    block = "\n\n".join(f"ANSWER_{i}: {a}" for i, a in enumerate(previous))
+    return (
+        dedent("""
+        You are participating in a multi-agent reasoning task.Here are several answers from other LLMs:
+
+        {block}
+
+        **Your objectives**
+        1. Taking every answer in the previous round into account and produce an improved answer to the user's query.
+        2. Critically evaluate your own answer and give it a quality score **between 0 and 1**
+            (0 = completely wrong, 1 = perfect).
+        3. Critically evaluate **each** ANSWER_i above with a value in [0, 1] representing its quality.
+            (0 = completely wrong, 1 = perfect)
+
+        **Output format** - return **ONLY** a valid JSON object:
+        ```json
+        {{
+          "answer": "<your improved answer>",
+          "self_score": <float>,
+          "peer_scores": [<float_score_for_ANSWER_0>, <float_score_for_ANSWER_1>, ...]
+        }}
+        ```
+        Do not include any other text.
+    """)
+        .strip()
+        .format(block=block)
+    )
+
+
+def round3_prompt(previous: list[str]) -> str:
+    block = "\n\n".join(f"ANSWER_{i}: {a}" for i, a in enumerate(previous))
+    return (
+        "You are participating in a multi-agent reasoning task.\n"
+        f"Here are some answers generated by LLMs in the last round:\n{block}\n\n"
+        "**Your objective**\nProduce the best possible answer to the user's query, taking into\n"
+        "account every ANSWER_i above.  Return only your answer text.\n\n"
+        "**Output format - return ONLY the raw answer (no JSON or any other file).**"
+    )
+
+
+AGGREGATOR_PROMPT = dedent("""
+    You have been provided with a set of responses from various open-source
+    models to the latest user query. Your task is to synthesise these
+    responses into a single, high-quality answer. Critically evaluate the
+    information given, correct any mistakes, and produce a coherent,
+    well-structured response that meets the highest standards of accuracy.
+
+    Responses from models:
+""").strip()
+
+
+def with_system(
+    task: Task, example: Example, inject: str, references: list[str] | None = None
+) -> list[ChatMessage]:
+    """The task's messages with ``inject`` (and numbered references) prepended to the system prompt."""
+    msgs: list[dict[str, str]] = [
+        {"role": m["role"], "content": m["content"]} for m in task.prompt(example)
+    ]
+    sys_text = inject
+    if references:
+        sys_text += "\n" + "\n".join(f"{i + 1}. {r}" for i, r in enumerate(references))
+    if msgs and msgs[0]["role"] == "system":
+        msgs[0]["content"] = sys_text + "\n\n" + msgs[0]["content"]
+    else:
+        msgs.insert(0, {"role": "system", "content": sys_text})
+    return msgs  # type: ignore[return-value]
+
+
+# --- parsing (emoa_v2.py safe_json_extract) ---------------------------------------------
+_FENCE = re.compile(r"```(?:json)?\s*([\s\S]+?)```", re.I)
+_BRACE = re.compile(r"\{[\s\S]*?}", re.M)
+
+
+def _score(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if 0.0 <= f <= 1.0 else None
+
+
+def parse_assessment(raw: str) -> tuple[float | None, list[float | None]]:
+    """(self_score, peer_scores) from a reply; None where unreadable or out of [0, 1].
+
+    Like the official ``safe_json_extract``: a fenced ```json block, else any
+    ``{...}``, else a ``self_score: x`` pattern. The answer is the whole reply.
+    """
+
+    def try_parse(txt: str) -> tuple[float | None, list[float | None]] | None:
+        txt = txt.strip().replace("{{", "{").replace("}}", "}")
+        txt = re.sub(r",\s*([}\]])", r"\1", txt)
+        for loader in (json.loads, ast.literal_eval):
+            try:
+                obj = loader(txt if loader is ast.literal_eval else txt.replace("'", '"'))
+            except Exception:
+                continue
+            if isinstance(obj, dict) and ("self_score" in obj or "answer" in obj):
+                peers = obj.get("peer_scores") or []
+                return _score(obj.get("self_score")), [_score(p) for p in peers] if isinstance(
+                    peers, list
+                ) else []
+        return None
+
+    for m in _FENCE.finditer(raw or ""):
+        r = try_parse(m.group(1))
+        if r:
+            return r
+    for m in _BRACE.finditer(raw or ""):
+        r = try_parse(m.group(0))
+        if r:
+            return r
+    m2 = re.search(r'["\']?self_score["\']?\s*:\s*([0-9]*\.?[0-9]+)', raw or "", re.I)
+    return (_score(m2.group(1)) if m2 else None), []
+
+
+def map_scores(
+    scores: dict[str, float], a: float = 0.8, b: float = 1.5, c: float = 0.8, d: float = 1.5
+) -> dict[str, float]:
+    """Official ``EmoaApp.map_scores``: x < 0.5 -> a x^b; else 1 - c (1 - x)^d."""
+    out = {}
+    for m, x in scores.items():
+        x = min(1.0, max(0.0, float(x)))
+        out[m] = a * x**b if x < 0.5 else 1 - c * (1 - x) ** d
+    return out
 
 
 class RouteMoAConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    k: int = Field(3, ge=1, description="Models per layer.")
-    margin: float = Field(0.02, ge=0, description="Scores within this of the best are near-ties (cheaper wins).")
-    cost_key: Literal["flops", "dollars"] = "flops"
-    max_layers: int = Field(2, ge=1, description="Answering layers before the aggregator.")
-    judges: bool = Field(True, description="Run self/cross assessment after each layer.")
-    cross: bool = Field(True, description="Cross-assessment (else self only).")
-    prior_weight: float = Field(0.5, ge=0, le=1, description="Weight of the scorer prior vs judges.")
-    stop_threshold: float = Field(8.0, ge=1, le=10, description="Early stop: top mean judge score.")
-    stop_max_spread: float = Field(2.0, ge=0, description="Early stop: max - min judge score.")
-    min_judges: int = Field(2, ge=1, description="Early stop: readable judge scores needed.")
-    n_inputs: int = Field(3, ge=1, description="Best answers passed to the next layer / aggregator.")
-    aggregate: bool = Field(True, description="Fuse with an aggregator (else return the top answer).")
-    aggregate_on_stop: bool = Field(False, description="Also aggregate after an early stop.")
-    max_tokens: int = Field(512, ge=1)
+    k: int = Field(3, ge=1, description="Models per round (official 3).")
+    rounds: int = Field(
+        3, ge=1, le=3, description="Answer rounds before the aggregator (official 3)."
+    )
+    assessment: Literal["inline", "judge", "none"] = Field(
+        "inline",
+        description="inline: scores in the answer reply (official); judge: separate calls.",
+    )
+    map_prior: bool = Field(True, description="Power-map the scorer prior (official map_scores).")
+    w_round1: tuple[float, float] = (0.9, 0.1)
+    w_round2: tuple[float, float, float, float] = (0.25, 0.15, 0.15, 0.45)
+    w_round2_new: tuple[float, float] = (0.9, 0.1)
+    w_round2_dropped: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    self_default_r1: float = Field(
+        0.8, description="Round-1 self-score when unparsed or 0 (official)."
+    )
+    self_default_r2: float = Field(
+        0.5, description="Round-2 self-score when unparsed or 0 (official)."
+    )
+    self_default_dropped: float = Field(
+        0.3, description="Dropped model's self-score default (official)."
+    )
+    self_scores_per_round: bool = Field(
+        True, description="self1/self2 from their own rounds (see module doc)."
+    )
+    stop_threshold: float = Field(
+        0.76, description="Early stop: best combined score > this (official)."
+    )
+    margin: float = Field(
+        0.0, ge=0, description="Near-tie band (0 = exact ties by price, official)."
+    )
+    cost_key: Literal["price", "flops", "dollars"] = Field(
+        "price",
+        description="Tie-break: price (official: output then input price), flops or call dollars.",
+    )
+    aggregator: str | None = Field(None, description="Fixed aggregator; None = strongest by prior.")
+    aggregate: bool = Field(True, description="Always fuse with the aggregator (official).")
+    max_tokens: int = Field(1024, ge=1)
     judge_max_tokens: int = Field(8, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(0.0, ge=0, description="official routemoa.json: 0")
     stop: tuple[str, ...] = ()
-    max_flops_norm: float | None = Field(None, gt=0, description="Hard budget: normalised FLOPs per query.")
+    max_flops_norm: float | None = Field(
+        None, gt=0, description="Hard budget: normalised FLOPs per query."
+    )
     max_dollars: float | None = Field(None, gt=0, description="Hard budget: dollars per query.")
+
+
+def official_rank(
+    scores: dict[str, float],
+    pool: Pool,
+    margin: float = 0.0,
+    cost_key: str = "price",
+    avg_in: float = 200,
+    avg_out: float = 300,
+) -> list[str]:
+    """Best first; ties (exact, or within ``margin``) by cost: price = (output, input price)
+    as officially, then FLOPs, then name."""
+
+    def cost(m: str) -> tuple[float, ...]:
+        spec = pool[m]
+        fl = node_flops(spec, 0, avg_in, avg_out)
+        if cost_key == "price":
+            return (spec.price_out, spec.price_in, fl)
+        if cost_key == "dollars":
+            return (call_dollars(spec, avg_in, avg_out), fl)
+        return (fl,)
+
+    remaining = sorted(scores, key=lambda m: (-scores[m], cost(m), m))
+    if margin <= 0:
+        return remaining
+    out: list[str] = []
+    while remaining:
+        best = scores[remaining[0]]
+        pick = min((m for m in remaining if scores[m] >= best - margin), key=lambda m: (cost(m), m))
+        out.append(pick)
+        remaining.remove(pick)
+    return out
+
+
+@dataclass
+class RoundsState:
+    """The official combined-score bookkeeping, shared by the live policy and the replay
+    simulation (:mod:`moagraph.route.gt_eval`), so both make the same decisions."""
+
+    config: RouteMoAConfig
+    prior: dict[str, float]
+    order: list[str]  # initial ranking: tie order for later rounds
+    mapped: dict[str, float] = field(init=False)
+    combined: dict[str, float] = field(init=False)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mapped = map_scores(self.prior) if self.config.map_prior else dict(self.prior)
+        self.combined = dict(self.mapped)
+
+    def top(self) -> list[str]:
+        pos = {m: i for i, m in enumerate(self.order)}
+        return sorted(self.combined, key=lambda m: (-self.combined[m], pos.get(m, 0)))[
+            : self.config.k
+        ]
+
+    def after_round1(self, models: list[str], self1: dict[str, float | None]) -> dict[str, float]:
+        c = self.config
+        w_r, w_s = c.w_round1
+        upd = {m: w_r * self.mapped[m] + w_s * (self1.get(m) or c.self_default_r1) for m in models}
+        self.combined.update(upd)
+        self.history.append({"round": 1, "self": dict(self1), "combined": dict(upd)})
+        return upd
+
+    def after_round2(
+        self,
+        r1: list[str],
+        r2: list[str],
+        self1: dict[str, float | None],
+        self2: dict[str, float | None],
+        cross: dict[str, float | None],
+    ) -> dict[str, float]:
+        c = self.config
+        upd: dict[str, float] = {}
+        for m in r2:
+            s2 = self2.get(m) or c.self_default_r2
+            if m in r1:
+                s1 = (
+                    self1.get(m) if c.self_scores_per_round else self2.get(m)
+                ) or c.self_default_r2
+                x = cross.get(m)
+                if x is None:
+                    upd[m] = self.combined[m]  # official: cross unreadable -> not updated
+                else:
+                    a, b, g, h = c.w_round2
+                    upd[m] = a * self.mapped[m] + b * s1 + g * s2 + h * x
+            else:
+                a2, b2 = c.w_round2_new
+                upd[m] = a2 * self.mapped[m] + b2 * s2
+        for m in r1:
+            if m in r2:
+                continue
+            x = cross.get(m)
+            if x is None:
+                continue
+            a3, b3, g3 = c.w_round2_dropped
+            upd[m] = a3 * self.mapped[m] + b3 * (self1.get(m) or c.self_default_dropped) + g3 * x
+        self.combined.update(upd)
+        self.history.append(
+            {"round": 2, "self": dict(self2), "cross": dict(cross), "combined": dict(upd)}
+        )
+        return upd
+
+    def stops(self, upd: dict[str, float]) -> tuple[bool, str]:
+        if not upd:
+            return False, "no combined scores"
+        best = max(upd, key=lambda m: upd[m])
+        stop = upd[best] > self.config.stop_threshold
+        return (
+            stop,
+            f"best combined {upd[best]:.3f} ({best}) {'>' if stop else '<='} {self.config.stop_threshold}",
+        )
+
+
+def replay_rounds(
+    config: RouteMoAConfig, prior: dict[str, float], order: list[str]
+) -> tuple[list[list[str]], str]:
+    """The rounds RouteMoA runs when no self/peer score can be read (a replay pool has
+    none): every assessment takes the official fallback. Returns (models per round, why it stopped)."""
+    st = RoundsState(config, prior, order)
+    rounds = [order[: config.k]]
+    upd = st.after_round1(rounds[0], {})
+    stop, why = st.stops(upd)
+    if stop or config.rounds == 1:
+        return rounds, (f"early stop after round 1: {why}" if stop else "rounds=1")
+    rounds.append(st.top())
+    upd = st.after_round2(rounds[0], rounds[1], {}, {}, {})
+    stop, why = st.stops(upd)
+    if stop or config.rounds == 2:
+        return rounds, (f"early stop after round 2: {why}" if stop else "rounds=2")
+    rounds.append(st.top())
+    return rounds, "3 rounds"
 
 
 @register_router("routemoa")
 class RouteMoA:
     """The RouteMoA policy (implements :class:`moagraph.graph.trace.Policy`)."""
+
+    kind = "routemoa"
 
     def __init__(
         self,
@@ -73,9 +420,13 @@ class RouteMoA:
         self.scorer = scorer
         self.runtime = runtime
         base = config or RouteMoAConfig()
-        # Validate the merged settings and keep the *validated* model: model_copy(update=...)
-        # skips validation, so RouteMoA(k="2") used to keep the string and fail in plan().
+        # Validate the merged settings and keep the *validated* model (model_copy skips validation).
         self.config = RouteMoAConfig.model_validate({**base.model_dump(), **overrides})
+        if self.config.aggregator is not None and self.config.aggregator not in runtime.pool:
+            raise RouterError(
+                f"aggregator {self.config.aggregator!r} is not in pool {runtime.pool.name!r}; "
+                f"models: {', '.join(runtime.pool.names)}"
+            )
         self.name = name
 
     # --- decisions without LLM calls ----------------------------------------
@@ -86,145 +437,235 @@ class RouteMoA:
         t1 = time.perf_counter()
         row = self.scorer.predict_embedded(x)[0]
         t2 = time.perf_counter()
-        scores = {m: float(v) for m, v in zip(self.scorer.models, row)}
+        scores = {m: float(v) for m, v in zip(self.scorer.models, row) if m in self.runtime.pool}
         return scores, {"encode_ms": (t1 - t0) * 1e3, "head_ms": (t2 - t1) * 1e3}
 
     def rank(self, scores: dict[str, float], task: Task | None = None) -> list[str]:
         a, b = (task.avg_input_tokens, task.avg_output_tokens) if task else (200, 300)
-        return rank_models(scores, self.runtime.pool, self.config.margin, a, b, self.config.cost_key)
+        return official_rank(
+            scores, self.runtime.pool, self.config.margin, self.config.cost_key, a, b
+        )
+
+    def aggregator_model(self) -> str:
+        """The fixed aggregator: configured, else the strongest model by training prior."""
+        if self.config.aggregator:
+            return self.config.aggregator
+        prior = {m: v for m, v in self.scorer.prior_scores().items() if m in self.runtime.pool}
+        return official_rank(prior, self.runtime.pool, 0.0, "price")[0]
 
     def plan(self, example: Example, task: Task | None = None) -> RoutePlan:
         scores, timing = self.score(example.question)
         t0 = time.perf_counter()
         ranked = self.rank(scores, task)
-        layer1 = ranked[: self.config.k]
+        rounds, why = replay_rounds(self.config, scores, ranked)
         timing["policy_ms"] = (time.perf_counter() - t0) * 1e3
         c = self.config
         return RoutePlan(
-            layers=[list(layer1)] * c.max_layers,
-            aggregator=layer1[0] if c.aggregate else None,
-            ranked=layer1,
+            layers=rounds,
+            aggregator=self.aggregator_model() if c.aggregate else None,
+            ranked=ranked[: c.k],
             scores=scores,
-            judges_per_layer=(len(layer1) ** 2 if c.cross else len(layer1)) if c.judges else 0,
+            judges_per_layer=c.k if c.assessment == "judge" else 0,
             judge_max_tokens=c.judge_max_tokens,
-            meta={"timing": timing, "note": "later layers are chosen by judges at run time"},
+            meta={
+                "timing": timing,
+                "stop": why,
+                "note": "rounds as decided with no readable self/peer scores (official fallbacks)",
+            },
         )
 
     # --- the full policy -----------------------------------------------------
     async def answer(self, example: Example, task: Task, on_token: Any = None) -> Trace:
         c = self.config
-        params = SamplingParams(temperature=c.temperature, max_tokens=c.max_tokens, stop=tuple(c.stop))
-        run = QueryRun(self.runtime, task, example, self.name, params,
-                       RouteBudget(c.max_flops_norm, c.max_dollars))
+        params = SamplingParams(
+            temperature=c.temperature, max_tokens=c.max_tokens, stop=tuple(c.stop)
+        )
+        run = QueryRun(
+            self.runtime,
+            task,
+            example,
+            self.name,
+            params,
+            RouteBudget(c.max_flops_norm, c.max_dollars),
+        )
         question = task.format_question(example)
         scores, timing = self.score(question)
         t0 = time.perf_counter()
         ranked = self.rank(scores, task)
         timing["policy_ms"] = (time.perf_counter() - t0) * 1e3
-        meta: dict[str, Any] = {"router": "routemoa", "config": c.model_dump(), "prior": scores,
-                                "ranking": ranked, "timing": timing, "layers": []}
-
-        layer_models = ranked[: c.k]
-        current: dict[str, str] = {}  # model -> answer text of the latest layer
-        current_nodes: dict[str, str] = {}  # model -> node id
-        combined: dict[str, float] = {}
-        belief = dict(scores)  # latest rank score per model: judged layers overwrite the prior
+        st = RoundsState(c, scores, ranked)
+        meta: dict[str, Any] = {
+            "router": "routemoa",
+            "config": c.model_dump(),
+            "prior": scores,
+            "mapped_prior": st.mapped,
+            "ranking": ranked,
+            "timing": timing,
+            "rounds": [],
+        }
+        models = ranked[: c.k]
+        answers: dict[int, dict[str, str]] = {}
+        nodes: dict[int, dict[str, str]] = {}
+        selfs: dict[int, dict[str, float | None]] = {}
         stop_reason = ""
-        prev_inputs: list[str] = []
-        prev_nodes: list[str] = []
-        for layer in range(1, c.max_layers + 1):
-            calls = []
-            for m in layer_models:
-                nid = f"L{layer}:{m}"
-                if layer == 1:
-                    msgs = task.prompt(example)
-                    calls.append(Call(nid, "assistant", m, msgs, query_bound=True))
-                else:
-                    msgs = refine_messages(task, example, prev_inputs)
-                    calls.append(Call(nid, "assistant", m, msgs, inputs=list(prev_nodes)))
+        r1_models: list[str] = []
+        last = 0
+        for rnd in range(1, c.rounds + 1):
+            prev_models = r1_models if rnd == 2 else list(answers.get(rnd - 1, {}))
+            prev = [answers[rnd - 1][m] for m in prev_models] if rnd > 1 else []
+            prev_nodes = [nodes[rnd - 1][m] for m in prev_models] if rnd > 1 else []
+            inline = c.assessment == "inline" and rnd < 3
+            if rnd == 1:
+                msgs = with_system(task, example, ROUND1_PROMPT) if inline else task.prompt(example)
+            elif rnd == 2 and inline:
+                msgs = with_system(task, example, round2_prompt(prev))
+            else:
+                msgs = with_system(task, example, round3_prompt(prev))
+            calls = [
+                Call(
+                    f"R{rnd}:{m}",
+                    "assistant",
+                    m,
+                    msgs,
+                    inputs=list(prev_nodes),
+                    query_bound=rnd == 1,
+                )
+                for m in models
+            ]
             results = await run.run_calls(calls)
-            answered = {call.model: r for call, r in zip(calls, results) if r is not None and r.error is None}
-            info: dict[str, Any] = {"layer": layer, "models": layer_models,
-                                    "answered": list(answered)}
-            if not answered:
+            got = {
+                call.model: r
+                for call, r in zip(calls, results)
+                if r is not None and r.error is None
+            }
+            info: dict[str, Any] = {"round": rnd, "models": models, "answered": list(got)}
+            meta["rounds"].append(info)
+            if not got:
                 info["note"] = "no answers (budget or errors)"
-                meta["layers"].append(info)
-                stop_reason = stop_reason or (
-                    "budget: no call of this layer fits" if run.skipped else "every call failed")
+                stop_reason = (
+                    "budget: no call of this round fits" if run.skipped else "every call failed"
+                )
                 break
-            current = {m: r.output for m, r in answered.items()}
-            current_nodes = {m: r.node_id for m, r in answered.items()}
-            judged: list[JudgeResult] = []
-            if c.judges:
-                judged = await self._judge(run, question, layer, current, current_nodes)
-                info["judge_scores"] = {j.answer_model: j.scores for j in judged}
-            jmap = {j.answer_model: j for j in judged}
-            combined = {}
-            for m in current:
-                jm = normalised(jmap[m].mean) if m in jmap else None
-                combined[m] = scores[m] if jm is None else c.prior_weight * scores[m] + (1 - c.prior_weight) * jm
-            info["combined"] = combined
-            belief.update(combined)
-            meta["layers"].append(info)
-            if c.judges:
-                agree, why = judges_agree(judged, c.stop_threshold, c.stop_max_spread, c.min_judges)
-                info["agreement"] = why
-                if agree:
-                    stop_reason = f"early stop after layer {layer}: {why}"
-                    break
-            if layer == c.max_layers:
-                stop_reason = f"max_layers={c.max_layers} reached"
+            last = rnd
+            answers[rnd] = {m: r.output for m, r in got.items()}
+            nodes[rnd] = {m: r.node_id for m, r in got.items()}
+            if rnd == 1:
+                r1_models = list(got)
+            if rnd == c.rounds or rnd == 3:
+                stop_reason = f"rounds={c.rounds} reached"
                 break
-            order = sorted(combined, key=lambda m: -combined[m])
-            prev_inputs = [current[m] for m in order[: c.n_inputs]]
-            prev_nodes = [current_nodes[m] for m in order[: c.n_inputs]]
-            layer_models = self.rank(belief, task)[: c.k]
+            peers: dict[str, list[float | None]] = {}
+            if c.assessment == "inline":
+                parsed = {m: parse_assessment(t) for m, t in answers[rnd].items()}
+                selfs[rnd] = {m: p[0] for m, p in parsed.items()}
+                peers = {m: p[1] for m, p in parsed.items()}
+            elif c.assessment == "judge":
+                selfs[rnd], peers = await self._judge(run, question, rnd, answers, nodes, r1_models)
+            else:
+                selfs[rnd] = {}
+            info["self_scores"] = selfs[rnd]
+            if rnd == 1:
+                upd = st.after_round1(list(got), selfs[1])
+            else:
+                cross: dict[str, float | None] = {}
+                readable = {m: s for m, s in selfs[2].items() if s is not None and peers.get(m)}
+                if readable:
+                    best = max(readable, key=lambda m: readable[m] or 0.0)
+                    row = peers[best]
+                    cross = {m: (row[i] if i < len(row) else None) for i, m in enumerate(r1_models)}
+                    info["cross_from"] = best
+                info["cross_scores"] = cross
+                upd = st.after_round2(r1_models, list(got), selfs.get(1, {}), selfs[2], cross)
+            info["combined"] = upd
+            stop, why = st.stops(upd)
+            info["stop_check"] = why
+            if stop:
+                stop_reason = f"early stop after round {rnd}: {why}"
+                break
+            models = st.top()
 
-        best_order = sorted(combined, key=lambda m: -combined[m]) if combined else []
-        output, source = (current[best_order[0]], f"top answer ({best_order[0]})") if best_order else ("", "none")
-        early = stop_reason.startswith("early stop")
-        if best_order and c.aggregate and (not early or c.aggregate_on_stop):
-            agg = self.rank(belief, task)[0]
-            ins = best_order[: c.n_inputs]
-            msgs = aggregator_messages(task, example, [current[m] for m in ins])
+        final_models = list(answers.get(last, {}))
+        order = sorted(final_models, key=lambda m: -st.combined.get(m, 0.0))
+        output, source = (
+            (answers[last][order[0]], f"top answer ({order[0]})") if order else ("", "none")
+        )
+        if order and c.aggregate:
+            agg = self.aggregator_model()
+            refs = [answers[last][m] for m in final_models]
+            msgs = with_system(task, example, AGGREGATOR_PROMPT, refs)
             (res,) = await run.run_calls(
-                [Call("aggregator", "aggregator", agg, msgs, inputs=[current_nodes[m] for m in ins])]
+                [
+                    Call(
+                        "aggregator",
+                        "aggregator",
+                        agg,
+                        msgs,
+                        inputs=[nodes[last][m] for m in final_models],
+                    )
+                ]
             )
             if res is not None and res.error is None:
-                output, source = res.output, f"aggregator ({agg}) over {ins}"
+                output, source = res.output, f"aggregator ({agg}) over round {last}: {final_models}"
             elif res is None:
                 source += "; aggregator skipped: budget"
             else:
                 source += f"; aggregator failed: {res.error}"
             meta["aggregator"] = agg
+        meta["combined"] = st.combined
         meta["stop_reason"] = stop_reason
         meta["final"] = source
         return run.finish(output, meta)
 
     async def _judge(
-        self, run: QueryRun, question: str, layer: int, answers: dict[str, str], nodes: dict[str, str]
-    ) -> list[JudgeResult]:
+        self,
+        run: QueryRun,
+        question: str,
+        rnd: int,
+        answers: dict[int, dict[str, str]],
+        nodes: dict[int, dict[str, str]],
+        r1_models: list[str],
+    ) -> tuple[dict[str, float | None], dict[str, list[float | None]]]:
+        """Option ``assessment='judge'``: separate calls, 1-10 scale normalised to [0, 1].
+
+        Each answering model judges its own answer (self); in round 2 the model with the
+        best self-score judges every round-1 answer (cross), as the inline peer scores do."""
         c = self.config
-        calls: list[Call] = []
-        pairs: list[tuple[str, str]] = []
-        for judge in answers:
-            for author, text in answers.items():
-                if not c.cross and judge != author:
-                    continue
-                calls.append(Call(f"L{layer}:judge:{judge}->{author}", "judge", judge,
-                                  judge_messages(question, text), inputs=[nodes[author]],
-                                  max_tokens=c.judge_max_tokens))
-                pairs.append((judge, author))
-        results = await run.run_calls(calls)
-        out = {m: JudgeResult(answer_model=m) for m in answers}
-        for (judge, author), r in zip(pairs, results):
-            if r is None:
-                out[author].scores[judge] = None
-                out[author].raw[judge] = "<skipped: budget>"
-            elif r.error is not None:
-                out[author].scores[judge] = None
-                out[author].raw[judge] = f"<error: {r.error}>"
-            else:
-                out[author].scores[judge] = parse_score(r.output)
-                out[author].raw[judge] = r.output[:200]
-        return list(out.values())
+        cur = answers[rnd]
+        calls = [
+            Call(
+                f"R{rnd}:judge:{m}->{m}",
+                "judge",
+                m,
+                judge_messages(question, t),
+                inputs=[nodes[rnd][m]],
+                max_tokens=c.judge_max_tokens,
+            )
+            for m, t in cur.items()
+        ]
+        res = await run.run_calls(calls)
+        selfs = {
+            m: (normalised(parse_score(r.output)) if r is not None and r.error is None else None)
+            for m, r in zip(cur, res)
+        }
+        peers: dict[str, list[float | None]] = {}
+        if rnd == 2:
+            ok = {m: s for m, s in selfs.items() if s is not None}
+            if ok:
+                best = max(ok, key=lambda m: ok[m] or 0.0)
+                calls = [
+                    Call(
+                        f"R2:judge:{best}->R1:{m}",
+                        "judge",
+                        best,
+                        judge_messages(question, answers[1][m]),
+                        inputs=[nodes[1][m]],
+                        max_tokens=c.judge_max_tokens,
+                    )
+                    for m in r1_models
+                ]
+                res = await run.run_calls(calls)
+                peers[best] = [
+                    normalised(parse_score(r.output)) if r is not None and r.error is None else None
+                    for r in res
+                ]
+        return selfs, peers

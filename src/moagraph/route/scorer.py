@@ -1,7 +1,21 @@
 """The routing scorer: query text -> predicted quality of every pool model.
 
-Encoder (see :mod:`encoders`) + a multi-output linear (ridge) or small MLP
-head. Inference is pure numpy (a matrix product, or two), so a decision costs
+Encoder (see :mod:`encoders`) + a multi-output head. Heads:
+
+- ``ridge`` / ``mlp``: regression on continuous labels (AlpacaEval win rates);
+- ``logistic``: one logistic regression per model on right/wrong labels, so the
+  output is a calibrated P(model answers correctly);
+- ``routerdc``: the RouteMoA paper's scorer objective (official
+  ``emoa/src/emoa/router/src/models/routerdc.py``, ``RouterModuleSingle``):
+  query embedding vs a learned embedding per model, cosine similarity / t,
+  trained with the sample-LLM contrastive loss (each correct model against the
+  ``last_k`` lowest-labelled incorrect ones) and read out as ``sigmoid(sim / t)``
+  as ``emoa_large/src/emoa/core/emoa_v2.py`` does. Deviation: the paper
+  fine-tunes mDeBERTa-v3-base end to end; here the encoder (MiniLM or hashing)
+  is frozen and a linear projection is trained instead, and the sample-sample
+  (cluster) loss is left out.
+
+Inference is pure numpy (a matrix product, or two), so a decision costs
 microseconds once the query is embedded. A saved scorer records the pool's
 fingerprint and refuses to score for a different pool: its outputs are
 columns of particular models.
@@ -23,7 +37,8 @@ import numpy as np
 from moagraph.models.pool import Pool
 from moagraph.route.encoders import Encoder, encoder_from_config
 
-HeadKind = Literal["ridge", "mlp"]
+HeadKind = Literal["ridge", "mlp", "logistic", "routerdc"]
+HEADS = ("ridge", "mlp", "logistic", "routerdc")
 FORMAT_VERSION = 1
 
 
@@ -70,8 +85,8 @@ class Scorer:
         hidden: int = 64,
         seed: int = 0,
     ) -> None:
-        if head not in ("ridge", "mlp"):
-            raise ScorerError(f"head={head!r}: use 'ridge' or 'mlp'")
+        if head not in HEADS:
+            raise ScorerError(f"head={head!r}: use one of {', '.join(HEADS)}")
         self.encoder = encoder
         self.models = list(models)
         self.head = head
@@ -92,7 +107,15 @@ class Scorer:
         self.prior = np.nan_to_num(np.nanmean(y, axis=0), nan=0.0)
         y = np.where(np.isnan(y), self.prior[None, :], y)
         x = self.encoder.encode(texts).astype(np.float64)
-        if self.head == "ridge":
+        if self.head == "logistic":
+            self.weights = _fit_logistic(
+                x, np.asarray(labels, dtype=np.float64), self.prior, self.alpha
+            )
+        elif self.head == "routerdc":
+            self.weights = _fit_routerdc(
+                x, np.asarray(labels, dtype=np.float64), self.hidden, self.seed
+            )
+        elif self.head == "ridge":
             from sklearn.linear_model import Ridge
 
             r = Ridge(alpha=self.alpha).fit(x, y)
@@ -107,7 +130,9 @@ class Scorer:
                 early_stopping=len(texts) >= 50,
                 random_state=self.seed,
             ).fit(x, y)
-            self.weights = [np.asarray(w, np.float32) for pair in zip(mlp.coefs_, mlp.intercepts_) for w in pair]
+            self.weights = [
+                np.asarray(w, np.float32) for pair in zip(mlp.coefs_, mlp.intercepts_) for w in pair
+            ]
         if pool is not None:
             self.fingerprint = pool_fingerprint(pool)
         self.meta["n_train"] = len(texts)
@@ -121,6 +146,10 @@ class Scorer:
         x = np.asarray(x, dtype=np.float32)
         if self.head == "ridge":
             out = x @ self.weights[0] + self.weights[1]
+        elif self.head == "logistic":
+            out = _sigmoid(x @ self.weights[0] + self.weights[1])
+        elif self.head == "routerdc":
+            return _sigmoid(_routerdc_logits(x, self.weights))
         else:
             h = np.maximum(x @ self.weights[0] + self.weights[1], 0.0)
             out = h @ self.weights[2] + self.weights[3]
@@ -173,7 +202,9 @@ class Scorer:
             with np.load(p, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 prior = z["prior"]
-                weights = [z[f"w{i}"] for i in range(len([k for k in z.files if k.startswith("w")]))]
+                weights = [
+                    z[f"w{i}"] for i in range(len([k for k in z.files if k.startswith("w")]))
+                ]
         except (OSError, ValueError, KeyError) as e:
             raise ScorerError(f"--router {p} is not a moagraph router file ({e})") from None
         if meta.get("kind") != "moagraph-route-scorer":
@@ -191,3 +222,84 @@ class Scorer:
         if pool is not None:
             s.check_pool(pool)
         return s
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -40, 40))), dtype=np.float32)
+
+
+def _fit_logistic(
+    x: np.ndarray, y: np.ndarray, prior: np.ndarray, alpha: float
+) -> list[np.ndarray]:
+    """One L2 logistic regression per model (C = 1/alpha); constant columns keep the prior."""
+    from sklearn.linear_model import LogisticRegression
+
+    d, m = x.shape[1], y.shape[1]
+    w = np.zeros((d, m), np.float32)
+    b = np.zeros(m, np.float32)
+    for j in range(m):
+        ok = ~np.isnan(y[:, j])
+        yj = (y[ok, j] >= 0.5).astype(int)
+        p = float(np.clip(prior[j], 1e-3, 1 - 1e-3))
+        if ok.sum() < 2 or yj.min() == yj.max():
+            b[j] = np.log(p / (1 - p))
+            continue
+        lr = LogisticRegression(C=1.0 / max(alpha, 1e-6), max_iter=500).fit(x[ok], yj)
+        w[:, j] = lr.coef_[0]
+        b[j] = lr.intercept_[0]
+    return [w, b]
+
+
+def _routerdc_logits(x: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
+    proj, emb, temp = weights[0], weights[1], float(weights[2][0])
+    h = np.asarray(x, np.float32) @ proj
+    h = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-8)
+    e = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-8)
+    return np.asarray((h @ e.T) / temp, dtype=np.float32)
+
+
+def _fit_routerdc(
+    x: np.ndarray,
+    y: np.ndarray,
+    hidden: int,
+    seed: int,
+    epochs: int = 60,
+    last_k: int = 3,
+    temperature: float = 1.0,
+) -> list[np.ndarray]:
+    """RouterDC sample-LLM contrastive loss (official ``compute_sample_llm_loss``) on a
+    projection of frozen embeddings; full-batch Adam, seeded."""
+    import torch
+
+    torch.manual_seed(seed)
+    xt = torch.tensor(x, dtype=torch.float32)
+    yt = torch.tensor(np.nan_to_num(y, nan=0.0), dtype=torch.float32)
+    d, m = x.shape[1], y.shape[1]
+    h = max(8, hidden)
+    proj = torch.nn.Parameter(torch.randn(d, h) / np.sqrt(d))
+    emb = torch.nn.Parameter(torch.randn(m, h) * 0.78)  # official init std 0.78
+    opt = torch.optim.Adam([proj, emb], lr=1e-2)
+    k_neg = min(last_k, m)
+    top_k = m  # every correct model is a positive (masked where the label is 0)
+    for _ in range(epochs):
+        opt.zero_grad()
+        q = torch.nn.functional.normalize(xt @ proj, dim=1)
+        e = torch.nn.functional.normalize(emb, dim=1)
+        s = (q @ e.T) / temperature
+        top_true, top_idx = yt.sort(dim=-1, descending=True)
+        last_true, neg_idx = yt.topk(k=k_neg, largest=False, dim=-1)
+        neg = torch.gather(s, 1, neg_idx)
+        neg = torch.where(last_true > 0.5, torch.full_like(neg, float("-inf")), neg)
+        loss = torch.zeros(())
+        for i in range(top_k):
+            pos = torch.gather(s, 1, top_idx[:, i : i + 1])
+            mask = (top_true[:, i] > 0).float()
+            logp = torch.log_softmax(torch.cat([pos, neg], dim=-1), dim=-1)[:, 0]
+            loss = loss + torch.mean(-logp * mask)
+        loss.backward()
+        opt.step()
+    return [
+        proj.detach().numpy().astype(np.float32),
+        emb.detach().numpy().astype(np.float32),
+        np.asarray([temperature], np.float32),
+    ]

@@ -1,0 +1,312 @@
+"""Routing policies measured on ground-truth replay pools (0/1 labels), offline.
+
+What the recordings hold: one answer per (model, question) with its 0/1 grade
+and token counts. What they do not hold: refinement-round answers, self/peer
+scores, judge/moderator or aggregator outputs. So, stated for every policy:
+
+- **Final answer** without a live aggregator, two clearly labelled models:
+  ``vote`` = majority of the extracted answers of the last round's models
+  (clustered with the task's ``equivalent``; ties go to the cluster holding the
+  higher-ranked answer), graded with the task grader against the pool's
+  reference; ``select`` = the recorded label of the answer the policy ranks first.
+  A model's answer in a later round is its recorded (round-1) answer.
+- **RouteMoA's rounds**: no self/peer score can be read from a recording, so
+  every assessment takes the official fallback (round 1 self 0.8, round 2 0.5,
+  cross unreadable) and the rounds and early stop follow from the scorer's
+  probabilities alone (:func:`moagraph.route.routemoa.replay_rounds`).
+- **SMoA's moderator**: picks the ``k`` responses of the models with the best
+  training prior and ends the debate when those responses agree (the official
+  prompt asks it to judge consistency); a label-free stand-in, stated.
+- **Cost** (FLOPs cost model and list prices): every call a policy makes is
+  counted, including the aggregator (it always runs), role generation and
+  moderator calls for SMoA and judge calls for ``assessment="judge"``. Round 1
+  uses recorded lengths; a later round reads the query plus the previous
+  round's answers (recorded lengths) plus its template and writes the model's
+  recorded length; the aggregator writes its own recorded length for the
+  query. Template sizes are the official prompts at ~4 characters a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from moagraph.models.cost import call_dollars, call_flops, unit_flops
+from moagraph.route.base import Router
+from moagraph.route.gt import GroundTruth, _task
+from moagraph.route.routemoa import AGGREGATOR_PROMPT, ROUND1_PROMPT, RouteMoA, round2_prompt
+from moagraph.tasks.base import Example
+
+ROUND1_TOKENS = len(ROUND1_PROMPT) // 4
+ROUND2_TOKENS = len(round2_prompt([])) // 4
+AGG_TOKENS = len(AGGREGATOR_PROMPT) // 4
+REFINE_TOKENS = 60  # graph/prompts.py refine template, approx.
+SELF_SCORE_OUT = 12  # '"self_score": 0.9' + JSON wrapper
+PEER_SCORE_OUT = 6  # per peer score
+JUDGE_PROMPT_TOKENS = 60  # route/judges.py template
+SMOA_MODERATOR_TOKENS = 170
+SMOA_ROLE_PROMPT_TOKENS = 60
+SMOA_ROLE_OUT_PER_MODEL = 60
+
+FINAL_ANSWER_NOTE = (
+    "vote = majority of the extracted answers of the last round's models, graded against the reference; "
+    "select = label of the answer the policy ranks first; later rounds reuse recorded answers; "
+    "aggregator/moderator outputs are costed but not measured"
+)
+
+
+@dataclass
+class GTResult:
+    policy: str
+    n: int
+    vote: np.ndarray  # per query 0/1
+    select: np.ndarray
+    flops: np.ndarray  # per query
+    dollars: np.ndarray
+    calls: np.ndarray
+    rounds: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> dict[str, float]:
+        return {
+            "vote": float(self.vote.mean()),
+            "select": float(self.select.mean()),
+            "flops": float(self.flops.mean()),
+            "dollars": float(self.dollars.mean()),
+            "calls": float(self.calls.mean()),
+            "rounds": float(self.rounds.mean()),
+        }
+
+
+class _Cost:
+    def __init__(self, gt: GroundTruth, qi: int) -> None:
+        self.gt, self.qi = gt, qi
+        self.flops = self.dollars = 0.0
+        self.calls = 0
+        row = (
+            gt.table.out_tokens[qi]
+            if gt.table.out_tokens is not None
+            else np.full(len(gt.models), 300.0)
+        )
+        mean_out = (
+            float(np.nanmean(gt.table.out_tokens)) if gt.table.out_tokens is not None else 300.0
+        )
+        self.out = {m: (float(v) if np.isfinite(v) else mean_out) for m, v in zip(gt.models, row)}
+        pin = gt.prompt_tokens[qi]
+        base = float(np.nanmean(pin)) if np.isfinite(pin).any() else 200.0
+        self.prompt = {m: (float(v) if np.isfinite(v) else base) for m, v in zip(gt.models, pin)}
+
+    def add(self, model: str, n_in: float, n_out: float) -> None:
+        spec = self.gt.pool[model]
+        self.flops += call_flops(spec, n_in, n_out)
+        self.dollars += call_dollars(spec, n_in, n_out)
+        self.calls += 1
+
+
+def vote_correct(gt: GroundTruth, qi: int, models: list[str]) -> bool:
+    """Majority over the models' extracted answers (task ``equivalent``), graded."""
+    tk = _task(gt.task_name)
+    col = {m: j for j, m in enumerate(gt.models)}
+    clusters: list[list[Any]] = []  # [rep, count, first position]
+    for pos, m in enumerate(models):
+        a = gt.answers[qi][col[m]]
+        if a is None:
+            continue
+        for c in clusters:
+            if c[0] == a or _eq(tk, c[0], a):
+                c[1] += 1
+                break
+        else:
+            clusters.append([a, 1, pos])
+    if not clusters:
+        return False
+    best = max(clusters, key=lambda c: (c[1], -c[2]))
+    return gt.correct(qi, best[0])
+
+
+_EQ: dict[tuple[str, str], bool] = {}
+
+
+def _eq(tk: Any, a: Any, b: Any) -> bool:
+    key = (repr(a), repr(b))
+    hit = _EQ.get(key)
+    if hit is None:
+        try:
+            hit = bool(tk.equivalent(a, b))
+        except Exception:
+            hit = False
+        _EQ[key] = hit
+    return hit
+
+
+def _label(gt: GroundTruth, qi: int, model: str) -> float:
+    v = gt.table.labels[qi, gt.models.index(model)]
+    return 0.0 if np.isnan(v) else float(v)
+
+
+def simulate(pol: Router, gt: GroundTruth, qi: int) -> tuple[list[str], str, _Cost, int]:
+    """(last-round models, selected model, cost, rounds) of one policy on query ``qi``."""
+    ex = Example(id=gt.table.query_ids[qi], question=gt.table.texts[qi])
+    cost = _Cost(gt, qi)
+    kind = getattr(pol, "kind", pol.name)
+    if kind == "smoa":
+        return _simulate_smoa(pol, gt, qi, cost)
+    plan = pol.plan(ex)
+    layers = plan.layers
+    jmax = pol.config.judge_max_tokens if isinstance(pol, RouteMoA) else 8
+    inline = isinstance(pol, RouteMoA) and pol.config.assessment == "inline"
+    judge = isinstance(pol, RouteMoA) and pol.config.assessment == "judge"
+    prev: list[str] = []
+    for r, models in enumerate(layers, 1):
+        refs = sum(cost.out[m] for m in prev)
+        for m in models:
+            if r == 1:
+                n_in = cost.prompt[m] + (ROUND1_TOKENS if inline else 0)
+                n_out = cost.out[m] + (SELF_SCORE_OUT if inline else 0)
+            else:
+                tmpl = ROUND2_TOKENS if (inline and r == 2) else REFINE_TOKENS
+                n_in = cost.prompt[m] + tmpl + refs
+                n_out = cost.out[m] + (
+                    (SELF_SCORE_OUT + PEER_SCORE_OUT * len(prev)) if inline and r == 2 else 0
+                )
+            cost.add(m, n_in, n_out)
+        if judge and r < 3:
+            for m in models:  # self-judgement calls
+                cost.add(m, cost.prompt[m] + cost.out[m] + JUDGE_PROMPT_TOKENS, jmax)
+            if r == 2:  # best model judges every round-1 answer
+                for a in layers[0]:
+                    cost.add(
+                        models[0], cost.prompt[models[0]] + cost.out[a] + JUDGE_PROMPT_TOKENS, jmax
+                    )
+        prev = list(models)
+    if plan.aggregator is not None and (len(prev) > 1 or isinstance(pol, RouteMoA)):
+        agg = plan.aggregator
+        cost.add(agg, cost.prompt[agg] + AGG_TOKENS + sum(cost.out[m] for m in prev), cost.out[agg])
+    return prev, prev[0], cost, len(layers)
+
+
+def _simulate_smoa(
+    pol: Any, gt: GroundTruth, qi: int, cost: _Cost
+) -> tuple[list[str], str, _Cost, int]:
+    models = list(gt.models)
+    prior = pol.by_prior()
+    agg = pol.agg
+    tk = _task(gt.task_name)
+    col = {m: j for j, m in enumerate(gt.models)}
+    if pol.roles:
+        cost.add(
+            agg, cost.prompt[agg] + SMOA_ROLE_PROMPT_TOKENS, SMOA_ROLE_OUT_PER_MODEL * len(models)
+        )
+    chosen: list[str] = []
+    rounds = 0
+    for r in range(1, pol.layers + 1):
+        rounds = r
+        refs = sum(cost.out[m] for m in chosen)
+        for m in models:
+            role = SMOA_ROLE_OUT_PER_MODEL if pol.roles else 0
+            cost.add(m, cost.prompt[m] + role + (REFINE_TOKENS + refs if r > 1 else 0), cost.out[m])
+        cost.add(
+            agg, SMOA_MODERATOR_TOKENS + cost.prompt[agg] + sum(cost.out[m] for m in models), 30
+        )
+        chosen = [m for m in prior if m in models][: pol.k]
+        ans = [gt.answers[qi][col[m]] for m in chosen]
+        agree = all(a is not None for a in ans) and all(
+            _eq(tk, ans[0], a) or ans[0] == a for a in ans[1:]
+        )
+        if agree:
+            break
+    if pol.aggregate:
+        cost.add(
+            agg, cost.prompt[agg] + AGG_TOKENS + sum(cost.out[m] for m in chosen), cost.out[agg]
+        )
+    return chosen, chosen[0], cost, rounds
+
+
+def evaluate_gt(
+    policies: list[Router], gt: GroundTruth, rows: np.ndarray, progress: Any = None
+) -> list[GTResult]:
+    """Every policy on every query of ``rows`` (see the module doc for what is modelled)."""
+    out = []
+    for pol in policies:
+        v, s, f, d, c, r = [], [], [], [], [], []
+        for qi in rows:
+            last, sel, cost, n_rounds = simulate(pol, gt, int(qi))
+            v.append(float(vote_correct(gt, int(qi), last)))
+            s.append(_label(gt, int(qi), sel))
+            f.append(cost.flops)
+            d.append(cost.dollars)
+            c.append(cost.calls)
+            r.append(n_rounds)
+            if progress is not None:
+                progress()
+        out.append(
+            GTResult(
+                pol.name,
+                len(rows),
+                np.asarray(v),
+                np.asarray(s),
+                np.asarray(f),
+                np.asarray(d),
+                np.asarray(c, float),
+                np.asarray(r, float),
+            )
+        )
+    return out
+
+
+def single_model_results(gt: GroundTruth, rows: np.ndarray) -> list[GTResult]:
+    """Every model alone (one recorded call): accuracy and cost per query."""
+    res = []
+    for j, m in enumerate(gt.models):
+        lab = np.nan_to_num(gt.table.labels[rows, j], nan=0.0)
+        fl, dl = [], []
+        for qi in rows:
+            cst = _Cost(gt, int(qi))
+            cst.add(m, cst.prompt[m], cst.out[m])
+            fl.append(cst.flops)
+            dl.append(cst.dollars)
+        res.append(
+            GTResult(
+                m,
+                len(rows),
+                lab,
+                lab,
+                np.asarray(fl),
+                np.asarray(dl),
+                np.ones(len(rows)),
+                np.ones(len(rows)),
+            )
+        )
+    return res
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of a - b over queries with a paired-bootstrap 95% CI."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(n_boot, len(diff)))
+    means = diff[idx].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def bootstrap_ci(a: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    a = np.asarray(a, float)
+    means = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def unit(gt: GroundTruth) -> float:
+    a = float(np.nanmean(gt.prompt_tokens))
+    b = float(np.nanmean(gt.table.out_tokens)) if gt.table.out_tokens is not None else 300.0
+    return unit_flops(gt.pool.models, a, b)
+
+
+def random_seed_for(qid: str, seed: int) -> int:
+    return int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16)
