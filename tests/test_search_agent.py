@@ -13,17 +13,25 @@ from moagraph.search.study import Study, run_study
 
 
 def space(**kw) -> SearchSpace:
-    return SearchSpace.from_pool(fake_pool("s", "m", "l"), avg_in=202, avg_out=275, budget=12.0, max_nodes=4, **kw)
+    return SearchSpace.from_pool(
+        fake_pool("s", "m", "l"), avg_in=202, avg_out=275, budget=12.0, max_nodes=4, **kw
+    )
 
 
 GOOD = [
     ('```json\n{"probabilities": {"edges": {"n0->n1": 0.8}}}\n```', {"n0->n1": 0.8}),
-    ('Sure! Here you go: {"probabilities": {"edges": {"n0->n1": 0.7,}}} hope it helps', {"n0->n1": 0.7}),
+    (
+        'Sure! Here you go: {"probabilities": {"edges": {"n0->n1": 0.7,}}} hope it helps',
+        {"n0->n1": 0.7},
+    ),
     ("{'probabilities': {'edges': {'n0->n1': 0.6}}}", {"n0->n1": 0.6}),  # single quotes
     ('{"edges": {"n0->n1": "90%"}}', {"n0->n1": 0.9}),  # top-level, percentage
     ('{"probabilities": {"edges": {"n0->n1": 7}}}', {"n0->n1": 0.99}),  # out of range: clipped
-    ('{"probabilities": {"edges": {"n0->n1": 0.65, "n9->n1": 0.5, "x": 1}, "colour": "red"}}', {"n0->n1": 0.65}),
-    ('I would raise n0->n1: 0.75 and leave the rest.', {"n0->n1": 0.75}),  # prose
+    (
+        '{"probabilities": {"edges": {"n0->n1": 0.65, "n9->n1": 0.5, "x": 1}, "colour": "red"}}',
+        {"n0->n1": 0.65},
+    ),
+    ("I would raise n0->n1: 0.75 and leave the rest.", {"n0->n1": 0.75}),  # prose
     ('{"probabilities": {"edges": {"n0->n1": 0.85, "n1->n2": 0.3', {"n0->n1": 0.85}),  # truncated
     ('"edges": {"n0->n1": 0.55}}}', {"n0->n1": 0.55}),  # continues the prompt's opened JSON
 ]
@@ -131,7 +139,9 @@ async def test_valid_replies_update_the_distribution_and_proposals_are_used(tmp_
     sp = space()
     reply = '{"probabilities": {"models": {"n0": {"m": 0.97}, "n1": {"m": 0.97}, "n2": {"m": 0.97}, "n3": {"off": 0.97}}}, "graph": {"nodes": [{"id": "n0", "model": "m"}, {"id": "n1", "model": "m"}, {"id": "n2", "model": "m"}]}}'
     agent = ScriptedAgent(['{"mixes": [0]}', reply])
-    opt = AgentReinforce(sp, seed=1, agent=agent, task_kind="math")
+    # fix_mix=False: the legacy free-mix mode, where the agent may move model probabilities
+    # (the default now fixes the pretest's mix; see test_search_paper.py)
+    opt = AgentReinforce(sp, seed=1, agent=agent, task_kind="math", fix_mix=False)
     st = Study.open(tmp_path / "s.sqlite", "x", {})
     res = await run_study(st, opt, Synthetic(sp), 12)
     assert res.stats["agent_replies_ok"] > 0 and res.stats["parse_failures"] == 0
@@ -173,13 +183,22 @@ def test_update_schema_matches_the_parser(flat: bool) -> None:
 
     sp = space(flat=flat)
     sch = update_schema(sp)
-    node_probs = sch["properties"]["probabilities"]["properties"]["models"]["properties"]["n0"]["properties"]
+    node_probs = sch["properties"]["probabilities"]["properties"]["models"]["properties"]["n0"][
+        "properties"
+    ]
     assert set(node_probs) == {*sp.model_names, "off"}
     assert ("edges" in sch["properties"]["probabilities"]["properties"]) is (not flat)
-    reply = json.dumps({"probabilities": {"models": {"n1": {"m": 0.9}}}, "graph": {"nodes": [{"id": "n0", "model": "l"}]}})
+    reply = json.dumps(
+        {
+            "probabilities": {"models": {"n1": {"m": 0.9}}},
+            "graph": {"nodes": [{"id": "n0", "model": "l"}]},
+        }
+    )
     r = parse_update_reply(reply, sp, prefix="")
     assert r.ok and r.probabilities and r.graph is not None
-    r = parse_update_reply(reply, sp)  # with the prompt's opened JSON as prefix: the fallback finds it
+    r = parse_update_reply(
+        reply, sp
+    )  # with the prompt's opened JSON as prefix: the fallback finds it
     assert r.ok and r.probabilities == {"models": {"n1": {"m": 0.9}}} and r.graph is not None
 
 

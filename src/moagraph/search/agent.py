@@ -21,7 +21,12 @@ from moagraph.search.space import SearchSpace, finalize_graph
 
 
 class AgentLLM(Protocol):
-    """What the optimiser needs from an agent: text in, text out."""
+    """What the optimiser needs from an agent: text in, text out.
+
+    An agent that sets ``accepts_schema = True`` is also passed ``schema=`` (a
+    JSON schema its decoding is constrained to) and ``max_tokens=`` (a reply
+    limit sized to that schema, :func:`reply_token_limit`).
+    """
 
     async def __call__(self, prompt: str, attempt: int = 0) -> str: ...
 
@@ -34,19 +39,31 @@ class RuntimeAgent:
     without a chat template. A retry samples at a higher temperature.
     """
 
-    def __init__(self, runtime: Any, model: str, max_tokens: int = 256, json_schema: bool = False) -> None:
+    def __init__(
+        self, runtime: Any, model: str, max_tokens: int | None = None, json_schema: bool = True
+    ) -> None:
         self.runtime = runtime
         self.model = model
+        # None: the optimiser sizes each reply's limit from its schema (reply_token_limit);
+        # DEFAULT_REPLY_TOKENS for a call that brings neither.
         self.max_tokens = max_tokens
         # True: the optimiser passes a JSON schema for update replies and the
         # backend constrains decoding to it (llama.cpp grammar / response_format).
         self.accepts_schema = json_schema
         self.calls = 0
 
-    async def __call__(self, prompt: str, attempt: int = 0, schema: dict[str, Any] | None = None) -> str:
+    async def __call__(
+        self,
+        prompt: str,
+        attempt: int = 0,
+        schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        limit = self.max_tokens or max_tokens or DEFAULT_REPLY_TOKENS
+        self.last_max_tokens = limit
         params = SamplingParams(
             temperature=0.0 if attempt == 0 else 0.7,
-            max_tokens=self.max_tokens,
+            max_tokens=limit,
             seed=attempt,
             stop=("```", "\n\n\n", "Question:"),
             json_schema=schema if self.accepts_schema else None,
@@ -59,6 +76,83 @@ class RuntimeAgent:
 
 
 REPLY_PREFIX = '```json\n{"probabilities": {'
+DEFAULT_REPLY_TOKENS = 1024
+
+
+def _largest_instance(schema: dict[str, Any]) -> Any:
+    """The longest JSON value a schema allows (arrays at maxItems, every property, longest enum)."""
+    t = schema.get("type")
+    if "enum" in schema:
+        return max(schema["enum"], key=lambda v: len(json.dumps(v)))
+    if t == "object":
+        return {k: _largest_instance(v) for k, v in schema.get("properties", {}).items()}
+    if t == "array":
+        n = schema.get("maxItems")
+        item = schema.get("items", {})
+        if n is None:  # unbounded (e.g. inputs): as many as the item enum has values
+            n = len(item.get("enum", [None]))
+        return [_largest_instance(item) for _ in range(n)]
+    if t == "number":
+        return 0.125
+    if t == "integer":
+        return 99
+    if t == "string":
+        return "x" * 16
+    return None
+
+
+def reply_token_limit(
+    schema: dict[str, Any], chars_per_token: float = 2.0, margin: int = 64
+) -> int:
+    """A reply limit sized to the schema: the largest reply it allows, in tokens.
+
+    JSON of short keys, digits and punctuation runs at about 2-3 characters
+    per token (Qwen2.5 and Llama 3 tokenisers); 2 is the safe side, plus room
+    for whitespace the grammar allows. The official code gives its agent 16,384
+    tokens (``self.llm.gen(message, 16384)`` in FairyFali/AgentRE
+    ``experiments/evaluator/llm_optimizer.py``) for free-text replies with a
+    reasoning preamble; a schema-constrained reply needs only this.
+    """
+    text = json.dumps(_largest_instance(schema), separators=(", ", ": "))
+    return int(len(text) / chars_per_token) + margin
+
+
+# The paper's latency prompt, copied from FairyFali/AgentRE
+# swarm/environment/prompt/math_prompt_set.py, get_llm_forward_latency (the
+# latency-specific lines; {dataset} replaces "Math"). The official reply format
+# (a "Graph:" string and an "Edge-probabilities:" list) is replaced by this
+# module's JSON reply, which the schema constrains.
+LATENCY_CONTEXT = (
+    "- You will see the **last-round graph**, its **batch accuracy**, its **inference latency**, and the "
+    "**full table of edge-selection probabilities**.\n"
+    "- Your job: **propose the next-round graph** (same format) **and the updated probability table** "
+    "(same order & format), applying * RL-style* probability nudges.\n"
+    "- The graph you receive in this iteration has been expanded outward from the FinalDecision node, "
+    "gradually increasing in both depth and breadth. The edge-probabilities starts with all edge "
+    "probabilities set to zero, and through multiple sampling rounds, probabilities are raised only for "
+    "edges that prove useful and efficiency.\n"
+    "- Your goal is to optimize a MAS DAG to minimize inference latency while ensuring it remains usable."
+)
+LATENCY_RULE = (
+    "R-1  Model counts must exactly match model_selection after you assign models to all nodes. But you "
+    "don't need to use all the models. For the unused models, do not assign predecessors or successors"
+)
+LATENCY_INSIGHTS = (
+    "Latency Optimization Insights:\n"
+    "- Graphs with fewer nodes generally achieve lower inference latency. You may remove nodes if doing so "
+    "does not significantly harm performance.\n"
+    "- Proper control of context length is a key factor for inference latency. Avoid giving a node overly "
+    "long input contexts — each node's in-degree should not be too large.\n"
+    "- When performance is not heavily impacted, aim to reduce the total number of edges. Sparse graphs "
+    "have much lower inference latency compared to dense ones.\n"
+    "- Smaller models achieve lower inference latency. You may replace the larger models in the current "
+    "graph with smaller ones from model selection to reduce inference latency."
+)
+LATENCY_CLOSING = (
+    "Remember, your primary goal is to decrease the inference latency of the graph, while ensuring that "
+    "the graph's performance remains usable."
+)
+LATENCY_MARKER = "Latency Optimization Insights:"
 
 
 def update_prompt(
@@ -70,16 +164,36 @@ def update_prompt(
     history: list[tuple[str, float]],
     insights: str | None,
     budget_note: str,
+    sink_note: str = "the sink votes over its inputs.",
+    model_selection: str | None = None,
+    latency_s: float | None = None,
+    latency: bool = False,
 ) -> str:
-    """Feedback prompt after one evaluation; ends inside the JSON reply it asks for."""
+    """Feedback prompt after one evaluation; ends inside the JSON reply it asks for.
+
+    ``model_selection``: the fixed mix (the agent may not change it; its model
+    entries are ignored). ``latency=True`` adds the paper's latency prompt
+    (``LATENCY_*``, copied from the official code) and the last latency.
+    """
     parts = [
         "You optimise a collaboration graph of language models for a "
         f"{task_kind or 'generic'} task. Nodes are sampled from the probabilities below; "
-        "edges nX->nY feed X's answer to Y; the sink votes over its inputs.",
+        f"edges nX->nY feed X's answer to Y; {sink_note}",
         budget_note,
     ]
+    if model_selection:
+        parts.append(
+            "For the current budget we have a fixed **model-selection requirement** (each node's model is "
+            f"fixed; change edges, sink links and roles only):\n{model_selection}"
+        )
+    if latency:
+        parts.append(LATENCY_CONTEXT)
+        parts.append(LATENCY_RULE)
+        if latency_s is not None:
+            parts.append(f"Last-round inference latency:\n{latency_s:.3f} s per query")
+        parts.append(LATENCY_INSIGHTS)
     if insights:
-        parts.append("Insights:\n" + insights)
+        parts.append(("Performance optimize insight:\n" if latency else "Insights:\n") + insights)
     if history:
         parts.append(
             "Recent graphs and rewards:\n"
@@ -89,27 +203,43 @@ def update_prompt(
         f"Latest graph (reward {reward:.3f}):\n{graph_text}",
         "Current probabilities (JSON; per node only entries >= 0.05 shown):\n"
         + json.dumps(compact_probabilities(probabilities), separators=(",", ":")),
-        "Reply with JSON only: {\"probabilities\": {...same keys, updated values in [0,1]...}, "
-        "\"graph\": {\"nodes\": [{\"id\": \"n0\", \"model\": \"...\", \"role\": \"assistant\", "
-        "\"inputs\": []}], \"sink\": [\"n0\"]}}",
+        'Reply with JSON only: {"probabilities": {...same keys, updated values in [0,1]...}, '
+        '"graph": {"nodes": [{"id": "n0", "model": "...", "role": "assistant", '
+        '"inputs": []}], "sink": ["n0"]}}',
+    ]
+    if latency:
+        parts.append(LATENCY_CLOSING)
+    parts += [
         REPLY_PREFIX,
     ]
     return "\n\n".join(p for p in parts if p)
 
 
-def update_schema(space: SearchSpace) -> dict[str, Any]:
+def update_schema(space: SearchSpace, fixed_nodes: int | None = None) -> dict[str, Any]:
     """JSON schema of an update reply, built from the space (a subset of what
     ``parse_update_reply`` accepts): ``{"probabilities": {"models": {"n0": {model: p}},
     ...}, "graph": {"nodes": [...], "sink": [...]}}``. Keys are spelled exactly
     as the space names them, so a constrained small model cannot misspell a model.
+
+    ``fixed_nodes=k`` (a fixed mix of k nodes): only slots n0..n(k-1), and no
+    model probabilities (the mix is not the agent's to change).
     """
-    slots = [f"n{i}" for i in range(space.max_nodes)]
+    n_slots = space.max_nodes if fixed_nodes is None else max(1, fixed_nodes)
+    slots = [f"n{i}" for i in range(n_slots)]
     prob = {"type": "number"}
     models = space.model_names + ["off"]
-    per_node = {"type": "object", "properties": {m: prob for m in models}, "additionalProperties": False}
-    probs: dict[str, Any] = {
-        "models": {"type": "object", "properties": {n: per_node for n in slots}, "additionalProperties": False}
+    per_node = {
+        "type": "object",
+        "properties": {m: prob for m in models},
+        "additionalProperties": False,
     }
+    probs: dict[str, Any] = {}
+    if fixed_nodes is None:
+        probs["models"] = {
+            "type": "object",
+            "properties": {n: per_node for n in slots},
+            "additionalProperties": False,
+        }
     node: dict[str, Any] = {
         "id": {"type": "string", "enum": slots},
         "model": {"type": "string", "enum": space.model_names},
@@ -117,11 +247,27 @@ def update_schema(space: SearchSpace) -> dict[str, Any]:
     required = ["id", "model"]
     if not space.flat:
         roles = [r.value for r in space.roles]
-        per_role = {"type": "object", "properties": {r: prob for r in roles}, "additionalProperties": False}
-        probs["roles"] = {"type": "object", "properties": {n: per_role for n in slots}, "additionalProperties": False}
+        per_role = {
+            "type": "object",
+            "properties": {r: prob for r in roles},
+            "additionalProperties": False,
+        }
+        probs["roles"] = {
+            "type": "object",
+            "properties": {n: per_role for n in slots},
+            "additionalProperties": False,
+        }
         edges = [f"n{i}->n{j}" for i in range(len(slots)) for j in range(i + 1, len(slots))]
-        probs["edges"] = {"type": "object", "properties": {e: prob for e in edges}, "additionalProperties": False}
-        probs["sink"] = {"type": "object", "properties": {n: prob for n in slots}, "additionalProperties": False}
+        probs["edges"] = {
+            "type": "object",
+            "properties": {e: prob for e in edges},
+            "additionalProperties": False,
+        }
+        probs["sink"] = {
+            "type": "object",
+            "properties": {n: prob for n in slots},
+            "additionalProperties": False,
+        }
         node["role"] = {"type": "string", "enum": roles}
         node["inputs"] = {"type": "array", "items": {"type": "string", "enum": slots}}
     graph = {
@@ -129,24 +275,57 @@ def update_schema(space: SearchSpace) -> dict[str, Any]:
         "properties": {
             "nodes": {
                 "type": "array",
-                "items": {"type": "object", "properties": node, "required": required, "additionalProperties": False},
+                "items": {
+                    "type": "object",
+                    "properties": node,
+                    "required": required,
+                    "additionalProperties": False,
+                },
                 "minItems": 1,
-                "maxItems": space.max_nodes,
+                "maxItems": n_slots,
             },
             "sink": {"type": "array", "items": {"type": "string", "enum": slots}},
         },
         "required": ["nodes"],
         "additionalProperties": False,
     }
+    if not probs:  # flat space with a fixed mix: only the graph (which nodes to use) is left
+        return {
+            "type": "object",
+            "properties": {"graph": graph},
+            "required": ["graph"],
+            "additionalProperties": False,
+        }
+    first = "models" if "models" in probs else "edges"
     return {
         "type": "object",
         "properties": {
             "probabilities": {
-                "type": "object", "properties": probs, "required": ["models"], "additionalProperties": False,
+                "type": "object",
+                "properties": probs,
+                "required": [first],
+                "additionalProperties": False,
             },
             "graph": graph,
         },
         "required": ["probabilities"],
+        "additionalProperties": False,
+    }
+
+
+def mix_schema(n_mixes: int, k: int) -> dict[str, Any]:
+    """JSON schema of a mix-choice reply: ``{"mixes": [i, ...]}`` with valid numbers only."""
+    return {
+        "type": "object",
+        "properties": {
+            "mixes": {
+                "type": "array",
+                "items": {"type": "integer", "enum": list(range(n_mixes))},
+                "minItems": 1,
+                "maxItems": max(1, min(k, n_mixes)),
+            }
+        },
+        "required": ["mixes"],
         "additionalProperties": False,
     }
 
@@ -166,7 +345,12 @@ MIX_PREFIX = '```json\n{"mixes": ['
 
 
 def mix_prompt(
-    *, task_kind: str | None, mixes: list[str], pilot: list[tuple[str, float]], insights: str | None, k: int
+    *,
+    task_kind: str | None,
+    mixes: list[str],
+    pilot: list[tuple[str, float]],
+    insights: str | None,
+    k: int,
 ) -> str:
     parts = [
         f"Choose model mixes for a {task_kind or 'generic'} task under a compute budget.",
@@ -176,7 +360,9 @@ def mix_prompt(
     if pilot:
         parts.append("Pilot results:\n" + "\n".join(f"- {m}: reward {r:.3f}" for m, r in pilot))
     parts.append("Budget-feasible mixes:\n" + "\n".join(f"{i}. {m}" for i, m in enumerate(mixes)))
-    parts.append(f"Reply with JSON only: the numbers of the {k} most promising mixes, e.g. {{\"mixes\": [0, 2]}}")
+    parts.append(
+        f'Reply with JSON only: the numbers of the {k} most promising mixes, e.g. {{"mixes": [0, 2]}}'
+    )
     parts.append(MIX_PREFIX)
     return "\n\n".join(parts)
 
@@ -241,7 +427,7 @@ def _repair(s: str) -> str:
         s = s.replace("'", '"')
     s = re.sub(r"(\d+(?:\.\d+)?)\s*%", lambda m: str(float(m.group(1)) / 100), s)
     s = re.sub(r",\s*([}\]])", r"\1", s)
-    s = re.sub(r'([{,]\s*)([A-Za-z_][\w\->]*)\s*:', r'\1"\2":', s)  # bare keys
+    s = re.sub(r"([{,]\s*)([A-Za-z_][\w\->]*)\s*:", r'\1"\2":', s)  # bare keys
     return s
 
 
@@ -297,7 +483,7 @@ def _parse_update(text: str, space: SearchSpace, prefix: str) -> AgentReply:
     obj = None
     if prefix:
         # The prompt opened the JSON; the reply continues it.
-        start = prefix[prefix.index("{"):]
+        start = prefix[prefix.index("{") :]
         obj = extract_json(start + text)
     if obj is None or not _has_content(obj):
         obj2 = extract_json(text)
@@ -395,7 +581,11 @@ def graph_from_reply(raw: dict[str, Any], space: SearchSpace) -> Graph | None:
     nodes.sort(key=lambda n: idx[n.id])
     sink = raw.get("sink") or raw.get("sink_inputs") or []
     sink_inputs = [_nid(x) for x in sink] if isinstance(sink, list) else []
-    return space.trim(finalize_graph(nodes, sink_inputs, sink_mode=space.sink_mode))
+    return space.trim(
+        finalize_graph(
+            nodes, sink_inputs, sink_mode=space.sink_mode, output_model=space.output_model
+        )
+    )
 
 
 def _nid(x: Any) -> str:
@@ -406,7 +596,7 @@ def _nid(x: Any) -> str:
 def parse_mix_reply(text: str, n_mixes: int, prefix: str = MIX_PREFIX) -> list[int]:
     """Mix numbers chosen by the agent (valid, unique, in order); [] if none."""
     try:
-        obj = extract_json(prefix[prefix.index("{"):] + text) if text else None
+        obj = extract_json(prefix[prefix.index("{") :] + text) if text else None
         vals: list[Any] = []
         if isinstance(obj, dict) and isinstance(obj.get("mixes"), list):
             vals = obj["mixes"]

@@ -1,31 +1,44 @@
 """Agent-REINFORCE: an LLM agent edits the graph distribution from rewards.
 
-Phases (each evaluation is one ask/tell):
+Phases (each evaluation is one ask/tell; the phase is stored with every trial):
 
 1. pilot: the homogeneous, budget-filling mix of each of up to ``pilot_n``
    models, so the agent sees how each model does alone;
 2. mix choice: the agent reads the feasible mixes, the written insights and
    the pilot results and names ``n_candidates`` mixes (heuristic fallback);
-3. pretest: one sampled graph per candidate mix; the best mix seeds the
-   distribution's model logits;
-4. search: sample (or take the agent's proposed graph), trim, evaluate; the
-   agent gets graph + reward + probabilities + recent history and returns
-   new probabilities and a graph. A reply that cannot be parsed is retried
-   once, then a REINFORCE step is taken instead: the search never crashes.
+3. pretest: one sampled graph per candidate mix; the best mix is then
+   **fixed** (``fix_mix=True``, the default): every later graph uses exactly
+   that many copies of each model, as the official code does
+   (FairyFali/AgentRE ``experiments/evaluator/evaluator.py``,
+   ``optimize_llm_swarm``: ``model_selection = best_sel`` after
+   ``model_pretest_initialize``; ``llm_optimizer.py`` rule R-1 "Model counts
+   must exactly match model_selection"). Model entries in later agent replies
+   are ignored and proposed graphs are re-projected onto the mix;
+4. guided: ``guided_iterations`` agent-guided evaluations ("search": sampled
+   from the distribution, "proposal": the agent's graph). The agent gets
+   graph + reward (+ latency with ``objective="latency"``, the paper's
+   latency prompt) + probabilities + recent history and returns new
+   probabilities and a graph as JSON (schema-constrained for agents that
+   accept a schema, with a reply limit sized to the schema). A reply that
+   cannot be parsed is retried once, then a REINFORCE step is taken instead:
+   the search never crashes.
 
-The study returns the best graph by held-out re-evaluation, not the last one.
+The study returns the best graph by validation re-evaluation, not the last one
+(the official code returns the last graph).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from moagraph.graph.spec import Graph
+from moagraph.graph.spec import Graph, Node, Role
 from moagraph.search.agent import (
     AgentLLM,
     mix_prompt,
+    mix_schema,
     parse_mix_reply,
     parse_update_reply,
+    reply_token_limit,
     update_prompt,
     update_schema,
 )
@@ -33,13 +46,19 @@ from moagraph.search.base import Optimizer, Told
 from moagraph.search.distribution import GraphDistribution
 from moagraph.search.insights import insights_text
 from moagraph.search.reinforce import Adam, reinforce_grads
-from moagraph.search.space import SearchSpace, graph_text
+from moagraph.search.space import SearchSpace, finalize_graph, graph_text
+
+GUIDED_PHASES = ("search", "proposal")
+"""Trial phases that are agent-guided evaluations (pilot and pretest are not)."""
 
 
 class AgentReinforce(Optimizer):
     name = "agent-reinforce"
     use_insights = True
     use_priors = True  # pilot + mix choice + pretest
+    fixes_mix = (
+        True  # the pretest's best mix is fixed (official code); TextGrad here leaves it free
+    )
 
     def __init__(
         self,
@@ -52,9 +71,20 @@ class AgentReinforce(Optimizer):
         max_mixes_shown: int = 20,
         history_len: int = 4,
         lr: float = 0.1,
+        guided_iterations: int | None = None,
+        objective: str = "accuracy",
+        fix_mix: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(space, seed, **kwargs)
+        if objective not in ("accuracy", "latency"):
+            raise ValueError(f"objective={objective!r}: use 'accuracy' or 'latency'")
+        if guided_iterations is not None and guided_iterations < 1:
+            raise ValueError(f"guided_iterations={guided_iterations}: use >= 1")
+        self.guided_iterations = guided_iterations
+        self.objective = objective
+        self.fix_mix = self.fixes_mix if fix_mix is None else fix_mix
+        self.fixed_mix: tuple[int, ...] | None = None
         self.agent = agent
         self.task_kind = task_kind
         self.dist = GraphDistribution(space)
@@ -73,7 +103,12 @@ class AgentReinforce(Optimizer):
             "fallback_steps": 0,
             "proposals_used": 0,
             "mix_choice_parsed": 0,
+            "mix_changes_ignored": 0,
+            "pilot_evaluations": 0,
+            "pretest_evaluations": 0,
+            "guided_evaluations": 0,
         }
+        self.reply_limits: list[int] = []
         self._queue: list[tuple[Graph, str, dict[str, Any]]] = []
         self._phase = "pilot" if self.use_priors else "search"
         self._pilot: dict[str, float] = {}
@@ -83,9 +118,19 @@ class AgentReinforce(Optimizer):
             for name in self._pilot_models(pilot_n):
                 counts = self._homogeneous(name)
                 if counts is not None:
-                    self._queue.append((space.flat_graph(counts, name=f"pilot-{name}"), "pilot", {"model": name}))
+                    self._queue.append(
+                        (space.flat_graph(counts, name=f"pilot-{name}"), "pilot", {"model": name})
+                    )
             if not self._queue:
                 self._phase = "search"
+        self.planned_prior_evaluations = len(self._queue) + (n_candidates if self.use_priors else 0)
+
+    @property
+    def finished(self) -> bool:
+        return (
+            self.guided_iterations is not None
+            and self.counters["guided_evaluations"] >= self.guided_iterations
+        )
 
     # --- priors ------------------------------------------------------------------
     def _pilot_models(self, n: int) -> list[str]:
@@ -130,7 +175,12 @@ class AgentReinforce(Optimizer):
                 insights=insights_text(self.task_kind) if self.use_insights else None,
                 k=self.n_candidates,
             )
-            text = await self._call_agent(prompt, 0)
+            sch = (
+                mix_schema(len(shown), self.n_candidates)
+                if getattr(self.agent, "accepts_schema", False)
+                else None
+            )
+            text = await self._call_agent(prompt, 0, schema=sch)
             chosen = parse_mix_reply(text or "", len(shown))[: self.n_candidates]
             if chosen:
                 self.counters["mix_choice_parsed"] += 1
@@ -158,6 +208,8 @@ class AgentReinforce(Optimizer):
             self._finish_pretest()
         if self._proposal is not None:
             g, self._proposal = self._proposal, None
+            if self.fixed_mix is not None:
+                g = self.project(g)
             if not self.seen(g):
                 self.counters["proposals_used"] += 1
                 return g, "proposal", {}
@@ -171,11 +223,81 @@ class AgentReinforce(Optimizer):
     def _finish_pretest(self) -> None:
         self._phase = "search"
         if self._pretest:
+            # ties: the first candidate in the agent's order (max keeps the first)
             best = max(self._pretest.items(), key=lambda kv: kv[1])[0]
-            self.dist.focus_mix(best, strength=0.8)
+            if self.fix_mix:
+                self.dist.fix_mix(best)
+                self.fixed_mix = tuple(best)
+            else:
+                self.dist.focus_mix(best, strength=0.8)
+
+    def project(self, g: Graph) -> Graph:
+        """Re-project a graph onto the fixed mix: slot i keeps the mix's model for slot i.
+
+        Edges and roles between the mix's slots are kept; nodes outside the mix
+        are dropped; missing slots come back as input-less assistants (with the
+        latency objective, as in the paper's latency rule R-1, unused models may
+        stay unused).
+        """
+        fm = self.dist.fixed_models
+        if fm is None:
+            return g
+        names = self.space.model_names
+        k = len(names)
+        n_fixed = int((fm < k).sum())
+        kept: dict[int, Node] = {}
+        for n in self.space.workers(g):
+            i = _slot(n.id)
+            if i is None or i >= n_fixed or i in kept:
+                continue
+            kept[i] = n.model_copy(update={"model": names[int(fm[i])]}, deep=True)
+        if self.objective != "latency":
+            for i in range(n_fixed):
+                if i not in kept:
+                    kept[i] = Node(id=f"n{i}", role=Role.ASSISTANT, model=names[int(fm[i])])
+        if not kept:
+            kept[0] = Node(id="n0", role=Role.ASSISTANT, model=names[int(fm[0])])
+        ids = {f"n{i}" for i in kept}
+        nodes = []
+        for i in sorted(kept):
+            n = kept[i]
+            n.inputs = [x for x in n.inputs if x in ids and (_slot(x) or 0) < i]
+            nodes.append(n)
+        sink_inputs = [x for x in g.node(g.sink).inputs if x in ids]
+        out = finalize_graph(
+            nodes,
+            sink_inputs,
+            name=g.name,
+            sink_mode=self.space.sink_mode,
+            output_model=self.space.output_model,
+        )
+        return self.space.trim(out, keep_nodes=True)
+
+    def _tried_to_change_mix(self, reply: Any) -> bool:
+        fm = self.dist.fixed_models
+        if fm is None:
+            return False
+        if isinstance(reply.probabilities, dict) and reply.probabilities.get("models"):
+            return True
+        if reply.graph is not None:
+            names = self.space.model_names
+            have = self.space.mix_of(reply.graph)
+            return tuple(have) != self.fixed_mix and any(
+                _slot(n.id) is None
+                or _slot(n.id) >= len(fm)
+                or names[int(fm[_slot(n.id) or 0])] != n.model
+                if (_slot(n.id) or 0) < len(fm) and fm[_slot(n.id) or 0] < len(names)
+                else True
+                for n in self.space.workers(reply.graph)
+            )
+        return False
 
     async def _observe(self, told: Told) -> None:
         phase = told.candidate.phase
+        key = {"pilot": "pilot_evaluations", "pretest": "pretest_evaluations"}.get(
+            phase, "guided_evaluations"
+        )
+        self.counters[key] += 1
         if phase == "pilot":
             self._pilot[told.candidate.info["model"]] = told.reward
             return
@@ -194,11 +316,28 @@ class AgentReinforce(Optimizer):
             (graph_text(t.candidate.graph), t.reward)
             for t in self.history[-self.history_len - 1 : -1]
         ]
+        sp = self.space
+        n_nodes = sum(self.fixed_mix) if self.fixed_mix is not None else sp.max_nodes
         budget_note = (
-            f"Budget: {self.space.budget} normalised FLOPs (one call of the smallest model = 1), "
-            f"at most {self.space.max_nodes} nodes (n0..n{self.space.max_nodes - 1}); "
-            f"models: {', '.join(self.space.model_names)}."
+            f"Budget: {sp.budget} normalised FLOPs (one call of the smallest model = 1), "
+            f"at most {n_nodes} nodes (n0..n{n_nodes - 1}); "
+            f"models: {', '.join(sp.model_names)}."
         )
+        sink_note = (
+            f"every node without a consumer feeds the output node (model {sp.output_model}), which reads "
+            "their answers and writes the final one; its cost counts."
+            if sp.sink_mode == "llm"
+            else "the sink votes over its inputs."
+        )
+        selection = None
+        if self.fixed_mix is not None:
+            fm = self.dist.fixed_models
+            assert fm is not None
+            selection = ", ".join(
+                f"n{i}={sp.model_names[int(m)]}"
+                for i, m in enumerate(fm)
+                if m < len(sp.model_names)
+            )
         prompt = update_prompt(
             task_kind=self.task_kind,
             graph_text=graph_text(told.candidate.graph),
@@ -207,6 +346,10 @@ class AgentReinforce(Optimizer):
             history=recent,
             insights=insights_text(self.task_kind) if self.use_insights else None,
             budget_note=budget_note,
+            sink_note=sink_note,
+            model_selection=selection,
+            latency_s=told.info.get("latency"),
+            latency=self.objective == "latency",
         )
         reply = None
         if self.agent is not None:
@@ -220,6 +363,8 @@ class AgentReinforce(Optimizer):
                 if r.ok:
                     reply = r
                     break
+        if reply is not None and self._tried_to_change_mix(reply):
+            self.counters["mix_changes_ignored"] += 1
         if reply is None:
             if self.agent is not None:
                 self.counters["parse_failures"] += 1
@@ -228,9 +373,13 @@ class AgentReinforce(Optimizer):
         else:
             self.counters["agent_replies_ok"] += 1
             if reply.probabilities:
-                self.dist.set_probabilities(reply.probabilities)
+                self.dist.set_probabilities(
+                    reply.probabilities
+                )  # model entries ignored when the mix is fixed
             if reply.graph is not None:
-                self._proposal = reply.graph
+                self._proposal = (
+                    self.project(reply.graph) if self.fixed_mix is not None else reply.graph
+                )
         b = self._baseline
         self._baseline = told.reward if b is None else 0.8 * b + 0.2 * told.reward
 
@@ -238,14 +387,22 @@ class AgentReinforce(Optimizer):
         """The reply schema, for agents that declare ``accepts_schema`` (else None)."""
         if not getattr(self.agent, "accepts_schema", False):
             return None
-        if getattr(self, "_schema", None) is None:
-            self._schema = update_schema(self.space)
+        fixed = sum(self.fixed_mix) if self.fixed_mix is not None else None
+        if getattr(self, "_schema_for", -1) != fixed:
+            self._schema = update_schema(self.space, fixed_nodes=fixed)
+            self._schema_for = fixed
         return self._schema
 
-    async def _call_agent(self, prompt: str, attempt: int, schema: dict[str, Any] | None = None) -> str | None:
+    async def _call_agent(
+        self, prompt: str, attempt: int, schema: dict[str, Any] | None = None
+    ) -> str | None:
         self.counters["agent_calls"] += 1
         try:
             if schema is not None:
+                limit = reply_token_limit(schema)
+                self.reply_limits.append(limit)
+                if _takes(self.agent, "max_tokens"):
+                    return await self.agent(prompt, attempt, schema=schema, max_tokens=limit)  # type: ignore[misc,call-arg]
                 return await self.agent(prompt, attempt, schema=schema)  # type: ignore[misc,call-arg]
             return await self.agent(prompt, attempt)  # type: ignore[misc]
         except Exception as e:
@@ -258,10 +415,33 @@ class AgentReinforce(Optimizer):
         return [self.dist.argmax_graph()]
 
     def snapshot(self) -> dict[str, Any]:
-        return {"probabilities": self.dist.probabilities(), "phase": self._phase}
+        snap: dict[str, Any] = {"probabilities": self.dist.probabilities(), "phase": self._phase}
+        if self.fixed_mix is not None:
+            snap["fixed_mix"] = list(self.fixed_mix)
+        return snap
 
     def stats(self) -> dict[str, Any]:
-        s = dict(self.counters)
+        s: dict[str, Any] = dict(self.counters)
+        if self.fixed_mix is not None:
+            s["fixed_mix"] = self.space.describe_mix(self.fixed_mix)
+        if self.reply_limits:
+            s["reply_token_limit"] = max(self.reply_limits)
         updates = s["agent_replies_ok"] + s["parse_failures"]
         s["parse_failure_rate"] = round(s["parse_failures"] / updates, 3) if updates else None
         return s
+
+
+def _slot(node_id: str) -> int | None:
+    s = node_id.strip()
+    return int(s[1:]) if s.startswith("n") and s[1:].isdigit() else None
+
+
+def _takes(fn: Any, kw: str) -> bool:
+    """Whether a callable accepts keyword ``kw`` (agents written before reply limits do not)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return kw in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
