@@ -8,6 +8,9 @@ fresh install shows a real result table within about a minute, offline.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
+import sqlite3
 import time
 from pathlib import Path
 from typing import Annotated
@@ -104,8 +107,33 @@ def eval_command(
             progress,
             data_dir,
         )
-    except ValueError as e:
+    except EvalFailed as e:
+        raise fail(e, code=1) from None
+    except (ValueError, OSError, sqlite3.Error) as e:
         raise fail(e) from None
+
+
+class EvalFailed(Exception):
+    """The run finished but no query succeeded (exit code 1, not a usage error)."""
+
+
+# What identifies a model's answers (and their cost) in a stored run; operational
+# settings (concurrency, timeouts, retries, labels, threads) may change on resume.
+_IDENTITY_FIELDS = (
+    "name",
+    "backend",
+    "model",
+    "base_url",
+    "replay",
+    "replay_model",
+    "prompt_format",
+    "context_length",
+    "params_b",
+    "layers",
+    "hidden_size",
+    "price_in",
+    "price_out",
+)
 
 
 def _eval(
@@ -146,7 +174,15 @@ def _eval(
         )
     if resume and run_id is None:
         raise ValueError("--resume needs --run-id ID (the id printed when the run started)")
+    if not math.isfinite(temperature):
+        raise ValueError(f"--temperature {temperature}: must be a finite number >= 0")
+    if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
+        raise ValueError(
+            f"--budget-flops {budget_flops}: must be a finite number > 0 "
+            "(normalised FLOPs per query; omit it for no budget)"
+        )
     pool = load_pool(resolve_pool(pool_name))
+    specs = {m.name: m for m in pool.models}  # as written in the pool file: the run's identity
     graph = (
         Graph.load(resolve_graph(graph_path))
         if graph_path is not None
@@ -180,6 +216,12 @@ def _eval(
     config = {
         "graph": graph.to_dict(),
         "pool": pool.name,
+        "pool_models": {
+            m: {k: getattr(specs[m], k) for k in _IDENTITY_FIELDS} for m in graph.models_used
+        },
+        "examples_sha256": hashlib.sha256(
+            "\n".join(ex.id for ex in examples).encode("utf-8")
+        ).hexdigest(),
         "split": split,
         "seed": seed,
         "max_tokens": max_tokens,
@@ -208,6 +250,11 @@ def _eval(
         report = asyncio.run(go())
         console.print(report.table())
         failed = [r for r in report.rows if r.error]
+        if failed and len(failed) == len(report.rows):
+            raise EvalFailed(
+                f"every query failed ({len(failed)} of {len(report.rows)}; run {run_id!r} in "
+                f"{store_path}). First error ({failed[0].example_id}): {failed[0].error}"
+            )
         if failed:
             console.print(
                 f"[yellow]first error ({failed[0].example_id}): {failed[0].error}[/yellow]",

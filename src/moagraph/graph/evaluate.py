@@ -26,7 +26,7 @@ from rich.table import Table
 
 from moagraph.graph.executor import BudgetExceeded
 from moagraph.graph.trace import Policy, Trace
-from moagraph.store import ResultRow, RunStore
+from moagraph.store import ResultRow, RunStore, RunStoreError
 from moagraph.tasks.base import Example, Task
 
 __all__ = ["EvalReport", "aevaluate", "evaluate", "grade_trace", "report_table", "wilson_interval"]
@@ -184,7 +184,9 @@ async def aevaluate(
     if store is not None:
         run_id = run_id or f"{policy.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = {"policy": policy.name, "task": task.name, "n": len(examples), **(config or {})}
-        store.create_run(run_id, cfg, resume=resume)
+        # strict: resuming needs the run to exist with this very configuration, or the
+        # stored results would be reported as if this configuration had produced them.
+        store.create_run(run_id, cfg, resume=resume, strict=True)
     elif resume:
         raise ValueError("resume=True needs a store (pass --store PATH)")
     skip = (
@@ -250,7 +252,11 @@ async def aevaluate(
         status = "done"
     finally:
         if store is not None:
-            store.set_status(run_id, status)  # type: ignore[arg-type]
+            try:
+                store.set_status(run_id, status)  # type: ignore[arg-type]
+            except RunStoreError:
+                if status == "done":  # else keep the error that stopped the run
+                    raise
     if store is not None:
         wanted = set(ids)
         rows = [r for r in store.results(run_id) if r.example_id in wanted]  # type: ignore[arg-type]

@@ -34,7 +34,9 @@ class PoolError(ValueError):
 class ModelSpec(BaseModel):
     """One model of a pool. Frozen and hashable so it can key caches and semaphores."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: `params_b: .inf` (or .nan) would make every cost NaN and so
+    # silently disable budgets; every number of a pool must be finite.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="Name used in graphs, routers and results.")
     label: str = Field("", description="Human-readable label for tables and plots.")
@@ -180,6 +182,8 @@ def _format_validation(err: ValidationError, raw: dict[str, Any], source: str) -
         elif e["type"] == "extra_forbidden":
             allowed = ", ".join(ModelSpec.model_fields) if "models" in loc else ", ".join(Pool.model_fields)
             msg = f"is not a known field; remove it or use one of: {allowed}"
+        elif e["type"] == "finite_number":
+            msg = f"{msg} (.inf/.nan make costs NaN and disable budgets); give the real value"
         lines.append(f"  - {where}: {msg}")
     return "\n".join(lines)
 
@@ -189,10 +193,19 @@ def load_pool(path: str | Path) -> Pool:
     p = Path(path)
     if not p.exists():
         raise PoolError(f"pool file {p} does not exist; pass --pool PATH (see pools/ for examples)")
+    if p.is_dir():
+        raise PoolError(
+            f"pool path {p} is a directory with no pool.yaml in it; pass --pool the pool's "
+            "YAML file, or a folder that holds pool.yaml"
+        )
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise PoolError(f"pool file {p} is not valid YAML: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise PoolError(
+            f"pool file {p} cannot be read ({e}); pass --pool a readable UTF-8 YAML file"
+        ) from None
     if not isinstance(raw, dict):
         raise PoolError(f"pool file {p} must be a mapping with a `models:` list")
     try:

@@ -35,18 +35,71 @@ def shared_data_dir() -> Path | None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: Path) -> list[tuple[int, Any]]:
+    """``(line number, parsed row)`` of every non-blank line; a file that cannot be read
+    (not UTF-8, a bad gzip, a folder, no permission) is a :class:`TaskError` naming it."""
     opener = gzip.open if path.suffix == ".gz" else open
-    rows: list[dict[str, Any]] = []
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise TaskError(f"{path}:{lineno} is not valid JSON ({e.msg}); fix or remove that line") from None
+    rows: list[tuple[int, Any]] = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise TaskError(
+                        f"{path}:{lineno} is not valid JSON ({e.msg}); fix or remove that line"
+                    ) from None
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise TaskError(
+            f"data file {path} cannot be read ({type(e).__name__}: {e}); it must be UTF-8 "
+            "JSONL (optionally .gz): replace it with a good copy"
+        ) from None
     return rows
+
+
+def _type_names(t: type | tuple[type, ...]) -> str:
+    return " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def read_rows(
+    path: Path, fields: dict[str, type | tuple[type, ...]], what: str
+) -> list[tuple[int, dict[str, Any]]]:
+    """JSONL rows with their line numbers, each checked to be an object with ``fields``
+    of the given types; the error names the file, the line, the field and the fix."""
+    out = []
+    for lineno, row in read_jsonl_numbered(path):
+        check_row(row, fields, f"{path}:{lineno}", what)
+        out.append((lineno, row))
+    return out
+
+
+def check_row(row: Any, fields: dict[str, type | tuple[type, ...]], where: str, what: str) -> None:
+    layout = ", ".join(f"{k}: {_type_names(t)}" for k, t in fields.items())
+    if not isinstance(row, dict):
+        raise TaskError(
+            f"{where}: a {what} row must be a JSON object {{{layout}}}, got "
+            f"{type(row).__name__}; fix or remove that line"
+        )
+    for k, t in fields.items():
+        if k not in row:
+            raise TaskError(
+                f"{where}: {what} row lacks field `{k}` (rows need {{{layout}}}); "
+                "fix or remove that line"
+            )
+        v = row[k]
+        if not isinstance(v, t) or (
+            isinstance(v, bool) and bool not in (t if isinstance(t, tuple) else (t,))
+        ):
+            raise TaskError(
+                f"{where}: {what} field `{k}` is {type(v).__name__} {str(v)[:40]!r}, expected "
+                f"{_type_names(t)}; fix or remove that line"
+            )
 
 
 def iter_bundled(name: str) -> Iterator[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from moagraph.tasks._common import FileTask, iter_bundled, read_jsonl
+from moagraph.tasks._common import FileTask, iter_bundled, read_jsonl, read_rows
 from moagraph.tasks.base import Example
 from moagraph.tasks.grading.math_equiv import (
     equivalent,
@@ -99,10 +99,12 @@ class GSM8KTask(MathLikeTask):
             return [
                 self._example("test", r["idx"], r) for r in iter_bundled("gsm8k_test_sample.jsonl")
             ]
-        rows = read_jsonl(
-            self.data_file("gsm8k", f"{split}.jsonl", what="GSM8K {question, answer} JSONL")
+        rows = read_rows(
+            self.data_file("gsm8k", f"{split}.jsonl", what="GSM8K {question, answer} JSONL"),
+            {"question": str, "answer": str},
+            "GSM8K",
         )
-        return [self._example(split, i, r) for i, r in enumerate(rows)]
+        return [self._example(split, i, r) for i, (_, r) in enumerate(rows)]
 
     @staticmethod
     def _example(split: str, idx: int, r: dict[str, Any]) -> Example:

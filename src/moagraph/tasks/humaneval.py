@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from moagraph.tasks._common import FileTask, in_train_fraction, iter_bundled, read_jsonl
+from moagraph.tasks._common import FileTask, in_train_fraction, iter_bundled, read_rows
 from moagraph.tasks.base import Example
 from moagraph.tasks.grading.code import extract_code, humaneval_program
 from moagraph.tasks.grading.sandbox import SandboxResult, run_code
@@ -69,7 +69,14 @@ class HumanEvalTask(CodeTask):
         if split == "sample":
             rows = list(iter_bundled("humaneval_sample.jsonl"))
         else:
-            rows = read_jsonl(self.data_file("humaneval", "humaneval-py.jsonl", what="HumanEval JSONL"))
+            path = self.data_file("humaneval", "humaneval-py.jsonl", what="HumanEval JSONL")
+            fields: dict[str, type | tuple[type, ...]] = {
+                "name": str,
+                "prompt": str,
+                "test": str,
+                "entry_point": str,
+            }
+            rows = [r for _, r in read_rows(path, fields, "HumanEval")]
             if split != "all":
                 rows = [r for r in rows if in_train_fraction(r["name"]) == (split == "train")]
         return [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from moagraph.tasks._common import iter_bundled, read_jsonl
+from moagraph.tasks._common import iter_bundled, read_rows
 from moagraph.tasks.base import Example, TaskError
 from moagraph.tasks.grading.math_equiv import equivalent, extract_boxed, normalize_answer
 from moagraph.tasks.gsm8k import MathLikeTask
@@ -37,16 +37,19 @@ class MathTask(MathLikeTask):
         if split == "zeroeval":  # MATH level 5 as recorded by ZeroEval (pool zeroeval-math)
             return self._zeroeval_split("math-l5", "zeroeval-math", "math")
         if split == "sample":
-            rows = list(iter_bundled("math_test_sample.jsonl"))
-        else:
-            rows = read_jsonl(self.data_file("math", f"{split}.jsonl", what="MATH JSONL"))
-        return [self._example(r) for r in rows]
+            return [self._example(r) for r in iter_bundled("math_test_sample.jsonl")]
+        path = self.data_file("math", f"{split}.jsonl", what="MATH JSONL")
+        fields: dict[str, type | tuple[type, ...]] = {"id": str, "problem": str, "solution": str}
+        return [self._example(r, f"{path}:{line}") for line, r in read_rows(path, fields, "MATH")]
 
     @staticmethod
-    def _example(r: dict[str, Any]) -> Example:
+    def _example(r: dict[str, Any], where: str = "MATH record") -> Example:
         ref = extract_boxed(r["solution"])
         if ref is None:
-            raise TaskError(f"MATH record {r.get('id')!r} has no \\boxed{{}} answer in `solution`")
+            raise TaskError(
+                f"{where}: MATH record {r.get('id')!r} has no \\boxed{{}} answer in "
+                "`solution`; fix or remove that line"
+            )
         return Example(
             id=r["id"],
             question=r["problem"],

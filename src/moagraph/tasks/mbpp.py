@@ -12,12 +12,22 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from moagraph.tasks._common import DATA_HINT, iter_bundled, read_jsonl
+from moagraph.tasks._common import DATA_HINT, iter_bundled, read_rows
 from moagraph.tasks.base import Example, TaskDataError, TaskError
 from moagraph.tasks.grading.code import extract_code, mbpp_program
 from moagraph.tasks.humaneval import CodeTask
 
 _RANGES = {"test": (11, 510), "train": (601, 974), "validation": (511, 600), "prompt": (1, 10)}
+
+
+def _id(r: dict[str, Any], path: Any, line: int) -> int:
+    try:
+        return int(r["task_id"])
+    except ValueError:
+        raise TaskError(
+            f"{path}:{line}: MBPP field `task_id` is {r['task_id']!r}, expected an integer; "
+            "fix or remove that line"
+        ) from None
 
 
 class MBPPTask(CodeTask):
@@ -36,11 +46,20 @@ class MBPPTask(CodeTask):
             ]
         base = self.data_dir
         root = base / "mbpp" if base is not None else None
+        fields: dict[str, type | tuple[type, ...]] = {
+            "task_id": (int, str),
+            "text": str,
+            "test_list": list,
+        }
         if root is not None and (root / f"{split}.jsonl").exists():
-            rows = read_jsonl(root / f"{split}.jsonl")
+            path = root / f"{split}.jsonl"
+            rows = read_rows(path, fields, "MBPP")
         elif root is not None and (root / "mbpp.jsonl").exists():
             lo, hi = _RANGES[split]
-            rows = [r for r in read_jsonl(root / "mbpp.jsonl") if lo <= int(r["task_id"]) <= hi]
+            path = root / "mbpp.jsonl"
+            rows = [
+                (ln, r) for ln, r in read_rows(path, fields, "MBPP") if lo <= _id(r, path, ln) <= hi
+            ]
         else:
             where = str(root) if root is not None else "<data_dir>/mbpp (no data dir found)"
             raise TaskDataError(
@@ -49,14 +68,15 @@ class MBPPTask(CodeTask):
                 f"<data_dir>/mbpp/{split}.jsonl or the full release at <data_dir>/mbpp/mbpp.jsonl; "
                 f"{DATA_HINT}"
             )
-        return [self._example(i, r) for i, r in enumerate(rows)]
+        return [self._example(i, r, f"{path}:{ln}") for i, (ln, r) in enumerate(rows)]
 
     @staticmethod
-    def _example(i: int, r: dict[str, Any]) -> Example:
+    def _example(i: int, r: dict[str, Any], where: str = "") -> Example:
         missing = [k for k in ("task_id", "text", "test_list") if k not in r]
         if missing:
             raise TaskError(
-                f"MBPP record {i} lacks field(s) {', '.join(missing)}; see the MBPP JSONL layout"
+                f"{where or f'MBPP record {i}'}: lacks field(s) {', '.join(missing)}; "
+                "see the MBPP JSONL layout"
             )
         tests = list(r["test_list"])
         m = re.search(r"assert\s+(?:not\s+)?\(?\s*([A-Za-z_]\w*)\s*\(", tests[0]) if tests else None

@@ -16,7 +16,7 @@ import csv
 from pathlib import Path
 from typing import Any, ClassVar
 
-from moagraph.tasks._common import DATA_HINT, FileTask, iter_bundled, read_jsonl
+from moagraph.tasks._common import DATA_HINT, FileTask, check_row, iter_bundled, read_jsonl_numbered
 from moagraph.tasks.base import Example, TaskDataError, TaskError
 from moagraph.tasks.grading.choice import choice_equivalent, extract_choice
 
@@ -41,9 +41,10 @@ class MMLUTask(FileTask):
         base = self.data_dir
         root = base / "mmlu" if base is not None else None
         if root is not None and (root / f"{split}.jsonl").exists():
+            path = root / f"{split}.jsonl"
             return [
-                self._from_json(split, i, r)
-                for i, r in enumerate(read_jsonl(root / f"{split}.jsonl"))
+                self._from_json(split, i, r, f"{path}:{line}")
+                for i, (line, r) in enumerate(read_jsonl_numbered(path))
             ]
         if root is not None and (root / split).is_dir():
             files = sorted((root / split).glob("*.csv"))
@@ -83,19 +84,22 @@ class MMLUTask(FileTask):
         return out
 
     @staticmethod
-    def _from_json(split: str, i: int, r: dict[str, Any]) -> Example:
-        try:
-            q, choices, ans = r["question"], list(r["choices"]), r["answer"]
-        except KeyError as e:
-            raise TaskError(
-                f"MMLU JSONL record {i} lacks field {e}; need question, choices, answer"
-            ) from None
+    def _from_json(split: str, i: int, r: dict[str, Any], where: str = "") -> Example:
+        where = where or f"MMLU JSONL record {i}"
+        check_row(r, {"question": str, "choices": list, "answer": (int, str)}, where, "MMLU")
+        q, choices, ans = r["question"], list(r["choices"]), r["answer"]
         if isinstance(ans, int):
+            if not 0 <= ans < len(choices):
+                raise TaskError(
+                    f"{where}: MMLU answer index {ans} is out of range for {len(choices)} "
+                    "choices; fix or remove that line"
+                )
             ans = LETTERS[ans]
         ans = str(ans).strip().upper()
         if ans not in LETTERS[: len(choices)]:
             raise TaskError(
-                f"MMLU JSONL record {i}: answer {ans!r} does not name one of the choices"
+                f"{where}: MMLU answer {ans!r} does not name one of the choices; "
+                "fix or remove that line"
             )
         subject = str(r.get("subject", "all"))
         return _example(str(r.get("id", f"mmlu/{subject}/{split}/{i}")), q, choices, ans, subject)
