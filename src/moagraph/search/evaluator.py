@@ -32,7 +32,14 @@ from moagraph.graph.spec import Graph
 from moagraph.search.space import SearchSpace, graph_key
 from moagraph.tasks.base import Example, Task
 
-Split = Literal["train", "heldout"]
+Split = Literal["train", "heldout", "test"]
+"""``train``: search; ``heldout``: the validation ids the final graph is picked on;
+``test``: reported once, on the picked graph only (never seen during search)."""
+
+
+def _split_key(split: str) -> str:
+    return "heldout" if split == "validation" else split
+
 
 VOTABLE_KINDS = frozenset({"math", "choice", "code"})
 """Task kinds whose extracted answers cluster, so a vote sink is meaningful."""
@@ -53,7 +60,9 @@ def is_replay_pool(pool: Any, models: Sequence[str] | None = None) -> bool:
     return bool(specs) and all(m.backend == "replay" for m in specs)
 
 
-def pool_replay_records(pool: Any, models: Sequence[str] | None = None, query_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def pool_replay_records(
+    pool: Any, models: Sequence[str] | None = None, query_ids: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
     """Recorded samples of the pool's replay models, renamed to pool model names.
 
     Reads each distinct replay file once; ``query_ids`` keeps only those queries.
@@ -65,7 +74,9 @@ def pool_replay_records(pool: Any, models: Sequence[str] | None = None, query_id
     by_file: dict[Any, list[Any]] = {}
     for spec in specs:
         if spec.backend != "replay" or not spec.replay:
-            raise EvaluatorError(f"model {spec.name!r} is not a replay model; the exact evaluator needs recordings")
+            raise EvaluatorError(
+                f"model {spec.name!r} is not a replay model; the exact evaluator needs recordings"
+            )
         by_file.setdefault(pool.resolve(spec.replay), []).append(spec)
     out: list[dict[str, Any]] = []
     for path, group in by_file.items():
@@ -80,9 +91,13 @@ def pool_replay_records(pool: Any, models: Sequence[str] | None = None, query_id
     return out
 
 
-def recorded_copies(records: Iterable[dict[str, Any]], models: Sequence[str], query_ids: Sequence[str]) -> dict[str, int]:
+def recorded_copies(
+    records: Iterable[dict[str, Any]], models: Sequence[str], query_ids: Sequence[str]
+) -> dict[str, int]:
     """Per model: consecutive samples 0..n-1 recorded for *every* query (the copies a flat graph may use)."""
-    have: set[tuple[str, str, int]] = {(str(r["model"]), str(r["query_id"]), int(r.get("sample", 0))) for r in records}
+    have: set[tuple[str, str, int]] = {
+        (str(r["model"]), str(r["query_id"]), int(r.get("sample", 0))) for r in records
+    }
     out: dict[str, int] = {}
     for m in models:
         n = 0
@@ -126,6 +141,7 @@ class ExecutorEvaluator:
         *,
         concurrency: int = 8,
         default_params: Any = None,
+        test: Sequence[Example] = (),
     ) -> None:
         from moagraph.graph.executor import GraphExecutor
 
@@ -134,21 +150,29 @@ class ExecutorEvaluator:
         self.runtime = runtime
         self.task = task
         self.space = space
-        self.examples: dict[str, list[Example]] = {"train": list(train), "heldout": list(heldout)}
+        self.examples: dict[str, list[Example]] = {
+            "train": list(train),
+            "heldout": list(heldout),
+            "test": list(test),
+        }
         self.executor = GraphExecutor(runtime, task, default_params=default_params)
         self.concurrency = concurrency
         self._memo: dict[tuple[str, str], EvalResult] = {}
+        self.evaluated_ids: dict[str, set[str]] = {"train": set(), "heldout": set(), "test": set()}
+        """Query ids each split was actually evaluated on (a study must never touch test ids while searching)."""
 
     async def evaluate(self, graph: Graph, split: Split = "train") -> EvalResult:
         from moagraph.graph.evaluate import aevaluate
         from moagraph.graph.policy import GraphPolicy
 
+        split = _split_key(split)  # type: ignore[assignment]
         exs = self.examples[split]
         if not exs:
-            raise EvaluatorError(f"{split} examples: none given; use --heldout-n >= 1")
+            raise EvaluatorError(f"{split} examples: none given; use --heldout-n / --test-n >= 1")
         key = (graph_key(graph), split)
         if key in self._memo:
             return self._memo[key]
+        self.evaluated_ids[split].update(e.id for e in exs)
         policy = GraphPolicy(graph, self.executor)
         rep = await aevaluate(policy, self.task, exs, concurrency=self.concurrency, progress=False)
         scores = [r.score if r.score is not None else 0.0 for r in rep.rows]
@@ -184,7 +208,13 @@ class ExactReplayEvaluator:
         *,
         mode: Literal["vote", "select"] = "vote",
         task: Task | None = None,
+        test_ids: Sequence[str] = (),
     ) -> None:
+        if space.sink_mode == "llm":
+            raise EvaluatorError(
+                "the exact replay evaluator scores vote/select sinks from recordings; a charged LLM output "
+                "node needs real calls (use the executor evaluator, or --sink vote on a replay pool)"
+            )
         if mode == "vote" and task is None:
             raise EvaluatorError("mode='vote' needs the task (answer clustering); pass task=")
         if not train_ids:
@@ -193,9 +223,15 @@ class ExactReplayEvaluator:
         self.space = space
         self.mode = mode
         self.task = task
-        self.ids: dict[str, list[str]] = {"train": list(train_ids), "heldout": list(heldout_ids)}
+        self.ids: dict[str, list[str]] = {
+            "train": list(train_ids),
+            "heldout": list(heldout_ids),
+            "test": list(test_ids),
+        }
         self._memo: dict[tuple[str, str], EvalResult] = {}
         self.calls = 0
+        self.evaluated_ids: dict[str, set[str]] = {"train": set(), "heldout": set(), "test": set()}
+        """Query ids each split was actually evaluated on (a study must never touch test ids while searching)."""
 
     @classmethod
     def from_records(
@@ -208,13 +244,14 @@ class ExactReplayEvaluator:
         mode: Literal["vote", "select"] = "vote",
         task: Task | None = None,
         model_map: dict[str, str] | None = None,
+        test: Sequence[Example] = (),
     ) -> ExactReplayEvaluator:
         """From replay records ({model, query_id, sample, text, score?, latency_s?}).
 
         ``model_map`` maps a recorded model name to the pool name. A record
         without ``score`` is graded with ``task.grade`` against its example.
         """
-        by_id = {ex.id: ex for ex in [*train, *heldout]}
+        by_id = {ex.id: ex for ex in [*train, *heldout, *test]}
         mm = model_map or {}
         samples: dict[tuple[str, str, int], Sample] = {}
         for rec in records:
@@ -226,16 +263,33 @@ class ExactReplayEvaluator:
             score = rec.get("score")
             if score is None:
                 if task is None:
-                    raise EvaluatorError(f"record {model}/{qid} has no `score` and no task to grade it")
+                    raise EvaluatorError(
+                        f"record {model}/{qid} has no `score` and no task to grade it"
+                    )
                 score = task.grade(text, by_id[qid])
             answer = task.extract(text) if (task is not None and mode == "vote") else None
             samples[(model, qid, int(rec.get("sample", 0)))] = Sample(
                 answer, float(score), float(rec.get("latency_s") or 0.0)
             )
-        return cls(samples, space, [e.id for e in train], [e.id for e in heldout], mode=mode, task=task)
+        return cls(
+            samples,
+            space,
+            [e.id for e in train],
+            [e.id for e in heldout],
+            mode=mode,
+            task=task,
+            test_ids=[e.id for e in test],
+        )
 
     @classmethod
-    def from_store(cls, store: Any, space: SearchSpace, train: Sequence[Example], heldout: Sequence[Example] = (), **kw: Any) -> ExactReplayEvaluator:
+    def from_store(
+        cls,
+        store: Any,
+        space: SearchSpace,
+        train: Sequence[Example],
+        heldout: Sequence[Example] = (),
+        **kw: Any,
+    ) -> ExactReplayEvaluator:
         """From a ``moagraph.models.replay.ReplayStore``."""
         return cls.from_records(store.records(), space, train, heldout, **kw)
 
@@ -250,15 +304,18 @@ class ExactReplayEvaluator:
         mode: Literal["vote", "select"] = "vote",
         task: Task | None = None,
         records: Sequence[dict[str, Any]] | None = None,
+        test: Sequence[Example] = (),
     ) -> ExactReplayEvaluator:
         """From an all-replay pool (records of the space's models, renamed to pool names)."""
         if records is None:
-            records = pool_replay_records(pool, space.model_names, [e.id for e in [*train, *heldout]])
-        return cls.from_records(records, space, train, heldout, mode=mode, task=task)
+            records = pool_replay_records(
+                pool, space.model_names, [e.id for e in [*train, *heldout, *test]]
+            )
+        return cls.from_records(records, space, train, heldout, mode=mode, task=task, test=test)
 
     def n_samples(self, model: str) -> int:
-        """Samples recorded for every train/heldout query (the copies the pool can answer)."""
-        qids = self.ids["train"] + self.ids["heldout"]
+        """Samples recorded for every train/heldout/test query (the copies the pool can answer)."""
+        qids = self.ids["train"] + self.ids["heldout"] + self.ids["test"]
         n = 0
         while all((model, q, n) in self.samples for q in qids):
             n += 1
@@ -286,9 +343,13 @@ class ExactReplayEvaluator:
         return self.evaluate_sync(graph, split)
 
     def evaluate_sync(self, graph: Graph, split: Split = "train") -> EvalResult:
+        split = _split_key(split)  # type: ignore[assignment]
         key = (graph_key(graph), split)
         if key in self._memo:
             return self._memo[key]
+        if not self.ids[split]:
+            raise EvaluatorError(f"{split} ids: none given; use --heldout-n / --test-n >= 1")
+        self.evaluated_ids[split].update(self.ids[split])
         self.calls += 1
         nodes = self._nodes(graph)
         scores: list[float] = []
@@ -321,6 +382,26 @@ class ExactReplayEvaluator:
         )
         self._memo[key] = res
         return res
+
+
+def mean_ci(scores: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
+    """Mean and 95% confidence interval of per-query scores.
+
+    0/1 scores (accuracy): the Wilson score interval; other scores: the normal
+    approximation with the sample standard deviation.
+    """
+    n = len(scores)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    m = float(np.mean(scores))
+    if all(s in (0.0, 1.0) for s in scores):
+        den = 1 + z * z / n
+        centre = (m + z * z / (2 * n)) / den
+        half = z * float(np.sqrt(m * (1 - m) / n + z * z / (4 * n * n))) / den
+        return m, max(0.0, centre - half), min(1.0, centre + half)
+    sd = float(np.std(scores, ddof=1)) if n > 1 else 0.0
+    half = z * sd / float(np.sqrt(n))
+    return m, m - half, m + half
 
 
 async def gather_limited(coros: Sequence[Any], limit: int = 4) -> list[Any]:

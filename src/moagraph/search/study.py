@@ -8,7 +8,13 @@ anyway (an uncached, sampling agent), the stored graph is told instead and
 the mismatch is counted, so the optimiser's history always matches the file.
 
 The returned graph is the best of the top few training graphs re-evaluated
-on held-out questions, not the last graph tried.
+on held-out (validation) questions, not the last graph tried; when the
+evaluator has test questions, that one graph is then scored on them once
+(mean with a 95% CI). The search itself never evaluates a test id.
+
+Every trial stores its phase (``pilot``, ``pretest``, ``search``,
+``proposal``); :func:`phase_counts` splits a study's evaluations into pilot
+and agent-guided ones.
 """
 
 from __future__ import annotations
@@ -23,8 +29,21 @@ from typing import Any
 
 from moagraph.graph.spec import Graph
 from moagraph.search.base import Optimizer
-from moagraph.search.evaluator import GraphEvaluator
+from moagraph.search.evaluator import GraphEvaluator, mean_ci
 from moagraph.search.space import graph_key
+
+GUIDED_PHASES = ("search", "proposal")
+
+
+def phase_counts(trials: list[TrialRow]) -> dict[str, int]:
+    """Evaluations per phase, plus ``guided`` (search + proposal) and ``prior`` (pilot + pretest)."""
+    out: dict[str, int] = {}
+    for t in trials:
+        out[t.phase] = out.get(t.phase, 0) + 1
+    out["guided"] = sum(out.get(p, 0) for p in GUIDED_PHASES)
+    out["prior"] = out.get("pilot", 0) + out.get("pretest", 0)
+    return out
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -76,6 +95,10 @@ class StudyResult:
     stats: dict[str, Any] = field(default_factory=dict)
     pareto: list[TrialRow] = field(default_factory=list)
     heldout: list[dict[str, Any]] = field(default_factory=list)
+    test_reward: float | None = None
+    test_ci: tuple[float, float] | None = None
+    test_n: int = 0
+    phases: dict[str, int] = field(default_factory=dict)
 
 
 class Study:
@@ -91,7 +114,9 @@ class Study:
 
     # --- lifecycle ---------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, name: str, config: dict[str, Any], *, resume: bool = False) -> Study:
+    def open(
+        cls, path: str | Path, name: str, config: dict[str, Any], *, resume: bool = False
+    ) -> Study:
         """Create a study, or reopen it with ``resume=True`` (config must match)."""
         s = cls(path, name)
         row = s.db.execute("SELECT config FROM studies WHERE name=?", (name,)).fetchone()
@@ -125,7 +150,9 @@ class Study:
         s = cls(path, name)
         if s.db.execute("SELECT 1 FROM studies WHERE name=?", (name,)).fetchone() is None:
             s.close()
-            raise StudyError(f"study {name!r} is not in {path}; known: {', '.join(list_studies(path))}")
+            raise StudyError(
+                f"study {name!r} is not in {path}; known: {', '.join(list_studies(path))}"
+            )
         return s
 
     def close(self) -> None:
@@ -141,8 +168,18 @@ class Study:
         self.db.execute(
             "INSERT OR REPLACE INTO trials VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                self.name, t.number, t.phase, json.dumps(t.graph.to_dict()), graph_key(t.graph),
-                t.reward, t.objective, t.cost, t.dollars, t.latency, json.dumps(t.state), time.time(),
+                self.name,
+                t.number,
+                t.phase,
+                json.dumps(t.graph.to_dict()),
+                graph_key(t.graph),
+                t.reward,
+                t.objective,
+                t.cost,
+                t.dollars,
+                t.latency,
+                json.dumps(t.state),
+                time.time(),
             ),
         )
         self.db.commit()
@@ -154,14 +191,33 @@ class Study:
             (self.name,),
         ).fetchall()
         return [
-            TrialRow(n, ph, Graph.model_validate(json.loads(g)), r, o, c, d, lat, json.loads(st or "{}"))
+            TrialRow(
+                n, ph, Graph.model_validate(json.loads(g)), r, o, c, d, lat, json.loads(st or "{}")
+            )
             for n, ph, g, r, o, c, d, lat, st in rows
         ]
 
-    def add_heldout(self, graph: Graph, source: str, train_reward: float | None, heldout: float, cost: float, latency: float) -> None:
+    def add_heldout(
+        self,
+        graph: Graph,
+        source: str,
+        train_reward: float | None,
+        heldout: float,
+        cost: float,
+        latency: float,
+    ) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO heldout VALUES (?,?,?,?,?,?,?,?)",
-            (self.name, graph_key(graph), json.dumps(graph.to_dict()), source, train_reward, heldout, cost, latency),
+            (
+                self.name,
+                graph_key(graph),
+                json.dumps(graph.to_dict()),
+                source,
+                train_reward,
+                heldout,
+                cost,
+                latency,
+            ),
         )
         self.db.commit()
 
@@ -171,13 +227,21 @@ class Study:
             (self.name,),
         ).fetchall()
         return [
-            {"graph": json.loads(g), "source": s, "train_reward": tr, "heldout_reward": h, "cost": c, "latency": lat}
+            {
+                "graph": json.loads(g),
+                "source": s,
+                "train_reward": tr,
+                "heldout_reward": h,
+                "cost": c,
+                "latency": lat,
+            }
             for g, s, tr, h, c, lat in rows
         ]
 
     def set_result(self, result: dict[str, Any], status: str = "done") -> None:
         self.db.execute(
-            "UPDATE studies SET result=?, status=? WHERE name=?", (json.dumps(result), status, self.name)
+            "UPDATE studies SET result=?, status=? WHERE name=?",
+            (json.dumps(result), status, self.name),
         )
         self.db.commit()
 
@@ -233,15 +297,29 @@ async def run_study(
     heldout_top: int = 3,
     multi_objective: bool = False,
     cost_weight: float = 0.05,
+    latency_weight: float = 0.0,
     on_trial: ProgressFn | None = None,
 ) -> StudyResult:
-    """Drive ``optimizer`` for ``iterations`` evaluations (resuming stored ones), then pick on held-out."""
+    """Drive ``optimizer`` for at most ``iterations`` evaluations (resuming stored
+    ones; an optimiser that is ``finished`` earlier, e.g. after its guided
+    iterations, stops the loop), pick on held-out, then report on test.
+
+    Objective: the reward; with ``multi_objective`` minus ``cost_weight`` x
+    cost / budget; with ``latency_weight`` > 0 (latency-aware search) also
+    minus ``latency_weight`` x latency / the first trial's latency.
+    """
     if iterations < 1:
         raise StudyError(f"iterations={iterations}: use --iterations >= 1")
     budget = optimizer.space.budget or 1.0
+    lat_ref: list[float] = []
 
-    def objective(reward: float, cost: float) -> float:
-        return reward - cost_weight * cost / budget if multi_objective else reward
+    def objective(reward: float, cost: float, latency: float = 0.0) -> float:
+        obj = reward - cost_weight * cost / budget if multi_objective else reward
+        if latency_weight > 0:
+            if not lat_ref:
+                lat_ref.append(latency if latency > 0 else 1.0)
+            obj -= latency_weight * latency / lat_ref[0]
+        return obj
 
     stored = study.trials()
     mismatches = 0
@@ -251,7 +329,9 @@ async def run_study(
         if graph_key(cand.graph) != graph_key(row.graph):
             mismatches += 1
             cand.graph = row.graph
-        await optimizer.tell(cand, row.objective)
+        if latency_weight > 0 and not lat_ref:
+            lat_ref.append(row.latency if row.latency > 0 else 1.0)
+        await optimizer.tell(cand, row.objective, {"cost": row.cost, "latency": row.latency})
         best = max(best, row.reward)
         if on_trial:
             on_trial(row.number + 1, iterations, row, best)
@@ -260,10 +340,17 @@ async def run_study(
             break
         cand = await optimizer.ask()
         res = await evaluator.evaluate(cand.graph, "train")
-        obj = objective(res.reward, res.cost)
-        await optimizer.tell(cand, obj, {"cost": res.cost})
+        obj = objective(res.reward, res.cost, res.latency_s)
+        await optimizer.tell(cand, obj, {"cost": res.cost, "latency": res.latency_s})
         row = TrialRow(
-            number, cand.phase, cand.graph, res.reward, obj, res.cost, res.dollars, res.latency_s,
+            number,
+            cand.phase,
+            cand.graph,
+            res.reward,
+            obj,
+            res.cost,
+            res.dollars,
+            res.latency_s,
             {"snapshot": optimizer.snapshot(), "info": cand.info},
         )
         study.add_trial(row)
@@ -282,7 +369,9 @@ async def run_study(
         if k not in seen:
             seen.add(k)
             ranked.append(t)
-    picks: list[tuple[Graph, str, float | None]] = [(t.graph, f"trial {t.number}", t.reward) for t in ranked[:heldout_top]]
+    picks: list[tuple[Graph, str, float | None]] = [
+        (t.graph, f"trial {t.number}", t.reward) for t in ranked[:heldout_top]
+    ]
     for g in optimizer.final_candidates():
         if graph_key(g) not in {graph_key(p[0]) for p in picks}:
             tr = next((t.reward for t in trials if graph_key(t.graph) == graph_key(g)), None)
@@ -290,16 +379,24 @@ async def run_study(
                 picks[-1] = (g, "final", tr)
             else:
                 picks.append((g, "final", tr))
-    has_heldout = bool(getattr(evaluator, "examples", {}).get("heldout") or getattr(evaluator, "ids", {}).get("heldout"))
+    has_heldout = bool(
+        getattr(evaluator, "examples", {}).get("heldout")
+        or getattr(evaluator, "ids", {}).get("heldout")
+    )
     chosen: tuple[Graph, float | None, float | None, float, float] | None = None
     held: list[dict[str, Any]] = []
     for g, src, tr in picks:
         if has_heldout:
             r = await evaluator.evaluate(g, "heldout")
             study.add_heldout(g, src, tr, r.reward, r.cost, r.latency_s)
-            held.append({"source": src, "train_reward": tr, "heldout_reward": r.reward, "cost": r.cost})
-            score = objective(r.reward, r.cost)
-            if chosen is None or (score, tr or 0.0) > (objective(chosen[2] or 0.0, chosen[3]), chosen[1] or 0.0):
+            held.append(
+                {"source": src, "train_reward": tr, "heldout_reward": r.reward, "cost": r.cost}
+            )
+            score = objective(r.reward, r.cost, r.latency_s)
+            if chosen is None or (score, tr or 0.0) > (
+                objective(chosen[2] or 0.0, chosen[3], chosen[4]),
+                chosen[1] or 0.0,
+            ):
                 chosen = (g, tr, r.reward, r.cost, r.latency_s)
     if chosen is None:
         top = ranked[0]
@@ -307,17 +404,56 @@ async def run_study(
     g, tr, hr, cost, lat = chosen
     if tr is None:
         tr = (await evaluator.evaluate(g, "train")).reward
-    stats = {**optimizer.stats(), "resume_mismatches": mismatches, "trials": len(trials)}
+    test_reward: float | None = None
+    test_ci: tuple[float, float] | None = None
+    test_n = 0
+    has_test = bool(
+        getattr(evaluator, "examples", {}).get("test") or getattr(evaluator, "ids", {}).get("test")
+    )
+    if has_test:  # the picked graph only, once
+        rt = await evaluator.evaluate(g, "test")
+        test_reward, lo, hi = mean_ci(rt.scores) if rt.scores else (rt.reward, rt.reward, rt.reward)
+        test_ci, test_n = (lo, hi), rt.n
+    phases = phase_counts(trials)
+    stats = {
+        **optimizer.stats(),
+        "resume_mismatches": mismatches,
+        "trials": len(trials),
+        "phases": phases,
+    }
     front = pareto_front(trials)
     result = StudyResult(
-        best_graph=g, train_reward=tr, heldout_reward=hr, cost=cost, latency=lat,
-        n_trials=len(trials), stats=stats, pareto=front, heldout=held,
+        best_graph=g,
+        train_reward=tr,
+        heldout_reward=hr,
+        cost=cost,
+        latency=lat,
+        n_trials=len(trials),
+        stats=stats,
+        pareto=front,
+        heldout=held,
+        test_reward=test_reward,
+        test_ci=test_ci,
+        test_n=test_n,
+        phases=phases,
     )
     study.set_result(
         {
-            "best_graph": g.to_dict(), "train_reward": tr, "heldout_reward": hr, "cost": cost,
-            "latency": lat, "n_trials": len(trials), "stats": stats,
-            "pareto": [{"number": t.number, "reward": t.reward, "cost": t.cost, "latency": t.latency} for t in front],
+            "best_graph": g.to_dict(),
+            "train_reward": tr,
+            "heldout_reward": hr,
+            "cost": cost,
+            "latency": lat,
+            "n_trials": len(trials),
+            "stats": stats,
+            "phases": phases,
+            "test_reward": test_reward,
+            "test_ci": list(test_ci) if test_ci else None,
+            "test_n": test_n,
+            "pareto": [
+                {"number": t.number, "reward": t.reward, "cost": t.cost, "latency": t.latency}
+                for t in front
+            ],
         }
     )
     return result
