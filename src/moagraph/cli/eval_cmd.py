@@ -84,6 +84,14 @@ def eval_command(
         Path | None,
         typer.Option(help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data)."),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run the pool's models as replicas on a Ray cluster: HEAD:6379, auto, or local "
+            "(needs `pip install 'moagraph[ray]'`); the store and cache stay here.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a graph (or one model) on a task; results go to the run store."""
     try:
@@ -106,6 +114,7 @@ def eval_command(
             budget_flops,
             progress,
             data_dir,
+            ray_address=ray,
         )
     except EvalFailed as e:
         raise fail(e, code=1) from None
@@ -155,6 +164,7 @@ def _eval(
     budget_flops: float | None,
     progress: bool,
     data_dir: Path | None = None,
+    ray_address: str | None = None,
 ) -> None:
     from moagraph.graph.builders import single
     from moagraph.graph.evaluate import aevaluate
@@ -183,6 +193,11 @@ def _eval(
         )
     pool = load_pool(resolve_pool(pool_name))
     specs = {m.name: m for m in pool.models}  # as written in the pool file: the run's identity
+    if ray_address is not None:  # models as Ray replicas; the store and cache stay on this driver
+        from moagraph.scale.cluster import connect, on_cluster
+
+        connect(ray_address)
+        pool = on_cluster(pool)
     graph = (
         Graph.load(resolve_graph(graph_path))
         if graph_path is not None

@@ -24,6 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from moagraph.scale.spec import RaySpec  # plain pydantic: no ray import
+
 BackendKind = Literal["openai", "llamacpp", "replay"]
 
 
@@ -80,6 +82,9 @@ class ModelSpec(BaseModel):
     )
     replay_model: str | None = Field(
         None, description="replay: model name inside the recordings (defaults to `name`)."
+    )
+    ray: RaySpec | None = Field(
+        None, description="Run this model as replicas on a Ray cluster (needs the ray extra)."
     )
     extra: dict[str, Any] = Field(default_factory=dict, description="Free-form notes (source, estimates).")
 

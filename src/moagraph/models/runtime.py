@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 def make_backend(spec: ModelSpec, pool: Pool) -> Backend:
     """Build the backend for one pool model (imports are lazy: extras stay optional)."""
+    if spec.ray is not None:  # replicas on a Ray cluster, each building the backend below
+        from moagraph.scale.ray_backend import RayBackend
+
+        return RayBackend(spec, pool)
     if spec.backend == "openai":
         from moagraph.models.openai_compat import OpenAICompatBackend
 
@@ -84,9 +88,13 @@ class PoolRuntime:
     def _semaphore(self, spec: ModelSpec) -> asyncio.Semaphore:
         # Models behind one endpoint share its concurrency limit.
         key = spec.base_url or f"{spec.backend}:{spec.name}"
+        # A backend serving from several places (Ray replicas) says how many calls it takes.
+        limit = getattr(self._backends.get(spec.name), "max_in_flight", None)
+        if limit is not None:
+            key = f"{key}#{spec.name}"
         sem = self._semaphores.get(key)
         if sem is None:
-            sem = self._semaphores[key] = asyncio.Semaphore(spec.max_concurrency)
+            sem = self._semaphores[key] = asyncio.Semaphore(limit or spec.max_concurrency)
         return sem
 
     async def complete(

@@ -1,0 +1,283 @@
+"""moagraph on a real Ray cluster: a head and a worker node on loopback.
+
+Skipped when the ray extra is absent. The cluster is started once for the
+module (``ray start --block`` processes, tiny CPU and object-store sizes, no
+dashboard) and every one of its processes is killed by pid afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'moagraph[ray]'")
+
+from moagraph.graph.evaluate import aevaluate  # noqa: E402
+from moagraph.graph.executor import GraphExecutor  # noqa: E402
+from moagraph.graph.policy import GraphPolicy  # noqa: E402
+from moagraph.graph.spec import Graph  # noqa: E402
+from moagraph.graph.testing import ArithmeticTask, fake_pool  # noqa: E402
+from moagraph.models.base import SamplingParams  # noqa: E402
+from moagraph.models.pool import Pool, load_pool  # noqa: E402
+from moagraph.models.runtime import PoolRuntime  # noqa: E402
+from moagraph.pools import resolve_pool  # noqa: E402
+from moagraph.scale.cluster import on_cluster  # noqa: E402
+from moagraph.scale.ray_backend import RayBackend  # noqa: E402
+from moagraph.scale.spec import RaySpec  # noqa: E402
+from moagraph.scale.testing import LoopbackCluster  # noqa: E402
+from moagraph.store import RunStore  # noqa: E402
+from moagraph.tasks.registry import get_task  # noqa: E402
+
+REPLAY_POOL = "gsm8k-local"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LoopbackCluster(workers=1, num_cpus=1, object_store_mb=80)
+    c.start()
+    old = {k: os.environ.get(k) for k in c.env() if k.startswith("RAY_")}
+    os.environ.update({k: v for k, v in c.env().items() if k.startswith("RAY_")})
+    try:
+        ray.init(address=c.address, log_to_driver=False, logging_level="warning")
+        c.wait_nodes(2)
+        yield c
+    finally:
+        ray.shutdown()
+        c.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _recorded_examples(task, pool: Pool, n: int):
+    lines = pool.resolve("queries.jsonl").read_text(encoding="utf-8").splitlines()
+    ids = [json.loads(x)["query_id"] for x in lines]
+    wanted = set(ids[:n])
+    return [ex for ex in task.load("test") if ex.id in wanted]
+
+
+def _evaluate(pool: Pool, graph: Graph, task, examples, concurrency: int = 4, store=None):
+    runtime = PoolRuntime(pool)
+    params = SamplingParams(max_tokens=192, temperature=0.7, seed=0)
+    policy = GraphPolicy(graph, GraphExecutor(runtime, task, default_params=params))
+
+    async def go():
+        try:
+            return await aevaluate(
+                policy, task, examples, concurrency=concurrency, progress=False, store=store
+            )
+        finally:
+            await runtime.aclose()
+
+    return asyncio.run(go()), runtime
+
+
+def test_replay_pool_on_two_nodes_equals_single_process(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    pool = load_pool(resolve_pool(REPLAY_POOL))
+    task = get_task("gsm8k")
+    examples = _recorded_examples(task, pool, 6)
+    graph = Graph.from_dict(  # 4 recorded samples per model: every call replays exactly
+        {
+            "name": "vote-mixed",
+            "nodes": [
+                {"id": "a0", "model": "gemma-270m"},
+                {"id": "a1", "model": "gemma-270m"},
+                {"id": "b0", "model": "gemma-270m-q3km"},
+                {"id": "b1", "model": "gemma-270m-q3km"},
+                {"id": "vote", "role": "vote", "inputs": ["a0", "a1", "b0", "b1"]},
+            ],
+            "sink": "vote",
+        }
+    )
+    store = RunStore(tmp_path / "runs.sqlite")
+    local, _ = _evaluate(pool, graph, task, examples, store=store)
+    placed = on_cluster(pool, replicas=2)
+    assert all(m.ray is not None and m.ray.replicas == 2 for m in placed.models)
+    remote, runtime = _evaluate(placed, graph, task, examples, store=store)
+    backend = runtime._backends["gemma-270m"]
+    assert isinstance(backend, RayBackend)
+    assert len(set(backend.nodes)) == 2, "SPREAD puts one replica on each node"
+    assert all(s > 0 for s in backend.served()), backend.served()
+    assert backend.restarts == 0 and backend.retries == 0
+    assert [r.example_id for r in remote.rows] == [r.example_id for r in local.rows]
+    for a, b in zip(local.rows, remote.rows):
+        assert (a.score, a.dollars, a.error) == (b.score, b.dollars, b.error)
+        assert a.flops == pytest.approx(b.flops, rel=1e-12)  # summed in finishing order
+        ta, tb = store.trace(local.run_id, a.example_id), store.trace(remote.run_id, b.example_id)
+        assert ta.output == tb.output
+        assert [(n.node_id, n.output) for n in ta.nodes] == [
+            (n.node_id, n.output) for n in tb.nodes
+        ]
+    store.close()
+    assert local.errors == 0 and remote.errors == 0
+    assert remote.accuracy == local.accuracy and local.accuracy is not None
+
+
+def _fixed_latency_pool(log: Path, latency_s: float, replicas: int, per_replica: int) -> Pool:
+    base = fake_pool("m1").models[0]
+    spec = base.model_copy(
+        update={
+            "ray": RaySpec(
+                replicas=replicas,
+                num_cpus=0,
+                max_concurrency=per_replica,
+                factory="moagraph.scale.testing:fixed_latency",
+            ),
+            "extra": {"latency_s": latency_s, "call_log": str(log)},
+        }
+    )
+    return Pool(name="fixed", models=[spec])
+
+
+def _chain(model: str) -> Graph:
+    return Graph.from_dict(
+        {
+            "name": "chain2",
+            "nodes": [{"id": "c0", "model": model}, {"id": "c1", "model": model, "inputs": ["c0"]}],
+            "sink": "c1",
+        }
+    )
+
+
+def _run_with_kill(pool: Pool, kill) -> tuple[object, RayBackend]:  # type: ignore[no-untyped-def]
+    """Evaluate 10 queries of a 2-node chain; call ``kill(backend)`` once replica 0 has
+    calls in flight and some calls have finished."""
+    task = ArithmeticTask()
+    examples = task.load(n=10)
+    runtime = PoolRuntime(pool)
+    policy = GraphPolicy(_chain("m1"), GraphExecutor(runtime, task))
+
+    async def go():
+        backend = runtime.backend("m1")
+        assert isinstance(backend, RayBackend)
+        run = asyncio.create_task(aevaluate(policy, task, examples, concurrency=4, progress=False))
+        while not (sum(backend.served()) >= 4 and backend._slots[0].in_flight > 0):
+            await asyncio.sleep(0.01)
+        await asyncio.get_running_loop().run_in_executor(None, kill, backend)
+        try:
+            return await asyncio.wait_for(run, timeout=120), backend
+        finally:
+            await runtime.aclose()
+
+    return asyncio.run(go())
+
+
+def _assert_nothing_lost(report, log: Path) -> None:  # type: ignore[no-untyped-def]
+    assert report.n == 10 and report.errors == 0 and report.accuracy == 1.0
+    calls = [json.loads(x) for x in log.read_text().splitlines()]
+    done = Counter((c["query_id"], c["prompt"]) for c in calls)
+    # 10 queries x 2 nodes, each finished call made exactly once: the calls that died with
+    # the replica were retried, and no call that had finished was made again.
+    assert len(done) == 20 and set(done.values()) == {1}, done
+
+
+def test_killed_replica_loses_no_query(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    pool = _fixed_latency_pool(log, latency_s=0.3, replicas=2, per_replica=2)
+    victim: list[object] = []
+
+    def kill(backend: RayBackend) -> None:
+        victim.append(backend.replica_actors()[0])
+        ray.kill(victim[0], no_restart=True)
+
+    report, backend = _run_with_kill(pool, kill)
+    _assert_nothing_lost(report, log)
+    assert backend.restarts == 1 and backend.retries >= 1
+    assert backend.replica_actors()[0] is not victim[0]
+    pids = {json.loads(x)["pid"] for x in log.read_text().splitlines()}
+    assert len(pids) == 3, "two replicas, then the replacement of the killed one"
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("moagraph")), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _rows(store: Path, run_id: str) -> dict[str, tuple[object, ...]]:
+    with sqlite3.connect(store) as db:
+        rows = db.execute(
+            "SELECT example_id, score, flops, error, trace FROM results WHERE run_id=?", (run_id,)
+        ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], json.loads(r[4])["output"]) for r in rows}
+
+
+def test_cli_eval_resume_after_driver_killed(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    src = load_pool(resolve_pool(REPLAY_POOL))
+    raw = yaml.safe_load(Path(src.path).read_text())  # type: ignore[arg-type]
+    for m in raw["models"]:
+        m["replay"] = str(src.resolve(m["replay"]))
+        m["extra"] = {"latency_s": 0.4}
+        m["ray"] = {"replicas": 2, "num_cpus": 0, "factory": "moagraph.scale.testing:slow_replay"}
+    pool_file = tmp_path / "pool.yaml"
+    pool_file.write_text(yaml.safe_dump(raw))
+    store = tmp_path / "runs.sqlite"
+    common = ["eval", "--pool", str(pool_file), "--model", "gemma-270m", "--task", "gsm8k",
+              "--split", "test", "--n", "8", "--concurrency", "1", "--store", str(store),
+              "--no-progress"]  # fmt: skip
+    env = {**cluster.env(), "RAY_ADDRESS": cluster.address}
+
+    first = _cli(*common, "--run-id", "r", "--ray", cluster.address, env=env)
+    deadline = time.monotonic() + 120
+    while not (store.exists() and len(_rows(store, "r")) >= 2):
+        assert first.poll() is None, first.stdout.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    partial = _rows(store, "r")
+    assert 2 <= len(partial) < 8
+
+    resumed = _cli(*common, "--run-id", "r", "--resume", "--ray", cluster.address, env=env)
+    out, _ = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, out.decode()
+    assert "from the store" in out.decode()
+    done = _rows(store, "r")
+    assert len(done) == 8
+    assert {k: done[k] for k in partial} == partial  # finished queries were not run again
+
+    # the same run in one process, without Ray, gives the same results
+    no_ray = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
+    raw2 = yaml.safe_load(pool_file.read_text())
+    for m in raw2["models"]:
+        del m["ray"]
+    pool_file.write_text(yaml.safe_dump(raw2))
+    single = _cli(*common, "--run-id", "single", env=no_ray)
+    out, _ = single.communicate(timeout=180)
+    assert single.returncode == 0, out.decode()
+    assert _rows(store, "single") == done
+
+
+def test_killed_worker_node_loses_no_query(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    """kill -9 of the worker node's raylet: its replica dies with the node and is replaced
+    on the head. Runs last: the module's worker node is gone afterwards."""
+    log = tmp_path / "calls.jsonl"
+    pool = _fixed_latency_pool(log, latency_s=0.3, replicas=2, per_replica=2)
+    worker = cluster.procs[1]
+
+    def kill(backend: RayBackend) -> None:
+        assert len(set(backend.nodes)) == 2
+        for pid in cluster.raylet_pids(worker):
+            os.kill(pid, signal.SIGKILL)
+
+    report, backend = _run_with_kill(pool, kill)
+    _assert_nothing_lost(report, log)
+    assert backend.restarts >= 1 and backend.retries >= 1
