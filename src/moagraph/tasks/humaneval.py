@@ -7,8 +7,14 @@ from typing import Any, ClassVar
 
 from moagraph.tasks._common import FileTask, in_train_fraction, iter_bundled, read_rows
 from moagraph.tasks.base import Example
-from moagraph.tasks.grading.code import extract_code, humaneval_program
-from moagraph.tasks.grading.sandbox import SandboxResult, run_code
+from moagraph.tasks.grading.code import (
+    TestProgram,
+    extract_code,
+    humaneval_program,
+    humaneval_tests,
+    run_test_program,
+)
+from moagraph.tasks.grading.sandbox import SandboxResult
 
 CODE_INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function "
@@ -35,11 +41,16 @@ class CodeTask(FileTask):
         return _squash(str(a)) == _squash(str(b))
 
     def program(self, text: str, example: Example) -> str:
+        """Answer and tests as one program: for trusted code (reference solutions) only."""
+        raise NotImplementedError
+
+    def test_program(self, text: str, example: Example) -> TestProgram:
+        """The answer split from its tests (the tests run where the answer cannot reach)."""
         raise NotImplementedError
 
     def run(self, text: str, example: Example) -> SandboxResult:
         """The sandbox result (status, stderr) behind :meth:`grade`."""
-        return run_code(self.program(text, example), self.timeout_s, self.memory_mb)
+        return run_test_program(self.test_program(text, example), self.timeout_s, self.memory_mb)
 
     def grade(self, text: str, example: Example) -> float:
         return 1.0 if self.run(text, example).passed else 0.0
@@ -98,4 +109,12 @@ class HumanEvalTask(CodeTask):
 
     def program(self, text: str, example: Example) -> str:
         code = extract_code(text, example.meta["entry_point"])
-        return humaneval_program(example.question, code, example.reference, example.meta["entry_point"])
+        return humaneval_program(
+            example.question, code, example.reference, example.meta["entry_point"]
+        )
+
+    def test_program(self, text: str, example: Example) -> TestProgram:
+        code = extract_code(text, example.meta["entry_point"])
+        return humaneval_tests(
+            example.question, code, example.reference, example.meta["entry_point"]
+        )

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from moagraph.tasks._common import DATA_HINT, iter_bundled, read_rows
 from moagraph.tasks.base import Example, TaskDataError, TaskError
-from moagraph.tasks.grading.code import extract_code, mbpp_program
+from moagraph.tasks.grading.code import TestProgram, extract_code, mbpp_program, mbpp_tests
 from moagraph.tasks.humaneval import CodeTask
 
 _RANGES = {"test": (11, 510), "train": (601, 974), "validation": (511, 600), "prompt": (1, 10)}
@@ -101,3 +101,8 @@ class MBPPTask(CodeTask):
     def program(self, text: str, example: Example) -> str:
         code = extract_code(text, example.meta.get("entry_point"))
         return mbpp_program(code, example.reference, example.meta.get("test_setup_code", ""))
+
+    def test_program(self, text: str, example: Example) -> TestProgram:
+        entry = example.meta.get("entry_point")
+        code = extract_code(text, entry)
+        return mbpp_tests(code, example.reference, example.meta.get("test_setup_code", ""), entry)

@@ -2,17 +2,21 @@
 
 * math: :func:`extract_math_answer`, :func:`equivalent` (math-verify + sympy)
 * multiple choice: :func:`extract_choice`
-* code: :func:`extract_code`, :func:`run_code` (sandboxed subprocess)
+* code: :func:`extract_code`, :func:`run_tests` / :func:`run_code` (isolated sandbox)
 """
 
 from moagraph.tasks.grading.choice import choice_equivalent, extract_choice
 from moagraph.tasks.grading.code import (
+    TestProgram,
     agrade_program,
     extract_code,
     grade_humaneval,
     grade_mbpp,
     humaneval_program,
+    humaneval_tests,
     mbpp_program,
+    mbpp_tests,
+    run_test_program,
 )
 from moagraph.tasks.grading.math_equiv import (
     equivalent,
@@ -26,7 +30,9 @@ from moagraph.tasks.grading.sandbox import (
     SandboxError,
     SandboxResult,
     arun_code,
+    arun_tests,
     run_code,
+    run_tests,
     sandbox_capabilities,
 )
 
@@ -34,8 +40,10 @@ __all__ = [
     "SandboxCapabilities",
     "SandboxError",
     "SandboxResult",
+    "TestProgram",
     "agrade_program",
     "arun_code",
+    "arun_tests",
     "choice_equivalent",
     "equivalent",
     "extract_boxed",
@@ -46,8 +54,12 @@ __all__ = [
     "grade_mbpp",
     "gsm8k_reference",
     "humaneval_program",
+    "humaneval_tests",
     "mbpp_program",
+    "mbpp_tests",
     "normalize_answer",
     "run_code",
+    "run_test_program",
+    "run_tests",
     "sandbox_capabilities",
 ]

@@ -4,22 +4,53 @@ A model answers a code task either with a fenced block (chat models) or by
 continuing the function prompt (base models). ``extract_code`` returns code
 that, appended after the task prompt, defines the function either way: a full
 definition re-defines the prompt's stub, a bare body continues it.
+
+Grading never appends the tests to the model's code: :func:`humaneval_tests`
+and :func:`mbpp_tests` split a problem into what the candidate process runs
+(prompt/setup + answer) and what only the judge sees (the asserts), and
+:func:`run_test_program` runs them with :func:`~moagraph.tasks.grading.sandbox.run_tests`.
+``humaneval_program``/``mbpp_program`` (one program holding both) remain for
+trusted code such as reference solutions; a model's code in them could skip
+or fake the tests.
 """
 
 from __future__ import annotations
 
+import builtins
 import re
+from dataclasses import dataclass
 
-from moagraph.tasks.grading.sandbox import SandboxResult, arun_code, run_code
+from moagraph.tasks.grading.sandbox import SandboxResult, arun_code, run_tests
 
 __all__ = [
+    "TestProgram",
     "agrade_program",
     "extract_code",
     "grade_humaneval",
     "grade_mbpp",
     "humaneval_program",
+    "humaneval_tests",
     "mbpp_program",
+    "mbpp_tests",
+    "run_test_program",
 ]
+
+
+@dataclass(frozen=True)
+class TestProgram:
+    """A code problem split for :func:`run_tests`.
+
+    ``code`` runs in the candidate process; ``prelude`` (trusted task code)
+    then ``tests`` run in the judge, where ``names`` call into the candidate.
+    """
+
+    __test__ = False  # not a pytest class
+
+    code: str
+    tests: str
+    prelude: str = ""
+    names: tuple[str, ...] = ()
+
 
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _MAIN_RE = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:.*", re.DOTALL | re.MULTILINE)
@@ -45,7 +76,9 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
         chosen = pool[0]
         if entry_point:
             for b in pool:
-                if re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", b, re.MULTILINE):
+                if re.search(
+                    rf"^\s*(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", b, re.MULTILINE
+                ):
                     chosen = b
                     break
         return _MAIN_RE.sub("", chosen).rstrip() + "\n"
@@ -75,20 +108,67 @@ def _trim_continuation(text: str) -> str:
 
 
 def humaneval_program(prompt: str, completion_code: str, test: str, entry_point: str) -> str:
-    """prompt + completion + the task's full ``check`` (called once)."""
+    """prompt + completion + the task's full ``check`` (called once), as one program.
+
+    Only for trusted code: grade model answers with :func:`humaneval_tests`.
+    """
     program = prompt + completion_code
     if not program.endswith("\n"):
         program += "\n"
-    program += "\n" + test
+    return program + "\n" + _humaneval_check(test, entry_point)
+
+
+def _humaneval_check(test: str, entry_point: str) -> str:
     if not re.search(r"^\s*(?:test_check|check)\s*\(", test, re.MULTILINE):
-        program += f"\ncheck({entry_point})\n"
-    return program
+        test += f"\ncheck({entry_point})\n"
+    return test
+
+
+def humaneval_tests(prompt: str, completion_code: str, test: str, entry_point: str) -> TestProgram:
+    """The candidate runs prompt + completion; the judge runs the prompt (its
+    helpers, e.g. ``poly`` or ``encode_cyclic``) and the full ``check``, with
+    ``entry_point`` calling into the candidate."""
+    code = prompt + completion_code
+    if not code.endswith("\n"):
+        code += "\n"
+    return TestProgram(code, _humaneval_check(test, entry_point), prompt, (entry_point,))
 
 
 def mbpp_program(code: str, test_list: list[str], test_setup_code: str = "") -> str:
-    """setup + solution + every assert of ``test_list``."""
+    """setup + solution + every assert of ``test_list``, as one program (trusted code only)."""
     parts = [test_setup_code.strip(), code.rstrip(), "\n".join(test_list)]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def mbpp_tests(
+    code: str, test_list: list[str], test_setup_code: str = "", entry_point: str | None = None
+) -> TestProgram:
+    """The candidate runs setup + solution; the judge runs setup + the asserts.
+
+    The asserts call functions by name (``assert remove_Occ("hello","l") == "heo"``):
+    ``entry_point`` and any other name they use that the setup does not define
+    are the candidate's.
+    """
+    setup = test_setup_code.strip()
+    candidate = "\n\n".join(p for p in (setup, code.rstrip()) if p) + "\n"
+    # ``assert int(f(5)) == 35``: the first call is a builtin, not the answer's.
+    names = (entry_point,) if entry_point and not hasattr(builtins, entry_point) else ()
+    return TestProgram(candidate, "\n".join(test_list) + "\n", setup, names)
+
+
+def run_test_program(
+    tp: TestProgram, timeout_s: float = 10.0, memory_mb: int = 512, **kwargs: object
+) -> SandboxResult:
+    """Run a :class:`TestProgram` in the sandbox (candidate and judge apart)."""
+    return run_tests(
+        tp.code,
+        tp.tests,
+        prelude=tp.prelude,
+        names=tp.names,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 def grade_humaneval(
@@ -101,7 +181,7 @@ def grade_humaneval(
 ) -> SandboxResult:
     """Run a model's HumanEval answer against the full ``check``."""
     code = extract_code(text, entry_point)
-    return run_code(humaneval_program(prompt, code, test, entry_point), timeout_s, memory_mb)
+    return run_test_program(humaneval_tests(prompt, code, test, entry_point), timeout_s, memory_mb)
 
 
 def grade_mbpp(
@@ -114,9 +194,13 @@ def grade_mbpp(
 ) -> SandboxResult:
     """Run a model's MBPP answer against all of the task's asserts."""
     code = extract_code(text, entry_point)
-    return run_code(mbpp_program(code, test_list, test_setup_code), timeout_s, memory_mb)
+    tp = mbpp_tests(code, test_list, test_setup_code, entry_point)
+    return run_test_program(tp, timeout_s, memory_mb)
 
 
-async def agrade_program(program: str, timeout_s: float = 10.0, memory_mb: int = 512) -> SandboxResult:
-    """Async form for evaluators that grade many answers concurrently."""
+async def agrade_program(
+    program: str, timeout_s: float = 10.0, memory_mb: int = 512
+) -> SandboxResult:
+    """Async :func:`run_code` of a whole program (its own word that it ran to the end:
+    not for grading model code, see :func:`run_test_program`)."""
     return await arun_code(program, timeout_s, memory_mb)

@@ -1,27 +1,56 @@
-"""Run untrusted (model-written) Python in a throw-away, locked-down subprocess.
+"""Run untrusted (model-written) Python in a throw-away, isolated subprocess.
 
-Why a subprocess and not ``exec``: model code loops forever, eats memory,
-forks, deletes files and opens sockets. Each run gets
+Model code loops forever, eats memory, forks, deletes files, opens sockets,
+and (when it is rewarded for passing tests) attacks the grader itself. Each
+layer below exists because an attack got through without it.
 
-* its own temp dir as cwd, HOME and TMPDIR (owned by the sandbox user);
-* a fresh unprivileged uid/gid when we are root (a different one per run, so
-  concurrent runs cannot touch each other and ``RLIMIT_NPROC``, which root
-  ignores, really caps forks), chosen at random from a range no account uses;
-* rlimits: address space (memory), file size, process count, CPU seconds,
-  open files, no core dumps;
-* a new, empty network namespace (``unshare --net``) when permitted, plus an
-  audit hook in the child that refuses socket connects/binds/lookups;
-* a wall-clock limit: on timeout the whole process group is killed, and every
-  process still owned by the run's uid is swept (forks that left the group).
+Two processes, so the verdict cannot be forged
+    A *judge* process runs the task's tests; the model's code runs in a
+    *candidate* process forked from it **before** the judge reads the tests
+    (so they are never in its memory, argv, environment or files). The
+    candidate only answers calls: the judge sends ``name(args)`` over a pipe
+    and gets back plain data (exact ``int``/``float``/``complex``/``bool``/
+    ``str``/``bytes``/``None``/``list``/``tuple``/``dict``/``set``/
+    ``frozenset``, recursively) decoded by a strict decoder that can build
+    nothing else. So an object whose ``==`` is always true, a forged "passed"
+    byte, ``exit()`` before the asserts, or patched builtins all fail: the
+    comparisons run in the judge on values it built itself, and the verdict
+    travels on a pipe only the judge holds, tagged with a per-run nonce the
+    candidate never sees. (An in-process secret guarded by audit hooks is not
+    enough: frames reach it through tracebacks, generators, ``gc`` and more.)
 
-``passed`` means the program ran to its last line: an exception, ``exit()``
-or ``os._exit`` before the end all count as failures.
+Namespaces, so the candidate sees nothing of the host (root not needed)
+    The judge enters new user, PID, network, IPC, UTS and cgroup namespaces
+    (unprivileged user namespaces; as root it first drops to a fresh random
+    uid, so the namespace maps to nobody real). The candidate then builds its
+    own mount namespace: a size-capped tmpfs as ``/`` with read-only binds of
+    ``/usr``, ``/lib*``, ``/bin`` and the interpreter's stdlib, a fresh
+    ``/proc`` of its own PID namespace, fresh ``/tmp``, ``/var/tmp``,
+    ``/dev/shm`` and ``/work`` (its cwd and HOME), ``pivot_root`` and the old
+    root detached; then it drops every capability and sets no_new_privs. So
+    it cannot read the evaluator's environment or home, see or signal other
+    processes, reach any network (no interfaces but a down loopback), or
+    leave files, shared memory or processes behind: it is PID 1 of its
+    namespace, and when the judge kills it the kernel kills everything it
+    started; its tmpfs and IPC objects vanish with it.
+
+Limits
+    rlimits on address space, file size, process count, CPU seconds and open
+    files; a wall-clock limit after which the judge's process group is
+    killed (the candidate dies with it through ``PR_SET_PDEATHSIG``).
+
+Where user namespaces are not available (some containers), the sandbox
+refuses to run unless ``MOAGRAPH_UNSAFE_SANDBOX=1`` or
+``allow_unisolated=True`` is given, and then warns: the judge/candidate split
+and the rlimits remain, as root the candidate still runs under a throw-away
+uid, but it shares the host filesystem view, network and process table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -30,87 +59,625 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 SandboxStatus = Literal["passed", "failed", "timeout", "memory", "error"]
 
+UNSAFE_ENV = "MOAGRAPH_UNSAFE_SANDBOX"
 _OUTPUT_KEEP = 32_000  # characters of stdout/stderr kept in the result
 _UID_BASE = 3_000_000  # sandbox uids live in [_UID_BASE, _UID_BASE + _UID_SPAN)
 _UID_SPAN = 1_000_000
+_STATUSES = ("passed", "failed", "timeout", "memory", "error")
 
-# Exit codes of the runner below.
-_RC_EXCEPTION, _RC_SYNTAX, _RC_MEMORY, _RC_EXIT = 11, 12, 13, 14
+# The judge. Run by the sandbox interpreter as ``python -I -S -c _RUNNER
+# <spec fd> <verdict fd>``. The spec pipe carries two frames: the candidate's
+# part (code, limits), read before the fork, and the judge's part (nonce,
+# tests), read after it.
+_RUNNER = r'''
+import os, sys, json, signal, resource, builtins
 
-# Executed by the sandbox interpreter with ``-I -S -c``; argv: marker fd, uid,
-# memory bytes, file-size bytes, max processes, cpu seconds.
-_RUNNER = r"""
-import os, sys, resource
-fd, uid, mem, fsize, nproc, cpu = (int(a) for a in sys.argv[1:7])
-os.set_inheritable(fd, False)
-def _lim(which, value):
+NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET = (
+    0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+_STDLIB = set(getattr(sys, "stdlib_module_names", ())) - {
+    "antigravity", "this", "turtle", "turtledemo", "tkinter", "idlelib", "webbrowser", "pydoc", "ensurepip"}
+PLAIN = "int, float, complex, bool, str, bytes, None, list, tuple, dict, set, frozenset"
+_libc = None
+
+
+def _sys_err(what):
+    import ctypes
+    e = ctypes.get_errno()
+    return OSError(e, "%s: %s" % (what, os.strerror(e)))
+
+
+def _prctl(*args):
+    if _libc is not None:
+        import ctypes
+        _libc.prctl(*(ctypes.c_ulong(a) for a in args))
+
+
+def _send(fd, obj):
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    data = len(data).to_bytes(4, "big") + data
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _read(fd, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
+
+
+def _recv(fd, limit=64 << 20, hook=None):
+    n = int.from_bytes(_read(fd, 4), "big")
+    if n > limit:
+        raise ValueError("message of %d bytes" % n)
+    return json.loads(_read(fd, n).decode(), object_hook=hook)
+
+
+class NotData(Exception):
+    pass
+
+
+def _enc(v, ref=None, depth=0):
+    """Plain builtin data (exact types) as JSON; objects in JSON are type tags."""
+    if depth > 500:
+        raise NotData("data nested deeper than 500 levels")
+    t = type(v)
+    if v is None or t is bool or t is int or t is float or t is str:
+        return v
+    if t is list:
+        return [_enc(x, ref, depth + 1) for x in v]
+    if t is tuple:
+        return {"t": [_enc(x, ref, depth + 1) for x in v]}
+    if t is dict:
+        return {"d": [[_enc(k, ref, depth + 1), _enc(x, ref, depth + 1)] for k, x in v.items()]}
+    if t is set or t is frozenset:
+        return {"s" if t is set else "F": [_enc(x, ref, depth + 1) for x in v]}
+    if t is bytes:
+        return {"b": v.hex()}
+    if t is complex:
+        return {"c": [v.real, v.imag]}
+    # Subclasses (Counter, OrderedDict, namedtuple, IntEnum, a str with a rigged
+    # __eq__ ...) go as their underlying plain value, read with the base type's
+    # own methods: whatever they override never reaches the judge.
+    for base, conv in ((int, int.__int__), (float, float.__float__), (str, str.__str__),
+                       (bytes, lambda x: bytes(memoryview(x))), (complex, complex.__complex__),
+                       (list, lambda x: list(list.__iter__(x))), (tuple, lambda x: tuple(tuple.__iter__(x))),
+                       (dict, lambda x: dict(dict.items(x))), (set, lambda x: set(set.__iter__(x))),
+                       (frozenset, lambda x: frozenset(frozenset.__iter__(x)))):
+        if issubclass(t, base):
+            return _enc(conv(v), ref, depth + 1)
+    tag = ref(v) if ref is not None else None
+    if tag is not None:
+        return tag
+    raise NotData("a %s.%s object" % (getattr(t, "__module__", "?"), getattr(t, "__qualname__", "?")))
+
+
+_PROBLEMS = []
+
+
+class Handle:
+    """Judge side: an object the candidate answered with that is not plain data.
+
+    It can only be passed back to the candidate; comparing, hashing, testing or
+    reading it fails the run (so an object whose ``==`` is always true fails)."""
+
+    __slots__ = ("n", "what")
+
+    def __init__(self, n, what):
+        self.n, self.what = n, what
+
+    def __repr__(self):
+        return "<candidate's %s object>" % self.what
+
+    def _refuse(self, *args, **kwargs):
+        _PROBLEMS.append("non-data answer")
+        raise NotPlainData("the candidate answered with a %s object; only plain data (%s) counts "
+                           "as an answer" % (self.what, PLAIN))
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = __bool__ = _refuse
+    __len__ = __iter__ = __contains__ = __getitem__ = __getattr__ = __call__ = _refuse
+    __str__ = __format__ = __int__ = __float__ = __index__ = __complex__ = __bytes__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = _refuse
+    __floordiv__ = __mod__ = __pow__ = __neg__ = __abs__ = __round__ = __and__ = __or__ = _refuse
+
+
+def _dec(o):
+    """object_hook of the judge's decoder: only the tags above, exact types out."""
+    if len(o) != 1:
+        raise ValueError("bad tag")
+    (k, x), = o.items()
+    if k == "h" and type(x) is list and len(x) == 2 and type(x[0]) is int and type(x[1]) is str:
+        return Handle(x[0], x[1][:200])
+    if k in ("t", "s", "F", "d", "c") and type(x) is not list:
+        raise ValueError("bad tag")
+    if k == "t":
+        return tuple(x)
+    if k == "s":
+        return set(x)
+    if k == "F":
+        return frozenset(x)
+    if k == "d":
+        out = {}
+        for p in x:
+            if type(p) is not list or len(p) != 2:
+                raise ValueError("bad dict item")
+            out[p[0]] = p[1]
+        return out
+    if k == "b" and type(x) is str:
+        return bytes.fromhex(x)
+    if k == "c" and len(x) == 2 and all(type(a) in (int, float) for a in x):
+        return complex(x[0], x[1])
+    raise ValueError("bad tag")
+
+
+def _limit(which, value):
     try:
         resource.setrlimit(which, (value, value))
     except (ValueError, OSError):
         pass
-_lim(resource.RLIMIT_CORE, 0)
-_lim(resource.RLIMIT_NOFILE, 256)
-_lim(resource.RLIMIT_CPU, cpu)
-_lim(resource.RLIMIT_FSIZE, fsize)
-_lim(resource.RLIMIT_NPROC, nproc)
-if uid >= 0:
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
-_lim(resource.RLIMIT_AS, mem)
-_BLOCKED = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-            "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr"}
-def _hook(event, args):
-    if event in _BLOCKED:
-        raise PermissionError("network access is disabled in the sandbox (" + event + ")")
-sys.addaudithook(_hook)
-del _hook, _lim
-try:
-    with open("program.py", encoding="utf-8") as f:
-        _src = f.read()
-    _code = compile(_src, "program.py", "exec")
-except (SyntaxError, ValueError) as e:
-    import traceback
-    traceback.print_exc()
-    os._exit(12)
-_g = {"__name__": "__main__", "__builtins__": __builtins__}
-try:
-    exec(_code, _g)
-except MemoryError:
-    sys.stderr.write("MemoryError\n")
-    sys.stderr.flush()
-    os._exit(13)
-except SystemExit as e:
-    sys.stderr.write("program called exit(%r) before its end\n" % (e.code,))
-    sys.stderr.flush()
-    os._exit(14)
-except BaseException:
+
+
+def _enter_namespaces():
+    """Judge: new user/pid/net/ipc/uts/cgroup namespaces, mapped to our own uid."""
+    uid, gid = os.geteuid(), os.getegid()
+    if _libc.unshare(NEWUSER | NEWPID | NEWNET | NEWIPC | NEWUTS | NEWCGROUP) != 0:
+        raise _sys_err("unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", "0 %d 1" % uid), ("gid_map", "0 %d 1" % gid)):
+        with open("/proc/self/" + name, "w") as f:
+            f.write(text)
+
+
+def _mount(src, dst, fstype, flags, data=None):
+    b = lambda s: None if s is None else s.encode()
+    if _libc.mount(b(src), b(dst), b(fstype), flags, b(data)) != 0:
+        raise _sys_err("mount %s" % dst)
+
+
+def _locked_flags(path):
+    st = os.statvfs(path).f_flag
+    out = 0
+    for st_bit, ms_bit in ((2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (1024, 1024),
+                           (2048, 2048), (4096, 1 << 21)):
+        if st & st_bit:
+            out |= ms_bit
+    return out
+
+
+def _build_root(spec):
+    """Candidate: private mount ns, tmpfs root, read-only system binds, pivot_root."""
+    import platform
+    root = spec["root"]
+    if _libc.unshare(NEWNS) != 0:
+        raise _sys_err("unshare mount")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=%dk,mode=0755" % spec["tmpfs_kb"])
+    for d, mode in (("tmp", 0o1777), ("var/tmp", 0o1777), ("dev/shm", 0o1777), ("work", 0o755),
+                    ("proc", 0o555), ("etc", 0o755)):
+        os.makedirs(root + "/" + d, exist_ok=True)
+        os.chmod(root + "/" + d, mode)
+    bound = []
+    sources = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
+    sources += [p for p in sys.path if p] + ["/etc/ld.so.cache"]
+    for src in sources:
+        if not os.path.lexists(src):
+            continue
+        if os.path.dirname(src) == "/" and os.path.islink(src):
+            os.symlink(os.readlink(src), root + src)
+            continue
+        src = os.path.realpath(src)
+        if not os.path.exists(src) or any(src == b or src.startswith(b + "/") for b in bound):
+            continue
+        dst = root + src
+        if os.path.isdir(src):
+            os.makedirs(dst, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            open(dst, "a").close()
+        _mount(src, dst, None, MS_BIND | MS_REC)
+        _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | _locked_flags(src))
+        bound.append(src)
+    for dev in ("null", "zero", "full", "random", "urandom"):
+        open(root + "/dev/" + dev, "a").close()
+        _mount("/dev/" + dev, root + "/dev/" + dev, None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, root + "/dev/" + name)
+    with open(root + "/etc/passwd", "w") as f:
+        f.write("root:x:0:0:sandbox:/work:/bin/sh\n")
+    with open(root + "/etc/group", "w") as f:
+        f.write("root:x:0:\n")
+    try:  # a /proc of our own PID namespace (refused where /proc is partly masked)
+        _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        pass
+    nr = PIVOT_ROOT.get(platform.machine())
+    if nr is None:
+        raise OSError("pivot_root: unknown machine %r" % platform.machine())
+    os.chdir(root)
+    if _libc.syscall(nr, b".", b".") != 0:
+        raise _sys_err("pivot_root")
+    if _libc.umount2(b".", 2) != 0:  # MNT_DETACH: the host's tree is gone from view
+        raise _sys_err("umount old root")
+    os.chdir("/work")
+
+
+def _drop_capabilities():
+    import ctypes
+    for cap in range(64):
+        if _libc.prctl(24, ctypes.c_ulong(cap), 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            break
+    _prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if _libc.capset(hdr, data) != 0:
+        raise _sys_err("capset")
+
+
+def _candidate(spec, resp_w, req_r):
+    """The forked candidate: isolate, run the model's code, then answer calls."""
+    sys.set_int_max_str_digits(0) if hasattr(sys, "set_int_max_str_digits") else None
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the judge
+    _prctl(4, 1)  # PR_SET_DUMPABLE: a normal process (the judge is not)
+    if spec["iso"]:
+        try:
+            _build_root(spec)
+            with open("/work/program.py", "w", encoding="utf-8") as f:
+                f.write(spec["code"])
+            _drop_capabilities()
+        except OSError as e:
+            sys.stderr.write("sandbox: cannot isolate the candidate: %s\n" % e)
+            sys.stderr.flush()
+            os._exit(16)
+        os.environ.update(HOME="/work", TMPDIR="/tmp")
+    _prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
+    _prctl(1, signal.SIGKILL)
+    lim = spec["lim"]
+    _limit(resource.RLIMIT_CORE, 0)
+    _limit(resource.RLIMIT_NOFILE, 256)
+    _limit(resource.RLIMIT_CPU, lim["cpu"])
+    _limit(resource.RLIMIT_FSIZE, lim["fsize"])
+    _limit(resource.RLIMIT_NPROC, lim["nproc"])
+    _limit(resource.RLIMIT_AS, lim["mem"])
+    blocked = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
+               "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr"}
+
+    def hook(event, args):
+        if event in blocked:
+            raise PermissionError("network access is disabled in the sandbox (" + event + ")")
+
+    sys.addaudithook(hook)
+    g = {"__name__": "__main__", "__builtins__": builtins}
     try:
+        code = compile(spec["code"], "program.py", "exec")
+    except (SyntaxError, ValueError):
         import traceback
         traceback.print_exc()
         sys.stderr.flush()
+        os._exit(12)
+    def leave(rc, text=None):
+        try:
+            sys.stdout.flush()
+            if text is None:
+                import traceback
+                traceback.print_exc()
+            else:
+                sys.stderr.write(text)
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        os._exit(rc)
+
+    try:
+        exec(code, g)
+    except MemoryError:
+        leave(13, "MemoryError\n")
+    except SystemExit as e:
+        leave(14, "program called exit(%r) before its end\n" % (e.code,))
     except BaseException:
-        pass
-    os._exit(11)
-try:
-    sys.stdout.flush()
-    sys.stderr.flush()
-except BaseException:
-    os._exit(11)
-os.write(fd, b"1")
-os._exit(0)
-"""
+        leave(11)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        os._exit(11)
+    _send(resp_w, ["ready"])
+    if spec["mode"] == "program":
+        os._exit(0)
+
+    handles = []
+
+    def keep(v):
+        handles.append(v)
+        t = type(v)
+        return {"h": [len(handles) - 1, "%s.%s" % (getattr(t, "__module__", "?"), getattr(t, "__qualname__", "?"))]}
+
+    def hook_in(o):
+        if len(o) == 1 and "r" in o:
+            name = o["r"]
+            return g[name] if name in g else getattr(builtins, name)
+        if len(o) == 1 and "h" in o:
+            return handles[o["h"][0]]
+        return _dec(o)
+
+    while True:
+        try:
+            msg = _recv(req_r, hook=hook_in)
+        except EOFError:
+            os._exit(0)
+        if msg[0] == "get":
+            v = g.get(msg[1], _dec)
+            if v is _dec:
+                out = ["missing"]
+            elif type(v) is type(sys):
+                out = ["mod", v.__name__]
+            elif callable(v):
+                out = ["fn"]
+            else:
+                try:
+                    out = ["val", _enc(v, keep)]
+                except NotData as e:
+                    out = ["bad", "%s is %s" % (msg[1], e)]
+            _send(resp_w, out)
+            continue
+        try:
+            r = g[msg[1]](*msg[2], **dict(msg[3]))
+            out = ["ret", _enc(r, keep)]
+        except NotData as e:
+            out = ["bad", "%s() returned %s" % (msg[1], e)]
+        except MemoryError:
+            os._exit(13)
+        except BaseException as e:
+            try:
+                out = ["raise", type(e).__name__, str(e)[:2000]]
+            except BaseException:
+                out = ["raise", "Exception", "?"]
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _send(resp_w, out)
+        except BaseException:
+            os._exit(11)
+
+
+class CandidateGone(BaseException):
+    """The candidate died or broke the protocol; ends the tests."""
+
+
+class NotPlainData(BaseException):
+    """The candidate returned something other than plain builtin data."""
+
+
+class CandidateError(Exception):
+    """An exception the candidate raised whose type is not a builtin one."""
+
+
+def _judge():
+    global _libc
+    spec_fd, verdict_fd = int(sys.argv[1]), int(sys.argv[2])
+    spec = _recv(spec_fd)
+    sys.set_int_max_str_digits(0) if hasattr(sys, "set_int_max_str_digits") else None
+    try:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+    except Exception:
+        _libc = None
+    _prctl(1, signal.SIGKILL)
+    if spec["uid"] >= 0:
+        os.setgroups([])
+        os.setgid(spec["uid"])
+        os.setuid(spec["uid"])
+        _prctl(4, 1)  # the uid change made us non-dumpable: we could not write our uid_map
+    _limit(resource.RLIMIT_CORE, 0)
+    setup_error = None
+    if spec["iso"]:
+        try:
+            if _libc is None:
+                raise OSError("ctypes is unavailable")
+            _enter_namespaces()
+        except OSError as e:
+            setup_error = "cannot create namespaces: %s" % e
+    _prctl(1, signal.SIGKILL)
+    _prctl(4, 0)  # PR_SET_DUMPABLE=0: same-uid processes cannot ptrace us or open our fds
+    _limit(resource.RLIMIT_AS, spec["lim"]["mem"] + (256 << 20))
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    pid = -1
+    if setup_error is None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                lo, hi = min(req_r, resp_w), max(req_r, resp_w)
+                os.closerange(3, lo)
+                for fd in range(lo + 1, hi):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                os.closerange(hi + 1, 1 << 16)
+                _candidate(spec, resp_w, req_r)
+            finally:
+                os._exit(15)
+    os.close(req_r)
+    os.close(resp_w)
+    side = _recv(spec_fd)  # the tests: read only now, after the fork
+    os.close(spec_fd)
+    nonce = side["nonce"]
+    if pid > 0:  # the evaluator waits for it (and so for its whole PID namespace) to end
+        _send(verdict_fd, {"n": nonce, "pid": pid})
+
+    def verdict(status, detail=""):
+        if pid > 0:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        try:
+            _send(verdict_fd, {"n": nonce, "status": status, "detail": detail[-16000:]})
+        finally:
+            os._exit(0)
+
+    if setup_error is not None:
+        verdict("error", setup_error)
+
+    def gone_status():
+        os.close(req_w)
+        try:
+            _, st = os.waitpid(pid, 0)
+        except OSError:
+            return "failed", "the candidate process vanished"
+        if os.WIFSIGNALED(st):
+            sig = os.WTERMSIG(st)
+            if sig == signal.SIGXCPU:
+                return "timeout", "CPU time limit"
+            if sig in (signal.SIGKILL, signal.SIGSEGV):
+                return "memory", "killed by signal %d (memory exhaustion)" % sig
+            return "failed", "killed by signal %d" % sig
+        rc = os.WEXITSTATUS(st)
+        why = {12: ("error", "syntax error"), 13: ("memory", "MemoryError"),
+               14: ("failed", "exit() before the end"), 16: ("error", "isolation failed"),
+               11: ("failed", "uncaught exception")}
+        return why.get(rc, ("failed", "exit status %d" % rc))
+
+    def expect_ready():
+        try:
+            msg = _recv(resp_r, hook=_dec)
+            return type(msg) is list and msg == ["ready"]
+        except (EOFError, ValueError, TypeError, RecursionError, MemoryError, OSError):
+            return False
+
+    if not expect_ready():
+        verdict(*gone_status())
+    if side["mode"] == "program":
+        verdict("passed")
+
+    problems = _PROBLEMS
+
+    def rpc(msg):
+        try:
+            _send(req_w, msg)
+            reply = _recv(resp_r, hook=_dec)
+        except (EOFError, OSError):
+            problems.append("gone")
+            raise CandidateGone("the candidate process died")
+        except (ValueError, TypeError, RecursionError, MemoryError) as e:
+            problems.append("protocol")
+            raise CandidateGone("unreadable reply from the candidate: %s" % type(e).__name__)
+        if type(reply) is not list or not reply or type(reply[0]) is not str:
+            problems.append("protocol")
+            raise CandidateGone("malformed reply from the candidate")
+        return reply
+
+    ns = {"__name__": "__main__"}
+
+    def ref(v):
+        if type(v) is Handle:
+            return {"h": [v.n, v.what]}
+        for k, x in ns.items():
+            if x is v and not k.startswith("__"):
+                return {"r": k}
+        for k, x in builtins.__dict__.items():
+            if x is v and not k.startswith("_"):
+                return {"r": k}
+        return None
+
+    class Remote:
+        __slots__ = ("name",)
+
+        def __init__(self, name):
+            self.name = name
+
+        def __repr__(self):
+            return "<candidate function %s>" % self.name
+
+        def __call__(self, *args, **kwargs):
+            try:
+                msg = ["call", self.name, [_enc(a, ref) for a in args],
+                       [[k, _enc(v, ref)] for k, v in kwargs.items()]]
+            except NotData as e:
+                raise TypeError("the tests pass %s to %s(): not sendable to the sandbox" % (e, self.name))
+            reply = rpc(msg)
+            kind = reply[0]
+            if kind == "ret" and len(reply) == 2:
+                return reply[1]
+            if kind == "raise" and len(reply) == 3 and all(type(x) is str for x in reply[1:]):
+                cls = getattr(builtins, reply[1], None)
+                if isinstance(cls, type) and issubclass(cls, Exception):
+                    try:
+                        exc = cls(reply[2][:2000])
+                    except Exception:
+                        exc = CandidateError("%s: %s" % (reply[1], reply[2][:2000]))
+                else:
+                    exc = CandidateError("%s: %s" % (reply[1][:200], reply[2][:2000]))
+                raise exc
+            if kind == "bad" and len(reply) == 2 and type(reply[1]) is str:
+                problems.append("bad")
+                raise NotPlainData("%s; only plain data (%s) counts as an answer" % (reply[1][:500], PLAIN))
+            problems.append("protocol")
+            raise CandidateGone("malformed reply from the candidate")
+
+    class Names(dict):
+        """Builtins of the tests; a name they use that nothing defines is the candidate's."""
+
+        def __missing__(self, name):
+            reply = rpc(["get", name])
+            if reply[0] == "fn":
+                v = Remote(name)
+            elif reply[0] == "mod" and len(reply) == 2 and reply[1] in _STDLIB:
+                v = __import__(reply[1])  # a stdlib module the answer imported (e.g. sys)
+            elif reply[0] == "val" and len(reply) == 2:
+                v = reply[1]
+            elif reply[0] == "bad":
+                problems.append("bad")
+                raise NotPlainData(str(reply[1])[:500] + "; only plain data (%s) is accepted" % PLAIN)
+            else:
+                raise KeyError(name)
+            self[name] = v
+            return v
+
+    ns["__builtins__"] = Names(builtins.__dict__)
+    try:
+        exec(compile(side["prelude"], "<task prelude>", "exec"), ns)
+        for name in side["names"]:
+            ns[name] = Remote(name)
+        exec(compile(side["tests"], "<tests>", "exec"), ns)
+    except CandidateGone as e:
+        status, why = gone_status()
+        verdict(status if status != "passed" else "failed", "%s (%s)" % (e, why))
+    except BaseException as e:
+        import traceback
+        verdict("memory" if isinstance(e, MemoryError) else "failed",
+                "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    if problems:
+        verdict("failed", "the tests swallowed a sandbox violation: %s" % ", ".join(problems))
+    verdict("passed")
+
+
+_judge()
+'''
 
 
 class SandboxError(RuntimeError):
-    """The sandbox itself could not run (no usable interpreter, cannot spawn)."""
+    """The sandbox itself could not run (no usable interpreter, no isolation, cannot spawn)."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +695,10 @@ class SandboxCapabilities:
     """What isolation this machine allows; tests and reports print it."""
 
     python: str
-    drops_privileges: bool
-    network_namespace: bool
+    drops_privileges: bool  # root: judge and candidate run under a fresh throw-away uid
+    network_namespace: bool  # kept for callers of the old API: same as ``isolated``
+    isolated: bool = False  # user/pid/net/ipc/mount namespaces + pivot_root work
+    why_not: str = ""  # when not isolated: what failed
 
 
 def _world_executable(path: Path) -> bool:
@@ -146,65 +715,6 @@ def _world_executable(path: Path) -> bool:
     return True
 
 
-def _probe(cmd: list[str], uid: int) -> bool:
-    """Whether ``cmd`` can run the runner as ``uid`` and import the stdlib."""
-    with tempfile.TemporaryDirectory(prefix="moagraph-probe-") as d:
-        Path(d, "program.py").write_text("import json, math, collections, re\n", encoding="utf-8")
-        if uid >= 0:
-            os.chown(d, uid, uid)
-        r, w = os.pipe()
-        args = [*cmd, "-I", "-S", "-c", _RUNNER, str(w), str(uid), str(512 << 20), str(1 << 20),
-                "64", "5"]
-        try:
-            proc = subprocess.run(
-                args, cwd=d, env={"HOME": d}, pass_fds=(w,), capture_output=True, timeout=30, check=False,
-                start_new_session=True,
-            )
-            os.close(w)
-            w = -1
-            ok = proc.returncode == 0 and os.read(r, 1) == b"1"
-        except (OSError, subprocess.SubprocessError):
-            ok = False
-        finally:
-            os.close(r)
-            if w >= 0:
-                os.close(w)
-    return ok
-
-
-@functools.lru_cache(maxsize=1)
-def sandbox_capabilities() -> SandboxCapabilities:
-    """Pick the interpreter and isolation once per process (probing costs ~50 ms).
-
-    As root we need an interpreter the dropped uid can execute (a pyenv Python
-    under /root is not); we try this one, then system Pythons.
-    """
-    candidates: list[str] = []
-    for c in (getattr(sys, "_base_executable", ""), sys.executable,
-              "/usr/bin/python3", "/usr/local/bin/python3",
-              shutil.which("python3") or ""):
-        if c and Path(c).exists():
-            real = str(Path(c).resolve())
-            if real not in candidates:
-                candidates.append(real)
-    if not candidates:
-        raise SandboxError("no Python interpreter found for the code sandbox")
-    root = os.geteuid() == 0
-    probe_uid = _UID_BASE + _UID_SPAN - 1
-    python = candidates[0]
-    drops = False
-    if root:
-        for c in candidates:
-            if _world_executable(Path(c)) and _probe([c], probe_uid):
-                python, drops = c, True
-                break
-    unshare = shutil.which("unshare")
-    netns = False
-    if unshare and root:
-        netns = _probe([unshare, "--net", python], probe_uid if drops else -1)
-    return SandboxCapabilities(python=python, drops_privileges=drops, network_namespace=netns)
-
-
 def _uid_processes(uid: int) -> list[int]:
     pids = []
     for name in os.listdir("/proc"):
@@ -215,7 +725,7 @@ def _uid_processes(uid: int) -> list[int]:
                 continue
             with open(f"/proc/{name}/stat", "rb") as f:
                 state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
+        except (OSError, IndexError):
             continue
         if state not in (b"Z", b"X"):
             pids.append(int(name))
@@ -223,7 +733,7 @@ def _uid_processes(uid: int) -> list[int]:
 
 
 def _sweep(uid: int, pgid: int) -> None:
-    """Kill the process group and anything else the run's uid still owns."""
+    """Kill the judge's process group and anything else the run's uid still owns."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -257,6 +767,290 @@ def _read_capped(path: Path, keep_tail: bool) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def _frame(obj: object) -> bytes:
+    data = json.dumps(obj).encode()
+    return len(data).to_bytes(4, "big") + data
+
+
+def _verdicts(data: bytes, nonce: str) -> tuple[dict | None, int]:
+    """The judge's verdict and the candidate's pid (frames carrying our nonce)."""
+    verdict, pid = None, -1
+    while len(data) >= 4:
+        n = int.from_bytes(data[:4], "big")
+        body, data = data[4 : 4 + n], data[4 + n :]
+        try:
+            v = json.loads(body)
+        except ValueError:
+            break
+        if not isinstance(v, dict) or v.get("n") != nonce:
+            break
+        if isinstance(v.get("pid"), int):
+            pid = v["pid"]
+        elif v.get("status") in _STATUSES and verdict is None:
+            verdict = v
+    return verdict, pid
+
+
+def _await_gone(pid: int) -> None:
+    """Kill ``pid`` and wait until it is gone or a zombie (for a PID-namespace init
+    that means every process it started is gone too)."""
+    for _ in range(2000):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in (b"Z", b"X"):
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        time.sleep(0.002)
+
+
+def _unsafe_allowed(allow_unisolated: bool | None) -> bool:
+    if allow_unisolated is not None:
+        return allow_unisolated
+    return os.environ.get(UNSAFE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+_warned = False
+
+
+def _warn_unisolated(why: str) -> None:
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    warnings.warn(
+        "moagraph code sandbox is running WITHOUT isolation (" + why + "): model-written code "
+        "can read the evaluator's files, environment variables (API keys) through /proc, reach "
+        "the network, see and signal other processes, and leave files in /tmp or /dev/shm; only "
+        "rlimits, the judge/candidate split"
+        + (" and a throw-away uid" if os.geteuid() == 0 else "")
+        + " protect you. Unset "
+        + UNSAFE_ENV
+        + " to refuse instead.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _execute(
+    python: str,
+    iso: bool,
+    drop: bool,
+    mode: str,
+    code: str,
+    judge_side: dict,
+    timeout_s: float,
+    memory_mb: int,
+    max_file_mb: int,
+    max_procs: int,
+) -> SandboxResult:
+    uid = _UID_BASE + secrets.randbelow(_UID_SPAN - 1) if drop else -1
+    nproc = max_procs + 1  # + the judge
+    if uid < 0 and os.geteuid() != 0:
+        # RLIMIT_NPROC counts every process of our user, not just this run's.
+        nproc += len(_uid_processes(os.getuid()))
+    work = Path(tempfile.mkdtemp(prefix="moagraph-sbx-"))
+    logs = Path(tempfile.mkdtemp(prefix="moagraph-sbx-log-"))
+    nonce = secrets.token_hex(16)
+    spec = {
+        "iso": iso,
+        "uid": uid,
+        "root": str(work),
+        "mode": mode,
+        "code": code,
+        "tmpfs_kb": max(16 << 10, 4 * (max_file_mb << 10)),
+        "lim": {
+            "mem": memory_mb << 20,
+            "fsize": max_file_mb << 20,
+            "nproc": nproc,
+            "cpu": int(timeout_s) + 2,
+        },
+    }
+    payload = _frame(spec) + _frame({"nonce": nonce, "mode": mode, **judge_side})
+    spec_r = spec_w = verdict_r = verdict_w = -1
+    proc = None
+    timed_out = False
+    try:
+        if not iso:
+            (work / "program.py").write_text(code, encoding="utf-8")
+        if uid >= 0:
+            os.chown(work, uid, uid)
+            if not iso:
+                os.chown(work / "program.py", uid, uid)
+        os.chmod(work, 0o700)
+        spec_r, spec_w = os.pipe()
+        verdict_r, verdict_w = os.pipe()
+        os.set_blocking(verdict_r, False)
+        env = {
+            "HOME": str(work),
+            "TMPDIR": str(work),
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONIOENCODING": "utf-8",
+        }
+        out_path, err_path = logs / "stdout", logs / "stderr"
+        start = time.perf_counter()
+        with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
+            try:
+                proc = subprocess.Popen(
+                    [python, "-I", "-S", "-c", _RUNNER, str(spec_r), str(verdict_w)],
+                    cwd=work,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_f,
+                    stderr=err_f,
+                    pass_fds=(spec_r, verdict_w),
+                    start_new_session=True,
+                )
+            except OSError as e:
+                raise SandboxError(f"cannot start the code sandbox: {e}") from e
+            os.close(spec_r)
+            os.close(verdict_w)
+            spec_r = verdict_w = -1
+            writer = threading.Thread(target=_write_all, args=(spec_w, payload), daemon=True)
+            spec_w = -1  # the writer closes it
+            writer.start()
+            try:
+                rc = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            _sweep(uid if not iso else -1, proc.pid)
+            rc = proc.wait()
+            writer.join(timeout=1)
+        duration = time.perf_counter() - start
+        data = b""
+        while True:
+            try:
+                chunk = os.read(verdict_r, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        v, cand_pid = _verdicts(data, nonce)
+        if cand_pid > 0 and (timed_out or v is None):
+            _await_gone(cand_pid)  # the judge was killed: its candidate dies with it
+        stdout = _read_capped(out_path, keep_tail=False)
+        stderr = _read_capped(err_path, keep_tail=True)
+    finally:
+        for fd in (spec_r, spec_w, verdict_r, verdict_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(logs, ignore_errors=True)
+    if timed_out:
+        status: SandboxStatus = "timeout"
+        detail = f"wall-clock limit of {timeout_s:g}s"
+    elif v is None:
+        status, detail = "failed", f"the sandbox ended without a verdict (rc={rc})"
+    else:
+        status, detail = v["status"], str(v.get("detail", ""))
+    if status == "failed" and "MemoryError" in stderr[-2000:]:
+        status = "memory"
+    if detail and status != "passed":
+        stderr = (
+            stderr
+            + ("\n" if stderr and not stderr.endswith("\n") else "")
+            + f"[sandbox: {status}] {detail}"
+        )
+    return SandboxResult(status == "passed", status, stdout, stderr, duration, rc)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_PROBE = "import json, math, collections, re, itertools, heapq\n"
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox_capabilities() -> SandboxCapabilities:
+    """Pick the interpreter and isolation once per process (probing costs ~50 ms).
+
+    As root we need an interpreter the dropped uid can execute (a pyenv Python
+    under /root is not); we try this one, then system Pythons.
+    """
+    candidates: list[str] = []
+    for c in (
+        getattr(sys, "_base_executable", ""),
+        sys.executable,
+        "/usr/bin/python3",
+        "/usr/local/bin/python3",
+        shutil.which("python3") or "",
+    ):
+        if c and Path(c).exists():
+            real = str(Path(c).resolve())
+            if real not in candidates:
+                candidates.append(real)
+    if not candidates:
+        raise SandboxError("no Python interpreter found for the code sandbox")
+    root = os.geteuid() == 0
+    python, drops = candidates[0], False
+    probe = functools.partial(
+        _execute,
+        mode="program",
+        code=_PROBE,
+        judge_side={"prelude": "", "tests": "", "names": []},
+        timeout_s=20,
+        memory_mb=512,
+        max_file_mb=1,
+        max_procs=16,
+    )
+    if root:
+        for c in candidates:
+            if _world_executable(Path(c)) and probe(c, False, True).passed:
+                python, drops = c, True
+                break
+    r = probe(python, True, drops)
+    why = "" if r.passed else (r.stderr.strip().splitlines() or ["unknown failure"])[-1]
+    return SandboxCapabilities(
+        python=python,
+        drops_privileges=drops,
+        network_namespace=r.passed,
+        isolated=r.passed,
+        why_not=why,
+    )
+
+
+def _checked(
+    timeout_s: float, memory_mb: int, allow_unisolated: bool | None
+) -> SandboxCapabilities:
+    if timeout_s <= 0:
+        raise ValueError(
+            f"timeout_s must be > 0 (got {timeout_s}); pass a positive number of seconds"
+        )
+    if memory_mb < 32:
+        raise ValueError(f"memory_mb must be >= 32 (got {memory_mb}); Python itself needs ~20 MB")
+    caps = sandbox_capabilities()
+    if not caps.isolated:
+        if not _unsafe_allowed(allow_unisolated):
+            raise SandboxError(
+                f"refusing to run untrusted code: this machine does not allow the sandbox's "
+                f"namespaces ({caps.why_not}). Without them model code could read your files and "
+                f"API keys, use the network and leave processes behind. Enable unprivileged user "
+                f"namespaces (sysctl kernel.unprivileged_userns_clone=1 / "
+                f"user.max_user_namespaces > 0, or a container that allows unshare), or accept "
+                f"the risk with {UNSAFE_ENV}=1 (or allow_unisolated=True)."
+            )
+        _warn_unisolated(caps.why_not)
+    return caps
+
+
 def run_code(
     code: str,
     timeout_s: float = 10.0,
@@ -264,88 +1058,67 @@ def run_code(
     *,
     max_file_mb: int = 16,
     max_procs: int = 32,
+    allow_unisolated: bool | None = None,
 ) -> SandboxResult:
     """Run ``code`` as a Python program in the sandbox and say how it ended.
 
-    Blocking; use :func:`arun_code` from async code.
+    ``passed`` means the program ran to its last line (an exception, ``exit()``
+    or ``os._exit`` before the end are failures). This is the program's own
+    word: do not grade untrusted code by appending tests to it (the code can
+    stop the tests from running); use :func:`run_tests`. Blocking; use
+    :func:`arun_code` from async code.
     """
-    if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be > 0 (got {timeout_s}); pass a positive number of seconds")
-    if memory_mb < 32:
-        raise ValueError(f"memory_mb must be >= 32 (got {memory_mb}); Python itself needs ~20 MB")
-    caps = sandbox_capabilities()
-    uid = _UID_BASE + secrets.randbelow(_UID_SPAN - 1) if caps.drops_privileges else -1
-    nproc = max_procs
-    if uid < 0 and os.geteuid() != 0:
-        # RLIMIT_NPROC counts every process of our user, not just this run's.
-        nproc = max_procs + len(_uid_processes(os.getuid()))
-    work = Path(tempfile.mkdtemp(prefix="moagraph-sbx-"))
-    logs = Path(tempfile.mkdtemp(prefix="moagraph-sbx-log-"))
-    r_fd = w_fd = -1
-    try:
-        (work / "program.py").write_text(code, encoding="utf-8")
-        if uid >= 0:
-            os.chown(work, uid, uid)
-            os.chown(work / "program.py", uid, uid)
-        os.chmod(work, 0o700)
-        r_fd, w_fd = os.pipe()
-        os.set_blocking(r_fd, False)
-        cmd = [caps.python, "-I", "-S", "-c", _RUNNER, str(w_fd), str(uid),
-               str(memory_mb << 20), str(max_file_mb << 20), str(nproc),
-               str(int(timeout_s) + 2)]
-        if caps.network_namespace:
-            cmd = [shutil.which("unshare") or "unshare", "--net", *cmd]
-        env = {"HOME": str(work), "TMPDIR": str(work), "PATH": "/usr/bin:/bin",
-               "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
-        out_path, err_path = logs / "stdout", logs / "stderr"
-        start = time.perf_counter()
-        with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
-            try:
-                proc = subprocess.Popen(
-                    cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out_f,
-                    stderr=err_f, pass_fds=(w_fd,), start_new_session=True,
-                )
-            except OSError as e:
-                raise SandboxError(f"cannot start the code sandbox: {e}") from e
-            os.close(w_fd)
-            w_fd = -1
-            timed_out = False
-            try:
-                rc = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            _sweep(uid, proc.pid)
-            if timed_out:
-                rc = proc.wait()
-        duration = time.perf_counter() - start
-        try:
-            marker = os.read(r_fd, 1) == b"1"
-        except BlockingIOError:
-            marker = False
-        stdout = _read_capped(out_path, keep_tail=False)
-        stderr = _read_capped(err_path, keep_tail=True)
-    finally:
-        for fd in (r_fd, w_fd):
-            if fd >= 0:
-                os.close(fd)
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(logs, ignore_errors=True)
-    status = _status(rc, marker, timed_out, stderr)
-    return SandboxResult(status == "passed", status, stdout, stderr, duration, rc)
+    caps = _checked(timeout_s, memory_mb, allow_unisolated)
+    side = {"prelude": "", "tests": "", "names": []}
+    return _execute(
+        caps.python,
+        caps.isolated,
+        caps.drops_privileges,
+        "program",
+        code,
+        side,
+        timeout_s,
+        memory_mb,
+        max_file_mb,
+        max_procs,
+    )
 
 
-def _status(rc: int, marker: bool, timed_out: bool, stderr: str) -> SandboxStatus:
-    if timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
-        return "timeout"
-    if rc == 0 and marker:
-        return "passed"
-    if rc == _RC_MEMORY or "MemoryError" in stderr[-2000:]:
-        return "memory"
-    if rc in (-signal.SIGKILL, -signal.SIGSEGV):  # the kernel's answer to memory exhaustion
-        return "memory"
-    if rc == _RC_SYNTAX or rc == -signal.SIGXFSZ:
-        return "error"
-    return "failed"
+def run_tests(
+    code: str,
+    tests: str,
+    *,
+    prelude: str = "",
+    names: Sequence[str] = (),
+    timeout_s: float = 10.0,
+    memory_mb: int = 512,
+    max_file_mb: int = 16,
+    max_procs: int = 32,
+    allow_unisolated: bool | None = None,
+) -> SandboxResult:
+    """Grade untrusted ``code`` with trusted ``tests`` that the code never sees.
+
+    ``code`` runs in the candidate process. ``prelude`` (trusted task code, e.g.
+    the HumanEval prompt with its helpers, or MBPP's setup code) and then
+    ``tests`` run in the judge; there each of ``names`` (and any other name the
+    tests use that neither they nor the prelude define) calls into the
+    candidate, and only plain builtin data comes back. Passed means the tests
+    ran to their end.
+    """
+    caps = _checked(timeout_s, memory_mb, allow_unisolated)
+    side = {"prelude": prelude, "tests": tests, "names": list(names)}
+    return _execute(
+        caps.python,
+        caps.isolated,
+        caps.drops_privileges,
+        "tests",
+        code,
+        side,
+        timeout_s,
+        memory_mb,
+        max_file_mb,
+        max_procs,
+    )
 
 
 async def arun_code(
@@ -353,3 +1126,8 @@ async def arun_code(
 ) -> SandboxResult:
     """:func:`run_code` in a worker thread, so an event loop keeps serving."""
     return await asyncio.to_thread(run_code, code, timeout_s, memory_mb, **kwargs)
+
+
+async def arun_tests(code: str, tests: str, **kwargs: object) -> SandboxResult:
+    """:func:`run_tests` in a worker thread."""
+    return await asyncio.to_thread(functools.partial(run_tests, code, tests, **kwargs))  # type: ignore[arg-type]
