@@ -212,11 +212,27 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def _finish(proc: subprocess.Popen[bytes], timeout: float = 180) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out.decode()
+
+
 def _rows(store: Path, run_id: str) -> dict[str, tuple[object, ...]]:
+    if not store.exists():
+        return {}
     with sqlite3.connect(store) as db:
-        rows = db.execute(
-            "SELECT example_id, score, flops, error, trace FROM results WHERE run_id=?", (run_id,)
-        ).fetchall()
+        try:
+            rows = db.execute(
+                "SELECT example_id, score, flops, error, trace FROM results WHERE run_id=?",
+                (run_id,),
+            ).fetchall()
+        except sqlite3.OperationalError:  # the driver has not made its tables yet
+            return {}
     return {r[0]: (r[1], r[2], r[3], json.loads(r[4])["output"]) for r in rows}
 
 
@@ -236,20 +252,22 @@ def test_cli_eval_resume_after_driver_killed(cluster: LoopbackCluster, tmp_path:
     env = {**cluster.env(), "RAY_ADDRESS": cluster.address}
 
     first = _cli(*common, "--run-id", "r", "--ray", cluster.address, env=env)
-    deadline = time.monotonic() + 120
-    while not (store.exists() and len(_rows(store, "r")) >= 2):
-        assert first.poll() is None, first.stdout.read().decode()  # type: ignore[union-attr]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while len(_rows(store, "r")) < 2:
+            assert first.poll() is None, first.stdout.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)  # the driver dies mid-run
+        first.wait()
     partial = _rows(store, "r")
     assert 2 <= len(partial) < 8
 
     resumed = _cli(*common, "--run-id", "r", "--resume", "--ray", cluster.address, env=env)
-    out, _ = resumed.communicate(timeout=180)
-    assert resumed.returncode == 0, out.decode()
-    assert "from the store" in out.decode()
+    out = _finish(resumed)
+    assert resumed.returncode == 0, out
+    assert "from the store" in out
     done = _rows(store, "r")
     assert len(done) == 8
     assert {k: done[k] for k in partial} == partial  # finished queries were not run again
@@ -261,9 +279,35 @@ def test_cli_eval_resume_after_driver_killed(cluster: LoopbackCluster, tmp_path:
         del m["ray"]
     pool_file.write_text(yaml.safe_dump(raw2))
     single = _cli(*common, "--run-id", "single", env=no_ray)
-    out, _ = single.communicate(timeout=180)
-    assert single.returncode == 0, out.decode()
+    out = _finish(single)
+    assert single.returncode == 0, out
     assert _rows(store, "single") == done
+
+
+def test_cli_record_on_cluster(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    """`moagraph record --ray`: calls on the cluster, records written by the driver; the
+    recorded replay pool carries no `ray:` option."""
+    base = fake_pool("m1").models[0]
+    spec = base.model_dump(mode="json", exclude_none=True)
+    spec["extra"] = {"latency_s": 0.05}
+    pool_file = tmp_path / "live.yaml"
+    pool_file.write_text(yaml.safe_dump({"name": "live", "models": [spec]}))
+    out_dir = tmp_path / "rec"
+    env = {**cluster.env(), "RAY_ADDRESS": cluster.address}
+    args = ["record", "--pool", str(pool_file), "--task", "gsm8k", "--split", "sample",
+            "--n", "3", "--samples", "2", "-o", str(out_dir), "--ray", cluster.address]  # fmt: skip
+    # the CLI places every model on the cluster; the factory gives the fixed-latency backend
+    raw = yaml.safe_load(pool_file.read_text())
+    raw["models"][0]["ray"] = {
+        "replicas": 2,
+        "num_cpus": 0,
+        "factory": "moagraph.scale.testing:fixed_latency",
+    }
+    pool_file.write_text(yaml.safe_dump(raw))
+    out = _finish(_cli(*args, env=env))
+    assert "recorded 6 new calls" in out, out
+    recorded = load_pool(out_dir / "pool.yaml")
+    assert recorded.models[0].backend == "replay" and recorded.models[0].ray is None
 
 
 def test_killed_worker_node_loses_no_query(cluster: LoopbackCluster, tmp_path: Path) -> None:

@@ -438,6 +438,14 @@ def record_cmd(
     name: Annotated[
         str | None, typer.Option("--name", help="Pool name (default: folder name).")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Record with the models as replicas on a Ray cluster: HEAD:6379, auto, or "
+            "local (needs `pip install 'moagraph[ray]'`); the recording is written here.",
+        ),
+    ] = None,
 ) -> None:
     """Run every model of a live pool on a task and write a replay pool (resumable)."""
     from moagraph.models.pool import load_pool
@@ -460,7 +468,14 @@ def record_cmd(
         )
         live = load_pool(resolve_pool(pool))
         t = get_task(task)
-        result = asyncio.run(record_pool(live, t, out, settings, pool_name=name))
+        runtime = None
+        if ray is not None:  # calls run on the cluster; this driver appends every record
+            from moagraph.models.runtime import PoolRuntime
+            from moagraph.scale.cluster import connect, on_cluster
+
+            connect(ray)
+            runtime = PoolRuntime(on_cluster(live))
+        result = asyncio.run(record_pool(live, t, out, settings, pool_name=name, runtime=runtime))
     except ValueError as e:
         raise fail(e) from None
     console.print(

@@ -151,6 +151,7 @@ def replay_spec(spec: ModelSpec) -> ModelSpec:
             "model": "",
             "base_url": None,
             "api_key_env": None,
+            "ray": None,  # a recording replays locally; place it with `ray:` again if wanted
             "extra": {**spec.extra, "recorded_from": live},
         }
     )
