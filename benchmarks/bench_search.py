@@ -168,7 +168,7 @@ def main() -> None:
     agent_note = ", agent optimisers without an LLM (--no-llm-agent)" if args.no_llm_agent else (
         ", agent replies JSON-schema constrained" if args.agent_json_schema else "")
     t = Table(title=f"Graph search on {args.pool_name} replay ({objective}), {args.evals} evaluations each{agent_note}")
-    for c in ("optimizer", "seeds", "held-out acc", "train gap to optimum (pts)", "evals to within 2 pts", "wall s", "agent parse failures"):
+    for c in ("optimizer", "seeds", "held-out acc", "train gap to optimum (pts)", "evals to within 2 pts", "pilot+pretest / guided evals", "wall s", "agent parse failures"):
         t.add_column(c, justify="right")
     for n in names:
         rows = results[n]
@@ -183,11 +183,14 @@ def main() -> None:
         ok = [r.stats.get("agent_replies_ok") for r, _, _ in rows if r.stats.get("agent_replies_ok") is not None]
         pf_s = f"{sum(pf)}/{sum(pf) + sum(ok)}" if pf and agent is not None else "-"
         sd = statistics.pstdev(held) if len(held) > 1 else 0.0
+        # trial phases come from the study: pilot/pretest evaluations are not agent-guided
+        prior = statistics.mean(r.phases.get("prior", 0) for r, _, _ in rows)
+        guided = statistics.mean(r.phases.get("guided", 0) for r, _, _ in rows)
         t.add_row(
             n, str(len(rows)), f"{statistics.mean(held):.3f} ± {sd:.3f}", f"{statistics.mean(gaps):.2f}",
-            reach_s, f"{statistics.mean(w for _, _, w in rows):.1f}", pf_s,
+            reach_s, f"{prior:g} / {guided:g}", f"{statistics.mean(w for _, _, w in rows):.1f}", pf_s,
         )
-    t.add_row("exhaustive", "-", f"{opt_held:.3f}", "0.00", str(len(graphs)), f"{ex_wall:.1f}", "-")
+    t.add_row("exhaustive", "-", f"{opt_held:.3f}", "0.00", str(len(graphs)), "-", f"{ex_wall:.1f}", "-")
     console.print(t)
 
     import matplotlib
