@@ -32,9 +32,9 @@ from moagraph.route.evaluate import evaluate_scorer, top_k
 from moagraph.route.gt import GroundTruth, load_ground_truth, small_open_models
 from moagraph.route.gt_eval import (
     FINAL_ANSWER_NOTE,
-    GTResult,
     bootstrap_ci,
     evaluate_gt,
+    live_routemoa,
     paired_bootstrap,
     single_model_results,
 )
@@ -218,11 +218,14 @@ def run_setting(name: str, encoder: str, seed: int) -> dict[str, Any]:
     }
 
 
-def live_sample(n: int, seed: int, cache: Path) -> GTResult | None:
+def live_sample(n: int, seed: int, cache: Path) -> dict[str, Any]:
     """RouteMoA with a live aggregator (local qwen-coder-1.5b) over recorded round-1 answers."""
-    from moagraph.route.gt_live import run_live
-
-    return run_live(n=n, seed=seed, cache=cache, console=console)
+    res = asyncio.run(live_routemoa(n, seed, str(cache)))
+    console.print(
+        f"live aggregator sample ({res['n']} zeroeval-math test queries, {res['aggregator']}): "
+        f"{json.dumps(res['mean'])}"
+    )
+    return res
 
 
 def main() -> None:
@@ -247,8 +250,8 @@ def main() -> None:
     path.write_text(json.dumps(out, indent=1, default=float))
     console.print(f"results: {path}")
     if args.live:
-        asyncio.run(asyncio.sleep(0))
-        live_sample(args.live, args.seed, args.cache)
+        live = live_sample(args.live, args.seed, args.cache)
+        (OUT / "bench_route_live.json").write_text(json.dumps(live, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -310,3 +310,84 @@ def unit(gt: GroundTruth) -> float:
 
 def random_seed_for(qid: str, seed: int) -> int:
     return int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16)
+
+
+async def live_routemoa(
+    n: int,
+    seed: int = 0,
+    cache: str | None = None,
+    pool_name: str = "zeroeval-math",
+    aggregator: str = "qwen-coder-1.5b",
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """RouteMoA with a **live** aggregator on ``n`` test queries of a ground-truth pool.
+
+    The pool's recorded models answer round 1 from their recordings (query-bound calls);
+    later rounds would need live refinements of recorded models, so this runs one round
+    (``rounds=1``); the aggregator (the local pool's ``qwen-coder-1.5b`` by default, or
+    ``overrides[aggregator]``, e.g. a scripted backend in tests) fuses the answers live.
+    Every call goes through the SQLite call cache ``cache``, so a rerun makes no call.
+    Returns per-query graded accuracy of the aggregated answer next to the vote/select
+    proxies on the same queries.
+    """
+    from moagraph.models.cache import CallCache
+    from moagraph.models.runtime import PoolRuntime
+    from moagraph.pools.combine import extend_pool
+    from moagraph.route.encoders import make_encoder
+    from moagraph.route.gt import load_ground_truth
+    from moagraph.route.scorer import Scorer
+
+    gt = load_ground_truth(pool_name)
+    sp = gt.split(seed)
+    tr = gt.table.subset(gt.rows(sp["train"]))
+    scorer = Scorer(make_encoder("hashing"), gt.models, head="logistic", alpha=10.0, seed=seed)
+    scorer.fit(tr.texts, tr.labels)  # no pool fingerprint: the hybrid pool adds the aggregator
+    pool = extend_pool(pool_name, ["local"])
+    if aggregator not in pool:
+        raise ValueError(
+            f"aggregator {aggregator!r} is not in the hybrid pool; models: {', '.join(pool.names)}"
+        )
+    keep = [m for m in pool.models if m.name in set(gt.models) or m.name == aggregator]
+    pool = pool.model_copy(update={"models": keep})
+    runtime = PoolRuntime(pool, cache=CallCache(cache) if cache else None, overrides=overrides)
+    router = RouteMoA(
+        scorer,
+        runtime,
+        name="routemoa (live aggregator)",
+        rounds=1,
+        aggregator=aggregator,
+        max_tokens=512,
+    )
+    task = _task(gt.task_name)
+    rows = gt.rows(sp["test"])[:n]
+    out: list[dict[str, Any]] = []
+    for qi in rows:
+        qi = int(qi)
+        ex = Example(
+            id=gt.table.query_ids[qi], question=gt.table.texts[qi], reference=gt.references[qi]
+        )
+        trace = await router.answer(ex, task)
+        last = trace.meta["rounds"][-1]["answered"] if trace.meta.get("rounds") else []
+        out.append(
+            {
+                "query_id": ex.id,
+                "aggregated": float(task.grade(trace.output, ex)) if trace.output else 0.0,
+                "vote": float(vote_correct(gt, qi, last)) if last else 0.0,
+                "select": _label(gt, qi, last[0]) if last else 0.0,
+                "flops": trace.flops,
+                "dollars": trace.dollars,
+                "final": trace.meta.get("final"),
+                "cached_calls": sum(1 for nd in trace.nodes if nd.cached),
+            }
+        )
+    agg = {
+        k: float(np.mean([r[k] for r in out])) if out else float("nan")
+        for k in ("aggregated", "vote", "select", "flops", "dollars")
+    }
+    return {
+        "n": len(out),
+        "pool": pool_name,
+        "aggregator": aggregator,
+        "mean": agg,
+        "per_query": out,
+    }

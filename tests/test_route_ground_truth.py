@@ -1,0 +1,156 @@
+"""RouteMoA on the bundled ground-truth pools: labels from recorded scores, split by id,
+held-out-only evaluation, scorer heads, and the live-aggregator path with a scripted backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from moagraph.cli import _register, app
+from moagraph.graph.testing import ScriptedBackend
+from moagraph.models.base import LLMRequest
+from moagraph.models.runtime import PoolRuntime
+from moagraph.route.base import get_router_class
+from moagraph.route.encoders import HashingEncoder
+from moagraph.route.evaluate import hit_rate
+from moagraph.route.gt import load_ground_truth, small_open_models
+from moagraph.route.gt_eval import evaluate_gt, live_routemoa, paired_bootstrap, vote_correct
+from moagraph.route.scorer import Scorer
+
+
+def test_labels_are_the_pools_recorded_scores() -> None:
+    gt = load_ground_truth("zeroeval-math")
+    assert gt.table.labels.shape == (538, 40)
+    assert set(np.unique(gt.table.labels[np.isfinite(gt.table.labels)])) <= {0.0, 1.0}
+    # the task grader agrees with the recorded labels on almost every record
+    agree = [
+        gt.correct(i, gt.answers[i][j]) == (gt.table.labels[i, j] == 1)
+        for i in range(60)
+        for j in range(40)
+        if np.isfinite(gt.table.labels[i, j])
+    ]
+    assert np.mean(agree) > 0.95
+    sp = gt.split(0)
+    assert not set(sp["train"]) & set(sp["test"]) and len(sp["test"]) > 100
+    mp = load_ground_truth("mmlu-pro")
+    assert len(small_open_models(mp, 8.6)) == 14
+
+
+def test_hit_rate_counts_any_tied_best_model() -> None:
+    labels = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    scores = np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1], [0.9, 0.1, 0.5]])
+    assert hit_rate(scores, labels, 1) == pytest.approx(2 / 3)  # row 2: no one right, all tied
+    assert hit_rate(scores, labels, 3) == 1.0
+
+
+@pytest.mark.parametrize("head", ["logistic", "routerdc"])
+def test_right_wrong_heads_predict_probabilities(head: str) -> None:
+    gt = load_ground_truth("zeroeval-math")
+    tr = gt.table.subset(gt.rows(gt.split(0)["train"]))
+    s = Scorer(HashingEncoder(256), gt.models, head=head, alpha=10.0).fit(tr.texts, tr.labels)  # type: ignore[arg-type]
+    p = s.predict(tr.texts[:5])
+    assert p.shape == (5, 40) and (p >= 0).all() and (p <= 1).all()
+    if head == "logistic":  # the best model on average gets a high probability
+        best = int(np.nanargmax(np.nanmean(tr.labels, axis=0)))
+        assert p[:, best].mean() > 0.6
+
+
+def test_vote_and_policies_on_ground_truth() -> None:
+    gt = load_ground_truth("zeroeval-gsm8k")
+    sp = gt.split(0)
+    tr = gt.table.subset(gt.rows(sp["train"]))
+    s = Scorer(HashingEncoder(256), gt.models, head="logistic", alpha=10.0).fit(
+        tr.texts, tr.labels, gt.pool
+    )
+    rt = PoolRuntime(gt.pool)
+    rows = gt.rows(sp["test"])[:40]
+    pols = [
+        get_router_class("routemoa")(s, rt),
+        get_router_class("dense")(rt, s),
+        get_router_class("smoa")(rt, s),
+        get_router_class("single")(rt, s),
+    ]
+    res = {r.policy: r for r in evaluate_gt(pols, gt, rows)}
+    assert res["dense"].calls.mean() == 3 * 42 + 1
+    assert res["routemoa"].flops.mean() < 0.1 * res["dense"].flops.mean()
+    assert res["single"].calls.mean() == 1
+    assert vote_correct(gt, int(rows[0]), [gt.models[0]]) == (gt.table.labels[rows[0], 0] == 1)
+    d, lo, hi = paired_bootstrap(res["routemoa"].vote, res["dense"].vote)
+    assert lo <= d <= hi
+
+
+def test_cli_train_on_pool_split_by_id_and_held_out_eval(tmp_path: Path) -> None:
+    _register()
+    r = tmp_path / "r.npz"
+    out = CliRunner().invoke(
+        app, ["route", "train", "--pool", "zeroeval-math", "--encoder", "hashing", "-o", str(r)]
+    )
+    assert out.exit_code == 0, out.output
+    s = Scorer.load(r)
+    assert s.meta["split"]["by"].startswith("split_ids") and s.meta["split"]["seed"] == 0
+    train_ids = set(s.meta["train_ids"])
+    assert train_ids == set(load_ground_truth("zeroeval-math").split(0)["train"])
+    ev = CliRunner().invoke(
+        app,
+        [
+            "route",
+            "eval",
+            "--pool",
+            "zeroeval-math",
+            "--router",
+            str(r),
+            "--policies",
+            "routemoa,single",
+        ],
+    )
+    assert ev.exit_code == 0, ev.output
+    n_test = len(load_ground_truth("zeroeval-math").split(0)["test"])
+    assert f"scoring {n_test} of 538 queries" in ev.output
+    # --test-frac 0: trains on everything; eval then refuses to call anything held-out
+    r_all = tmp_path / "all.npz"
+    out = CliRunner().invoke(
+        app,
+        [
+            "route",
+            "train",
+            "--pool",
+            "zeroeval-math",
+            "--encoder",
+            "hashing",
+            "--test-frac",
+            "0",
+            "--val-frac",
+            "0",
+            "-o",
+            str(r_all),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert len(Scorer.load(r_all).meta["train_ids"]) == 538
+    ev = CliRunner().invoke(
+        app, ["route", "eval", "--pool", "zeroeval-math", "--router", str(r_all)]
+    )
+    assert ev.exit_code != 0 and "no held-out queries" in ev.output
+    bad = CliRunner().invoke(
+        app, ["route", "train", "--pool", "zeroeval-math", "--data", "x", "-o", str(r)]
+    )
+    assert bad.exit_code != 0 and "carries its own labels" in bad.output
+
+
+async def test_live_aggregator_path_with_scripted_backend(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def respond(req: LLMRequest) -> str:
+        seen.append(req.model.name)
+        return '{"answer": "42"}'
+
+    be = ScriptedBackend(respond=respond)
+    cache = tmp_path / "cache.sqlite"
+    res = await live_routemoa(3, cache=str(cache), overrides={"qwen-coder-1.5b": be})
+    assert res["n"] == 3 and seen == ["qwen-coder-1.5b"] * 3  # recorded models come from the replay
+    assert all(q["final"].startswith("aggregator (qwen-coder-1.5b)") for q in res["per_query"])
+    again = await live_routemoa(3, cache=str(cache), overrides={"qwen-coder-1.5b": be})
+    assert len(seen) == 3 and again["mean"] == res["mean"]  # rerun: every call from the cache
