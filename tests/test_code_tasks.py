@@ -83,6 +83,7 @@ def test_code_vote_clustering_ignores_blank_lines() -> None:
     assert not HE.equivalent("def f():\n    return 1\n", "def f():\n    return 2\n")
 
 
+@pytest.mark.needs_shared_data("humaneval", "humaneval-py.jsonl")  # bare clone: tests/test_tasks.py
 def test_humaneval_splits_are_disjoint_and_cover_all() -> None:
     train = {e.id for e in HE.load("train")}
     test = {e.id for e in HE.load("test")}

@@ -260,3 +260,164 @@ def test_bundled_graphs_are_valid_for_the_local_pool(tmp_path: Path) -> None:
     res = runner.invoke(app, ["draw", "vote3", "-o", str(tmp_path / "v"), "--pool", "local"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "v.png").exists() and (tmp_path / "v.html").exists()
+
+
+# --- issue 10: honest resume, failures, bad stores ----------------------------------
+
+
+def _eval_args(pool: Path, db: Path, *extra: str) -> list[str]:
+    return [
+        "eval",
+        "--pool",
+        str(pool),
+        "--task",
+        TASK_REF,
+        "--split",
+        "test",
+        "--n",
+        "8",
+        "--store",
+        str(db),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _no_traceback(res) -> None:  # type: ignore[no-untyped-def]
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+
+
+def test_resume_with_another_model_is_refused_naming_the_difference(tmp_path: Path) -> None:
+    pool = replay_pool(tmp_path, right={0, 1, 2, 3})
+    db = tmp_path / "runs.sqlite"
+    first = runner.invoke(app, _eval_args(pool, db, "--model", "rec-a", "--run-id", "r1"))
+    assert first.exit_code == 0, first.output
+    res = runner.invoke(app, _eval_args(pool, db, "--model", "rec-b", "--run-id", "r1", "--resume"))
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    out = " ".join(res.output.split())
+    assert "another configuration" in out and "'r1'" in out and str(db) in out.replace("\n", "")
+    assert '"rec-a"' in out and '"rec-b"' in out  # stored and new value
+    assert "graph.nodes.0.model" in out or "graph.name" in out  # the field
+    assert "without --resume" in out and "--run-id" in out  # the fix
+    assert "from the store" not in out
+    with sqlite3.connect(db) as c:  # nothing was added to the old run
+        assert c.execute("SELECT COUNT(*) FROM results WHERE run_id='r1'").fetchone() == (8,)
+
+
+def test_resume_with_changed_options_or_pool_model_is_refused(tmp_path: Path) -> None:
+    pool = replay_pool(tmp_path, right={0, 1})
+    db = tmp_path / "runs.sqlite"
+    assert runner.invoke(app, _eval_args(pool, db, "--run-id", "r2")).exit_code == 0
+    temp = runner.invoke(
+        app, _eval_args(pool, db, "--run-id", "r2", "--resume", "--temperature", "0.5")
+    )
+    assert temp.exit_code == 2 and "`temperature`: stored 0.0, now 0.5" in temp.output
+    seed = runner.invoke(app, _eval_args(pool, db, "--run-id", "r2", "--resume", "--seed", "3"))
+    assert seed.exit_code == 2 and "`seed`" in seed.output
+    # same model name, other model behind it (the pool file changed)
+    pool.write_text(pool.read_text().replace("params_b: 1,", "params_b: 3,"))
+    res = runner.invoke(app, _eval_args(pool, db, "--run-id", "r2", "--resume"))
+    assert res.exit_code == 2, res.output
+    assert "pool_models.rec-a.params_b" in " ".join(res.output.split())
+    pool.write_text(pool.read_text().replace("params_b: 3,", "params_b: 1,"))
+    same = runner.invoke(
+        app, _eval_args(pool, db, "--run-id", "r2", "--resume", "--concurrency", "2")
+    )
+    assert same.exit_code == 0 and "8 from the store" in same.output  # operational flags may change
+
+
+def test_resume_of_an_unknown_run_id_is_an_error(tmp_path: Path) -> None:
+    pool = replay_pool(tmp_path, right={0})
+    db = tmp_path / "runs.sqlite"
+    assert runner.invoke(app, _eval_args(pool, db, "--run-id", "real")).exit_code == 0
+    res = runner.invoke(app, _eval_args(pool, db, "--run-id", "typo", "--resume"))
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    assert (
+        "'typo' is not in" in res.output and "real" in res.output and "drop --resume" in res.output
+    )
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT run_id FROM runs").fetchall() == [("real",)]
+
+
+def test_eval_exits_nonzero_when_every_query_failed(tmp_path: Path) -> None:
+    pool = replay_pool(tmp_path, right={0})
+    # a model whose recording answers none of the queries: every call is a replay miss
+    pool.write_text(
+        pool.read_text()
+        + "  - {name: rec-z, backend: replay, replay: rec.jsonl, replay_model: nobody, params_b: 1, layers: 2, hidden_size: 8}\n"
+    )
+    res = runner.invoke(app, _eval_args(pool, tmp_path / "r.sqlite", "--model", "rec-z"))
+    assert res.exit_code == 1, res.output
+    _no_traceback(res)
+    assert "every query failed (8 of 8" in " ".join(res.output.split())
+    ok = runner.invoke(app, _eval_args(pool, tmp_path / "r2.sqlite", "--model", "rec-a"))
+    assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_eval_rejects_non_finite_numbers(tmp_path: Path, value: str) -> None:
+    pool = replay_pool(tmp_path, right=set())
+    for flag in ("--temperature", "--budget-flops"):
+        res = runner.invoke(app, _eval_args(pool, tmp_path / "r.sqlite", flag, value))
+        assert res.exit_code == 2 and flag in res.output, res.output  # typer or our check
+        _no_traceback(res)
+        assert not (tmp_path / "r.sqlite").exists()  # refused before anything ran
+
+
+def test_store_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
+    pool = replay_pool(tmp_path, right=set())
+    db = tmp_path / "runs.sqlite"
+    db.write_text("these are my notes, not a database\n" * 200)
+    res = runner.invoke(app, _eval_args(pool, db))
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    out = " ".join(res.output.split())
+    assert "is not a SQLite database" in out and str(db) in res.output.replace("\n", "")
+    assert "--store" in out
+    assert db.read_text().startswith("these are my notes")  # left alone
+
+
+def test_store_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    pool = replay_pool(tmp_path, right=set())
+    res = runner.invoke(app, _eval_args(pool, tmp_path))
+    assert res.exit_code == 2 and "is a directory" in res.output and "--store" in res.output
+    _no_traceback(res)
+
+
+def test_read_only_store_is_a_clear_error(tmp_path: Path, mount_tmpfs) -> None:  # type: ignore[no-untyped-def]
+    from conftest import remount_ro
+
+    pool = replay_pool(tmp_path, right={0})
+    mnt = mount_tmpfs("16m")
+    db = mnt / "runs.sqlite"
+    first = runner.invoke(app, _eval_args(pool, db, "--run-id", "a"))
+    assert first.exit_code == 0, first.output
+    remount_ro(mnt)
+    res = runner.invoke(app, _eval_args(pool, db, "--run-id", "b"))
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    out = " ".join(res.output.split())
+    assert "cannot be opened" in out or "cannot be written" in out
+    assert "writable" in out and "--store" in out
+
+
+def test_full_disk_is_a_clear_error(tmp_path: Path, tiny_tmpfs: Path) -> None:
+    from conftest import fill_disk
+
+    pool = replay_pool(tmp_path, right={0})
+    fill_disk(tiny_tmpfs)
+    res = runner.invoke(app, _eval_args(pool, tiny_tmpfs / "runs.sqlite"))
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    out = " ".join(res.output.split())
+    assert "no space left" in out and "--store" in out and "runs.sqlite" in out
+
+
+def test_pool_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "emptydir").mkdir()
+    res = runner.invoke(app, _eval_args(tmp_path / "emptydir", tmp_path / "r.sqlite"))
+    assert res.exit_code == 2 and "is a directory" in res.output and "pool.yaml" in res.output
+    _no_traceback(res)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 import moagraph
 from moagraph.models.replay import ReplayStore
 
 
+@pytest.mark.needs_shared_data("gsm8k", "test.jsonl")  # the seeded sample is drawn from the full split
 def test_vote_graph_on_recorded_pool_through_the_public_api() -> None:
     pool = moagraph.load_pool(moagraph.resolve_pool("gsm8k-local"))
     task = moagraph.get_task("gsm8k")

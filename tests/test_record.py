@@ -277,6 +277,8 @@ async def test_shipped_recorded_pool_replays_strictly(name: str) -> None:
     await rt.aclose()
 
 
+@pytest.mark.needs_shared_data("gsm8k", "test.jsonl")  # the recorded seeded samples are drawn
+@pytest.mark.needs_shared_data("math", "test.jsonl")  # from the full test splits
 @pytest.mark.parametrize("name", SHIPPED)
 def test_eval_vote_graph_on_shipped_pool_makes_no_live_call(name: str, tmp_path: Path) -> None:
     """`moagraph eval` over the recorded queries: every node is answered from the recording

@@ -86,6 +86,7 @@ def test_embedding_cache_round_trip(tmp_path: Path) -> None:
     assert len(again) == 1
 
 
+@pytest.mark.needs_shared_data("alpaca_eval", "labels.jsonl.gz")
 def test_scorer_on_real_alpaca_labels_beats_random() -> None:
     table = load_alpaca_eval()
     assert table.labels.shape == (600, 21)
@@ -102,10 +103,7 @@ def test_scorer_on_real_alpaca_labels_beats_random() -> None:
     assert np.nanmean(pick) > np.nanmean(test.labels) + 0.1
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval").is_dir(),
-    reason="needs ../shared/data/alpaca_eval (AlpacaEval labels)",
-)
+@pytest.mark.needs_shared_data("alpaca_eval", "labels.jsonl.gz")
 def test_router_from_plain_route_train_is_accepted_by_bundled_pool(tmp_path: Path) -> None:
     """Regression: `route train` (no --pool) and `--pool alpaca_eval` must be the same pool.
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import openai
+import pytest
 from typer.testing import CliRunner
 
 from moagraph.cli import _register, app
@@ -15,6 +16,7 @@ from moagraph.serve.config import ServeConfig
 from moagraph.serve.testing import ServerThread
 
 
+@pytest.mark.needs_shared_data("alpaca_eval", "labels.jsonl.gz")  # `route train` reads the labels
 def test_trained_router_file_is_served_on_the_recorded_pool(tmp_path: Path) -> None:
     _register()
     router = tmp_path / "router.npz"
@@ -41,3 +43,6 @@ def test_trained_router_file_is_served_on_the_recorded_pool(tmp_path: Path) -> N
         n["model"] for n in ext["nodes"] if n["role"] == "assistant" and n["completion_tokens"]
     }
     assert 1 <= len(answered) <= 3  # top-k of 21 models, not the dense pool
+    route = ext["route"]  # which models answered, and the scores that chose them
+    assert set(route["rounds"][0]["answered"]) == answered
+    assert route["stop_reason"] and route["final"] and len(route["prior"]) == 21

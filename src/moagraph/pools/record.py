@@ -53,6 +53,10 @@ class RecordSettingsError(ValueError):
     """A recording option is invalid; the message names the option."""
 
 
+# What makes two pool entries of one name the same model for a resumed recording.
+_IDENTITY = ("backend", "model", "base_url", "replay", "replay_model", "prompt_format")
+
+
 class RecordSettings(BaseModel):
     """What to record. Stored in summary.json so a pool says how it was made."""
 
@@ -200,6 +204,18 @@ async def record_pool(
                     f"--{k.replace('_', '-')}: {out} was recorded with {k}={prev.get(k)!r}; "
                     f"resume with the same value or record into a new folder"
                 )
+    # A model name recorded before must still be the same model (endpoint, file, format),
+    # or its old samples would be mixed with another model's under one name.
+    identity = {m: {k: getattr(pool[m], k) for k in _IDENTITY} for m in names}
+    for m, old_id in (state.get("models") or {}).items():
+        for k, old_v in old_id.items():
+            if m in identity and identity[m].get(k) != old_v:
+                raise RecordSettingsError(
+                    f"--pool: model {m!r} in {out} was recorded with {k}={old_v!r}, the pool "
+                    f"now has {k}={identity[m].get(k)!r}; resume with the same pool file or "
+                    "record into a new folder (--out)"
+                )
+    models_state = {**(state.get("models") or {}), **identity}
     queries = [
         QueryRecord(
             query_id=ex.id,
@@ -232,7 +248,9 @@ async def record_pool(
     own_runtime = runtime is None
     rt = runtime or PoolRuntime(pool)
     wall_before = float(state.get("wall_s", 0.0))
-    _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_before})
+    _write_state(
+        out, {"settings": settings.model_dump(), "wall_s": wall_before, "models": models_state}
+    )
     t0 = time.perf_counter()
     partial = open(out / PARTIAL_FILE, "a", encoding="utf-8")  # noqa: SIM115 - one small append per call
     sem = asyncio.Semaphore(settings.concurrency)
@@ -288,7 +306,11 @@ async def record_pool(
         scores[model].append(rec.score or 0.0)
         _write_state(
             out,
-            {"settings": settings.model_dump(), "wall_s": wall_before + time.perf_counter() - t0},
+            {
+                "settings": settings.model_dump(),
+                "wall_s": wall_before + time.perf_counter() - t0,
+                "models": models_state,
+            },
         )
         if progress is not None and bar is not None:
             acc = " ".join(f"{m}={sum(v) / len(v):.2f}" for m, v in scores.items() if v)
@@ -304,7 +326,7 @@ async def record_pool(
         if own_runtime:
             await rt.aclose()
     wall_s = wall_before + time.perf_counter() - t0
-    _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_s})
+    _write_state(out, {"settings": settings.model_dump(), "wall_s": wall_s, "models": models_state})
     result_pool = finalize_pool(
         out,
         [pool[m] for m in names],

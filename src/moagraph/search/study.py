@@ -65,6 +65,17 @@ CREATE TABLE IF NOT EXISTS heldout (
 
 # Config fields that must match for --resume to continue the same study.
 RESUME_KEYS = ("optimizer", "seed", "task", "pool", "space", "train_ids", "optimizer_options")
+# Also checked, but only when the stored config has them (studies made before they were
+# recorded stay resumable): the pool's model identities and how trials were scored.
+RESUME_KEYS_IF_STORED = (
+    "pool_models",
+    "heldout_ids",
+    "sink_mode",
+    "evaluator",
+    "objective",
+    "multi_objective",
+    "agent_model",
+)
 
 
 class StudyError(ValueError):
@@ -134,7 +145,7 @@ class Study:
                 "or choose another --study-name"
             )
         old = json.loads(row[0])
-        for k in RESUME_KEYS:
+        for k in (*RESUME_KEYS, *(k for k in RESUME_KEYS_IF_STORED if k in old)):
             if json.dumps(old.get(k), sort_keys=True) != json.dumps(config.get(k), sort_keys=True):
                 s.close()
                 raise StudyError(
