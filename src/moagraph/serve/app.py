@@ -636,6 +636,7 @@ def create_app(
                 )
                 for n in trace.nodes
             ],
+            route=trace.meta if entry.kind == "router" else None,
         )
 
     def _finish(row: RequestRow, entry: Served, trace: Trace, ext: MoagraphUsage) -> None:

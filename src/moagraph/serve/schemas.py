@@ -143,6 +143,11 @@ class MoagraphUsage(BaseModel):
     calls: int = Field(description="LLM calls made (cache hits included).")
     cache_hits: int
     nodes: list[NodeUsage]
+    route: dict[str, Any] | None = Field(
+        None,
+        description="Routers only: the decisions behind the answer (scorer prior per model, "
+        "models and scores per round, combined score, stop reason, aggregator).",
+    )
 
 
 class AssistantMessage(BaseModel):
