@@ -18,7 +18,13 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from moagraph.tasks.grading import equivalent, extract_choice, run_code, sandbox_capabilities
+from moagraph.tasks.grading import (
+    equivalent,
+    extract_choice,
+    run_code,
+    run_test_program,
+    sandbox_capabilities,
+)
 from moagraph.tasks.grading.math_equiv import _fast_values, _symbolic_equal, normalize_answer
 from moagraph.tasks.registry import get_task
 
@@ -30,28 +36,41 @@ def _ms(xs: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30, help="sandbox runs per case")
-    ap.add_argument("--model-n", type=int, default=0, help="questions per task for the local model (0: skip)")
+    ap.add_argument(
+        "--model-n", type=int, default=0, help="questions per task for the local model (0: skip)"
+    )
     args = ap.parse_args()
     con = Console()
     caps = sandbox_capabilities()
-    con.print(f"sandbox: python={caps.python} drop_privileges={caps.drops_privileges} netns={caps.network_namespace}")
+    con.print(
+        f"sandbox: python={caps.python} drop_privileges={caps.drops_privileges} "
+        f"isolated={caps.isolated}{' (' + caps.why_not + ')' if caps.why_not else ''}"
+    )
 
     he = get_task("humaneval")
     add = next(e for e in he.load("sample") if e.id == "HumanEval_53_add")
+    # run_code: one program; run_tests (how tasks grade): candidate and judge apart.
     cases = {
-        "print(1)": "print(1)\n",
-        "HumanEval add, full check": he.program("    return x + y\n", add),
-        "HumanEval add, failing": he.program("    return x - y\n", add),
+        "run_code print(1)": lambda: run_code("print(1)\n", timeout_s=10),
+        "run_code HumanEval add + check (one program)": lambda: run_code(
+            he.program("    return x + y\n", add), timeout_s=10
+        ),
+        "grade HumanEval add, passing": lambda: run_test_program(
+            he.test_program("    return x + y\n", add)
+        ),
+        "grade HumanEval add, failing": lambda: run_test_program(
+            he.test_program("    return x - y\n", add)
+        ),
     }
-    t = Table(title=f"Sandbox run_code, {args.runs} runs each (ms: median / mean)")
-    t.add_column("program")
+    t = Table(title=f"Code sandbox, {args.runs} runs each (ms: median / mean)")
+    t.add_column("run")
     t.add_column("status")
     t.add_column("wall ms")
-    for label, code in cases.items():
+    for label, fn in cases.items():
         walls, status = [], ""
         for _ in track(range(args.runs), description=label, console=con, transient=True):
             t0 = time.perf_counter()
-            status = run_code(code, timeout_s=10).status
+            status = fn().status
             walls.append(time.perf_counter() - t0)
         t.add_row(label, status, _ms(walls))
     con.print(t)
@@ -59,7 +78,9 @@ def main() -> None:
     refs = sorted({e.reference for e in get_task("math").load("sample")})
     refs += sorted({e.reference for e in get_task("gsm8k").load("sample")})
     pairs = list(itertools.combinations(refs, 2))
-    t = Table(title=f"equivalent() over {len(pairs)} pairs of {len(refs)} real MATH+GSM8K references")
+    t = Table(
+        title=f"equivalent() over {len(pairs)} pairs of {len(refs)} real MATH+GSM8K references"
+    )
     t.add_column("pass")
     t.add_column("total s")
     t.add_column("us / pair")
@@ -100,14 +121,23 @@ def _model(con: Console, n: int) -> None:
         scores, extracted, secs = [], 0, []
         for ex in track(exs, description=name, console=con, transient=True):
             t0 = time.perf_counter()
-            out = llm(completion_prompt(task.prompt(ex)), max_tokens=max_tokens, temperature=0.0,
-                      stop=list(COMPLETION_STOPS))
+            out = llm(
+                completion_prompt(task.prompt(ex)),
+                max_tokens=max_tokens,
+                temperature=0.0,
+                stop=list(COMPLETION_STOPS),
+            )
             secs.append(time.perf_counter() - t0)
             text = out["choices"][0]["text"]
             extracted += task.extract(text) is not None
             scores.append(task.grade(text, ex))
-        t.add_row(name, str(len(exs)), f"{statistics.mean(scores):.2f}", f"{extracted}/{len(exs)}",
-                  f"{statistics.mean(secs):.1f}")
+        t.add_row(
+            name,
+            str(len(exs)),
+            f"{statistics.mean(scores):.2f}",
+            f"{extracted}/{len(exs)}",
+            f"{statistics.mean(secs):.1f}",
+        )
     con.print(t)
 
 

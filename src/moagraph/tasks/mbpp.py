@@ -105,4 +105,5 @@ class MBPPTask(CodeTask):
     def test_program(self, text: str, example: Example) -> TestProgram:
         entry = example.meta.get("entry_point")
         code = extract_code(text, entry)
-        return mbpp_tests(code, example.reference, example.meta.get("test_setup_code", ""), entry)
+        setup = example.meta.get("test_setup_code", "")
+        return mbpp_tests(code, example.reference, setup, entry, example.meta.get("solution", ""))

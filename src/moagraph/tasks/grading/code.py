@@ -16,6 +16,7 @@ or fake the tests.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import re
 from dataclasses import dataclass
@@ -141,19 +142,47 @@ def mbpp_program(code: str, test_list: list[str], test_setup_code: str = "") -> 
 
 
 def mbpp_tests(
-    code: str, test_list: list[str], test_setup_code: str = "", entry_point: str | None = None
+    code: str,
+    test_list: list[str],
+    test_setup_code: str = "",
+    entry_point: str | None = None,
+    reference_code: str = "",
 ) -> TestProgram:
     """The candidate runs setup + solution; the judge runs setup + the asserts.
 
-    The asserts call functions by name (``assert remove_Occ("hello","l") == "heo"``):
-    ``entry_point`` and any other name they use that the setup does not define
-    are the candidate's.
+    The asserts call functions by name (``assert remove_Occ("hello","l") == "heo"``).
+    Those the task's reference solution defines (even one named ``sum``) are the
+    candidate's; so is ``entry_point`` unless it is a builtin (``assert int(f(5)) == 35``
+    must use the real ``int``), and any other name the judge cannot resolve.
     """
     setup = test_setup_code.strip()
     candidate = "\n\n".join(p for p in (setup, code.rstrip()) if p) + "\n"
-    # ``assert int(f(5)) == 35``: the first call is a builtin, not the answer's.
-    names = (entry_point,) if entry_point and not hasattr(builtins, entry_point) else ()
-    return TestProgram(candidate, "\n".join(test_list) + "\n", setup, names)
+    tests = "\n".join(test_list) + "\n"
+    names = [entry_point] if entry_point and not hasattr(builtins, entry_point) else []
+    for name in sorted(_top_level_defs(reference_code) & _names_used(tests)):
+        if name not in names:
+            names.append(name)
+    return TestProgram(candidate, tests, setup, tuple(names))
+
+
+def _top_level_defs(code: str) -> set[str]:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    return {
+        n.name
+        for n in tree.body
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }
+
+
+def _names_used(code: str) -> set[str]:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 def run_test_program(
