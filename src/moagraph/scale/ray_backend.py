@@ -188,13 +188,13 @@ class RayBackend:
         nodes = sorted(str(n["NodeID"]) for n in ray.nodes() if n.get("Alive") and self._fits(n))
         return min(nodes, key=lambda n: (mine[n], nodes.index(n))) if nodes else None
 
-    def _spawn(self) -> tuple[Any, str | None]:
+    def _spawn(self, *, soft: bool = False) -> tuple[Any, str | None]:
         opts = self.ray_spec.actor_options()
         opts["max_concurrency"] = self.per_replica
         opts["max_restarts"] = 0  # the driver replaces dead replicas and retries their calls
         node = self._pick_node()
-        if node is not None:  # soft: Ray may still place it elsewhere if that node is full
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+        if node is not None:  # a replacement is soft: Ray may place it elsewhere if needed
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=soft)
         actor = _ReplicaActor.options(**opts).remote(self.spec, self.pool, self.ray_spec.factory)
         return actor, node
 
@@ -206,7 +206,7 @@ class RayBackend:
         except Exception:
             pass
         slot.node = None  # its node may be gone: choose among the others
-        slot.actor, slot.node = self._spawn()
+        slot.actor, slot.node = self._spawn(soft=True)
         slot.generation += 1
         self.restarts += 1
 
