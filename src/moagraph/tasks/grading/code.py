@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
+import warnings
 from dataclasses import dataclass
 
 from moagraph.tasks.grading.sandbox import SandboxResult, arun_code, run_tests
@@ -165,10 +166,18 @@ def mbpp_tests(
     return TestProgram(candidate, tests, setup, tuple(names))
 
 
+def _parse(code: str) -> ast.Module | None:
+    with warnings.catch_warnings():  # MBPP solutions hold regexes like "\w" in plain strings
+        warnings.simplefilter("ignore")
+        try:
+            return ast.parse(code)
+        except (SyntaxError, ValueError):
+            return None
+
+
 def _top_level_defs(code: str) -> set[str]:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = _parse(code)
+    if tree is None:
         return set()
     return {
         n.name
@@ -178,9 +187,8 @@ def _top_level_defs(code: str) -> set[str]:
 
 
 def _names_used(code: str) -> set[str]:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = _parse(code)
+    if tree is None:
         return set()
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
