@@ -421,3 +421,14 @@ def test_pool_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
     res = runner.invoke(app, _eval_args(tmp_path / "emptydir", tmp_path / "r.sqlite"))
     assert res.exit_code == 2 and "is a directory" in res.output and "pool.yaml" in res.output
     _no_traceback(res)
+
+
+def test_cache_that_is_not_sqlite_is_named(tmp_path: Path) -> None:
+    pool = replay_pool(tmp_path, right=set())
+    bad = tmp_path / "cache.sqlite"
+    bad.write_bytes(b"not a database " * 300)
+    res = runner.invoke(app, _eval_args(pool, tmp_path / "r.sqlite", "--cache", str(bad)))
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    out = " ".join(res.output.split())
+    assert "call cache" in out and "--cache" in out and str(bad) in res.output.replace("\n", "")

@@ -212,7 +212,13 @@ def _eval(
     if cache_path is not None:
         from moagraph.models.cache import CallCache
 
-        call_cache = CallCache(cache_path)
+        try:
+            call_cache = CallCache(cache_path)
+        except (sqlite3.Error, OSError) as e:  # the cache names no file itself
+            raise ValueError(
+                f"call cache {cache_path} cannot be used ({type(e).__name__}: {e}); pass "
+                "--cache with a new path, or move that file away (it is not deleted for you)"
+            ) from None
     runtime = PoolRuntime(pool, cache=call_cache)
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     executor = GraphExecutor(runtime, task, default_params=params)
