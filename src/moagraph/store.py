@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from moagraph.errors import DataError
 from moagraph.graph.trace import Trace
 
 __all__ = ["ResultRow", "RunInfo", "RunStore", "RunStoreError", "config_diff"]
@@ -46,7 +47,7 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
-class RunStoreError(ValueError):
+class RunStoreError(DataError):
     """A run id clash, a missing run, a resume with another configuration, or a store
     file that cannot be read or written; the message names the file and the fix."""
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from moagraph.errors import BudgetError
 from moagraph.graph.cost import GraphCost, estimate_cost, task_unit_flops
 from moagraph.graph.prompts import node_messages, parse_judge_choice
 from moagraph.graph.spec import Graph, Role
@@ -46,7 +47,7 @@ class Budget(BaseModel):
         return None
 
 
-class BudgetExceeded(ValueError):
+class BudgetExceeded(BudgetError):
     """A graph's planned cost is over the budget; nothing was called."""
 
 

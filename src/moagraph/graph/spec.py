@@ -16,6 +16,8 @@ import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from moagraph.errors import ConfigError
+
 if TYPE_CHECKING:
     from moagraph.models.pool import Pool
 
@@ -32,7 +34,7 @@ class Role(str, Enum):
         return self is not Role.VOTE
 
 
-class GraphError(ValueError):
+class GraphError(ConfigError):
     """A graph breaks a rule; the message names the node and the rule."""
 
 

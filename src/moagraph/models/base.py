@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
+from moagraph.errors import ConfigError
+
 if TYPE_CHECKING:
     from moagraph.models.pool import ModelSpec
 
@@ -112,7 +114,7 @@ class BackendError(RuntimeError):
         self.retryable = retryable
 
 
-class BackendConfigError(BackendError, ValueError):
+class BackendConfigError(BackendError, ConfigError):
     """The call cannot succeed as configured (bad key, model, URL, path).
 
     Also a ``ValueError`` so the CLI prints it without a traceback: the user

@@ -24,12 +24,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from moagraph.errors import ConfigError
 from moagraph.scale.spec import RaySpec  # plain pydantic: no ray import
 
 BackendKind = Literal["openai", "llamacpp", "replay"]
 
 
-class PoolError(ValueError):
+class PoolError(ConfigError):
     """A pool file is missing, unreadable or invalid; the message says how to fix it."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from moagraph.errors import ConfigError
 from moagraph.models.base import SamplingParams, prompt_hash
 from moagraph.models.pool import ModelSpec, Pool
 from moagraph.models.runtime import PoolRuntime
@@ -49,7 +50,7 @@ QUERIES_PARTIAL_FILE = "queries.partial.jsonl"
 NOTES_MARK = "<!-- notes: kept when the README is regenerated -->"
 
 
-class RecordSettingsError(ValueError):
+class RecordSettingsError(ConfigError):
     """A recording option is invalid; the message names the option."""
 
 

@@ -26,13 +26,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from moagraph.errors import DataError
+
 RECORDS_FILE = "records.jsonl.gz"
 QUERIES_FILE = "queries.jsonl"
 SUMMARY_FILE = "summary.json"
 POOL_FILE = "pool.yaml"
 
 
-class ReplayFormatError(ValueError):
+class ReplayFormatError(DataError):
     """A recording or queries file has a bad line; the message names file, line and field."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from moagraph.errors import ConfigError
 from moagraph.graph.trace import Trace
 from moagraph.tasks.base import Example, Task
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from moagraph.models.runtime import PoolRuntime
 
 
-class RouterError(ValueError):
+class RouterError(ConfigError):
     """Unknown router name or bad router settings; the message says what is known."""
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from moagraph.errors import DataError
 from moagraph.models.pool import Pool
 
 
-class LabelDataError(ValueError):
+class LabelDataError(DataError):
     """Label data is missing or does not match the pool; the message says how to fix it."""
 
 

@@ -17,8 +17,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from moagraph.errors import ConfigError
 
-class EncoderError(ValueError):
+
+class EncoderError(ConfigError):
     """An unknown encoder, or one whose weights are not installed."""
 
 

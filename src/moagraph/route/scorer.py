@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from moagraph.errors import DataError
 from moagraph.models.pool import Pool
 from moagraph.route.encoders import Encoder, encoder_from_config
 
@@ -42,7 +43,7 @@ HEADS = ("ridge", "mlp", "logistic", "routerdc")
 FORMAT_VERSION = 1
 
 
-class ScorerError(ValueError):
+class ScorerError(DataError):
     """A scorer file is unreadable or belongs to another pool; the message says what to do."""
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from moagraph.errors import ConfigError
+
 __all__ = ["RayUnavailable", "require_ray"]
 
 RAY_EXTRA_HINT = "pip install 'moagraph[ray]'"
 
 
-class RayUnavailable(ValueError):
+class RayUnavailable(ConfigError):
     """Ray was asked for (``ray:`` in a pool, or ``--ray``) but is not installed."""
 
 

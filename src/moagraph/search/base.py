@@ -15,15 +15,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from moagraph.errors import MoagraphError, UnknownNameError
 from moagraph.graph.spec import Graph
 from moagraph.search.space import SearchSpace, graph_key
 
 
-class UnknownOptimizerError(ValueError):
+class UnknownOptimizerError(UnknownNameError):
     """No optimiser of that name; the message lists the known ones."""
 
 
-class SearchExhaustedError(ValueError):
+class SearchExhaustedError(MoagraphError):
     """``ask()`` on an optimiser whose ``finished`` is True (nothing left to propose).
 
     Not ``StopIteration``: raised inside a coroutine that becomes

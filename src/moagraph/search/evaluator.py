@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from moagraph.errors import ConfigError
 from moagraph.graph.spec import Graph
 from moagraph.search.space import SearchSpace, graph_key
 from moagraph.tasks.base import Example, Task
@@ -107,7 +108,7 @@ def recorded_copies(
     return out
 
 
-class EvaluatorError(ValueError):
+class EvaluatorError(ConfigError):
     """The evaluator cannot score this graph or these records; the message says why."""
 
 

@@ -41,6 +41,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from moagraph.errors import ConfigError
 from moagraph.graph.spec import Graph, Node, Role
 from moagraph.models.cost import call_dollars, node_flops, unit_flops
 from moagraph.models.pool import ModelSpec, Pool
@@ -132,7 +133,7 @@ def default_output_model(models: Sequence[ModelSpec]) -> str:
     return min(models, key=lambda m: (abs(math.log(m.n_params / (3 * smallest))), m.n_params)).name
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(ConfigError):
     """The search space cannot be built as asked; the message names the option to change."""
 
 

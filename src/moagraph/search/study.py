@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moagraph.errors import ConfigError
 from moagraph.graph.spec import Graph
 from moagraph.search.base import Optimizer
 from moagraph.search.evaluator import GraphEvaluator, mean_ci
@@ -78,7 +79,7 @@ RESUME_KEYS_IF_STORED = (
 )
 
 
-class StudyError(ValueError):
+class StudyError(ConfigError):
     """A study cannot be created or resumed as asked; the message says what to change."""
 
 

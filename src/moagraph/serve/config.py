@@ -12,10 +12,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from moagraph.errors import ConfigError
+
 API_KEY_ENV = "MOAGRAPH_API_KEY"
 
 
-class ServeConfigError(ValueError):
+class ServeConfigError(ConfigError):
     """A server option is invalid; the message names the option and the fix."""
 
 

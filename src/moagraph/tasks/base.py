@@ -10,18 +10,19 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from moagraph.errors import ConfigError, DataError
 from moagraph.models.base import ChatMessage
 
 TaskKind = Literal["math", "choice", "code", "chat"]
 
 
-class TaskDataError(FileNotFoundError, ValueError):
+class TaskDataError(FileNotFoundError, DataError):
     """The task's data file is missing; the message says where to put it.
 
     Also a ``ValueError`` so the CLI prints it without a traceback."""
 
 
-class TaskError(ValueError):
+class TaskError(ConfigError):
     """A user error about a task (unknown name or split, bad file); says how to fix it."""
 
 

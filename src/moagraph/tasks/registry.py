@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from moagraph.errors import UnknownNameError
 from moagraph.tasks._common import shared_data_dir
 from moagraph.tasks.base import Task, TaskError
 from moagraph.tasks.chat import ChatTask
@@ -40,7 +41,7 @@ _ALIASES = {
 }
 
 
-class UnknownTaskError(TaskError):
+class UnknownTaskError(TaskError, UnknownNameError):
     """No task by that name."""
 
 

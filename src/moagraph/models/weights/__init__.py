@@ -17,12 +17,14 @@ from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
 
+from moagraph.errors import DataError
+
 __all__ = ["SplitGGUF", "WeightsError", "cache_dir"]
 
 _BLOCK = 8 << 20
 
 
-class WeightsError(ValueError):
+class WeightsError(DataError):
     """Chunk packages missing, or the assembled file does not match its published hash."""
 
 
