@@ -304,6 +304,8 @@ class AgentReinforce(Optimizer):
         if phase == "pretest":
             self._pretest[tuple(told.candidate.info["mix"])] = told.reward
             return
+        if self.finished:
+            return  # the last guided evaluation: no further graph will be asked for, so no agent call
         await self._agent_update(told)
 
     def _reinforce_step(self, told: Told) -> None:
