@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route.base import get_router_class
+from moagraph.route import RouteMoA, build_policies
 from moagraph.route.encoders import make_encoder
 from moagraph.route.evaluate import evaluate_scorer, top_k
 from moagraph.route.gt import GroundTruth, load_ground_truth, small_open_models
@@ -91,18 +91,20 @@ def policies(
     gt: GroundTruth, s: Scorer, seed: int, labels: dict[str, dict[str, float]]
 ) -> list[Any]:
     rt = PoolRuntime(gt.pool)
-    R = get_router_class
+    first, *rest = build_policies(
+        ["routemoa", "dense", "smoa", "sparse", "random", "single", "threshold", "oracle"],
+        s,
+        rt,
+        k=3,
+        layers=3,
+        seed=seed,
+        labels=labels,
+    )
     return [
-        R("routemoa")(s, rt),
-        R("routemoa")(s, rt, name="routemoa (judge calls)", assessment="judge"),
-        R("routemoa")(s, rt, name="routemoa (1 round)", rounds=1),
-        R("dense")(rt, s, layers=3),
-        R("smoa")(rt, s, layers=3),
-        R("sparse")(rt, s, k=3, layers=3),
-        R("random")(rt, s, k=3, layers=3, seed=seed),
-        R("single")(rt, s),
-        R("threshold")(rt, s),
-        R("oracle")(rt, s, labels=labels),
+        first,
+        RouteMoA(s, rt, name="routemoa (judge calls)", assessment="judge"),
+        RouteMoA(s, rt, name="routemoa (1 round)", rounds=1),
+        *rest,
     ]
 
 

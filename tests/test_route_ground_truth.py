@@ -13,7 +13,7 @@ from moagraph.cli import _register, app
 from moagraph.graph.testing import ScriptedBackend
 from moagraph.models.base import LLMRequest
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route.base import get_router_class
+from moagraph.route import get_router_class
 from moagraph.route.encoders import HashingEncoder
 from moagraph.route.evaluate import hit_rate
 from moagraph.route.gt import load_ground_truth, small_open_models

@@ -11,7 +11,7 @@ from moagraph.graph.testing import ArithmeticTask, ScriptedBackend, fake_pool
 from moagraph.models.base import LLMRequest
 from moagraph.models.pool import Pool
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route.base import get_router_class, load_router, router_names
+from moagraph.route import get_router_class, load_router, router_names
 from moagraph.route.baselines import parse_moderator
 from moagraph.route.encoders import HashingEncoder
 from moagraph.route.judges import normalised

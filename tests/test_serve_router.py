@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from moagraph.cli import _register, app
-from moagraph.cli.serve_cmd import build_app
 from moagraph.pools import resolve_pool
+from moagraph.serve import create_app
 from moagraph.serve.config import ServeConfig
 from moagraph.serve.testing import ServerThread
 
@@ -27,7 +27,7 @@ def test_trained_router_file_is_served_on_the_recorded_pool(tmp_path: Path) -> N
     assert router.exists()
 
     config = ServeConfig(store=tmp_path / "serve.sqlite")
-    fastapi_app = build_app("alpaca_eval", [], [f"auto={router}"], config=config)
+    fastapi_app = create_app("alpaca_eval", routers={"auto": router}, config=config)
     queries = resolve_pool("alpaca_eval").parent / "queries.jsonl"
     question = json.loads(queries.read_text(encoding="utf-8").splitlines()[0])["question"]
     with ServerThread(fastapi_app) as srv:

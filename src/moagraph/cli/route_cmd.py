@@ -152,40 +152,6 @@ def train(
     console.print(f"saved {out} (pool {p.name!r}, {len(p.models)} models)")
 
 
-def build_policies(
-    names: list[str],
-    scorer: Any,
-    runtime: Any,
-    k: int,
-    layers: int,
-    seed: int,
-    labels: dict[str, dict[str, float]] | None = None,
-) -> list[Any]:
-    from moagraph.route.base import get_router_class
-
-    out = []
-    for n in names:
-        if n == "routemoa":
-            out.append(get_router_class("routemoa")(scorer, runtime, k=k, rounds=layers))
-        elif n == "routemoa-1r":
-            out.append(get_router_class("routemoa")(scorer, runtime, name=n, k=k, rounds=1))
-        elif n == "smoa":
-            out.append(get_router_class(n)(runtime, scorer, k=k, layers=layers))
-        elif n == "oracle":
-            out.append(get_router_class(n)(runtime, scorer, labels=labels or {}))
-        elif n in ("sparse", "random"):
-            out.append(
-                get_router_class(n)(
-                    runtime, scorer, k=k, layers=layers, **({"seed": seed} if n == "random" else {})
-                )
-            )
-        elif n == "dense":
-            out.append(get_router_class(n)(runtime, scorer, layers=layers))
-        else:
-            out.append(get_router_class(n)(runtime, scorer))
-    return out
-
-
 def held_out(scorer: Any, table: Any, gt: Any) -> tuple[Any, str]:
     """The queries a router file was not trained on, and a sentence saying which they are.
 
@@ -286,6 +252,7 @@ def evaluate(
     """Evaluate policies offline on the held-out queries of the replay labels."""
     try:
         from moagraph.models.runtime import PoolRuntime
+        from moagraph.route import build_policies
         from moagraph.route.replay_eval import evaluate_policies, plot_results, results_table
         from moagraph.route.scorer import Scorer
 

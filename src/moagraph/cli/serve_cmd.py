@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -13,54 +12,6 @@ from moagraph.cli import app
 from moagraph.cli._errors import fail
 
 console = Console()
-
-
-def _pairs(values: list[str], option: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for v in values:
-        name, sep, path = v.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ValueError(f"{option} {v!r}: expected NAME=PATH, e.g. {option} math=best.yaml")
-        if name in out:
-            raise ValueError(
-                f"{option}: the name {name!r} is given twice; served names must be unique"
-            )
-        out[name.strip()] = path.strip()
-    return out
-
-
-def build_app(
-    pool: str,
-    graphs: list[str],
-    routers: list[str],
-    *,
-    router_kind: str = "routemoa",
-    cache: Path | None = None,
-    config: Any,
-) -> Any:
-    """Everything `serve` does before uvicorn starts (tests call it directly)."""
-    from moagraph.graph.spec import Graph
-    from moagraph.graphs import resolve_graph
-    from moagraph.models.runtime import PoolRuntime
-    from moagraph.pools import resolve_pool
-    from moagraph.serve.app import create_app
-    from moagraph.serve.runtime import ServeRuntime
-
-    graph_files = _pairs(graphs, "--graph")
-    router_files = _pairs(routers, "--router")
-    clash = set(graph_files) & set(router_files)
-    if clash:
-        raise ValueError(f"--graph and --router both use the name(s) {', '.join(sorted(clash))}")
-    runtime = ServeRuntime(PoolRuntime.from_path(resolve_pool(pool), cache))
-    served: dict[str, Any] = {}
-    for name, path in graph_files.items():
-        g = Graph.load(resolve_graph(path))  # a file, or a bundled name as `eval --graph` takes
-        served[name] = g if g.name else g.model_copy(update={"name": name})
-    for name, path in router_files.items():
-        from moagraph.route.base import load_router
-
-        served[name] = load_router(path, runtime, kind=router_kind)  # type: ignore[arg-type]
-    return create_app(runtime, served, config=config)
 
 
 @app.command("serve")
@@ -139,6 +90,7 @@ def serve_cmd(
     """
     import uvicorn
 
+    from moagraph.serve import create_app
     from moagraph.serve.config import ServeConfig
     from moagraph.serve.http import raise_fd_limit, uvicorn_config
 
@@ -165,8 +117,8 @@ def serve_cmd(
             log_max_rows=log_max_rows,
             log_bodies=log_bodies,
         )
-        fastapi_app = build_app(
-            pool, graph, router, router_kind=router_kind, cache=cache, config=config
+        fastapi_app = create_app(
+            pool, graphs=graph, routers=router, router_kind=router_kind, cache=cache, config=config
         )
     except ValueError as e:
         raise fail(e) from None

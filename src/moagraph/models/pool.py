@@ -195,8 +195,22 @@ def _format_validation(err: ValidationError, raw: dict[str, Any], source: str) -
 
 
 def load_pool(path: str | Path) -> Pool:
-    """Load and validate a pool YAML (or JSON) file."""
+    """Load and validate a pool YAML (or JSON) file, or a bundled pool by name.
+
+    >>> from moagraph import load_pool
+    >>> pool = load_pool("zeroeval-math")  # bundled: a replay pool of recorded outputs
+    >>> len(pool.models), pool.models[0].backend
+    (40, 'replay')
+    >>> load_pool("local").names
+    ['gemma-270m', 'qwen-coder-1.5b']
+    """
     p = Path(path)
+    if not p.exists():
+        from moagraph.pools import builtin_pools  # lazy: moagraph.pools imports this module
+
+        p = builtin_pools().get(str(path), p)
+    elif p.is_dir() and (p / "pool.yaml").exists():
+        p = p / "pool.yaml"
     if not p.exists():
         raise PoolError(f"pool file {p} does not exist; pass --pool PATH (see pools/ for examples)")
     if p.is_dir():

@@ -1,4 +1,4 @@
-"""What a router is, and the registry that makes one available by name.
+"""What a router is (the base protocol and its plan); the registry is in ``moagraph.route``.
 
 A router is a :class:`moagraph.graph.trace.Policy` (``answer(example, task)
 -> Trace``) that also exposes :meth:`Router.plan`: the decision it makes
@@ -9,17 +9,12 @@ the full policy through :class:`~moagraph.models.runtime.PoolRuntime`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from moagraph.errors import ConfigError
 from moagraph.graph.trace import Trace
 from moagraph.tasks.base import Example, Task
-
-if TYPE_CHECKING:
-    from moagraph.models.runtime import PoolRuntime
 
 
 class RouterError(ConfigError):
@@ -53,48 +48,14 @@ class Router(Protocol):
 
     async def answer(self, example: Example, task: Task, on_token: Any = None) -> Trace: ...
 
-
-R = TypeVar("R")
-_REGISTRY: dict[str, type] = {}
-"""Router classes by name: filled by the ``register_router`` decorators at import time."""
-
-
-def register_router(name: str) -> Callable[[type[R]], type[R]]:
-    def deco(cls: type[R]) -> type[R]:
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def router_names() -> list[str]:
-    import moagraph.route.baselines
-    import moagraph.route.routemoa  # noqa: F401
-
-    return sorted(_REGISTRY)
-
-
-def get_router_class(name: str) -> type:
-    names = router_names()
-    if name not in _REGISTRY:
-        raise RouterError(f"router {name!r} is unknown; known routers: {', '.join(names)}")
-    return _REGISTRY[name]
-
-
-def load_router(
-    path: str | Path,
-    runtime: PoolRuntime,
-    kind: str = "routemoa",
-    cache_path: str | Path | None = None,
-    **settings: Any,
-) -> Router:
-    """Load a trained scorer file and build router ``kind`` on it for ``runtime``'s pool.
-
-    Refuses (ScorerError, a ValueError) a file trained for a different pool.
-    """
-    from moagraph.route.scorer import Scorer
-
-    scorer = Scorer.load(path, pool=runtime.pool, cache_path=cache_path)
-    cls = get_router_class(kind)
-    router: Router = cls(scorer=scorer, runtime=runtime, **settings)
-    return router
+    def estimate_flops(
+        self,
+        example: Example,
+        task: Task,
+        *,
+        prompt_tokens: float | None = None,
+        max_tokens: int | None = None,
+    ) -> float:
+        """Normalised FLOPs this router plans to spend on ``example`` (no LLM call):
+        what the server checks a budget against before running."""
+        ...

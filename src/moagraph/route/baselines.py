@@ -29,8 +29,8 @@ from moagraph.graph.trace import Trace
 from moagraph.models.base import SamplingParams
 from moagraph.models.cost import node_flops
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route.base import RoutePlan, RouterError, register_router
-from moagraph.route.runner import Call, QueryRun, RouteBudget
+from moagraph.route.base import RoutePlan, RouterError
+from moagraph.route.runner import Call, QueryRun, RouteBudget, plan_flops
 from moagraph.route.scorer import Scorer
 from moagraph.tasks.base import Example, Task
 
@@ -69,6 +69,23 @@ class _LayeredBaseline:
         )
         self.budget = RouteBudget(max_flops_norm, max_dollars)
         self.name = name or self.kind
+
+    def estimate_flops(
+        self,
+        example: Example,
+        task: Task,
+        *,
+        prompt_tokens: float | None = None,
+        max_tokens: int | None = None,
+    ) -> float:
+        """Normalised FLOPs of this query's plan (no LLM call); see :func:`plan_flops`."""
+        return plan_flops(
+            self.plan(example, task),
+            self.runtime.pool,
+            task,
+            prompt_tokens=prompt_tokens,
+            max_tokens=min(max_tokens or self.params.max_tokens, self.params.max_tokens),
+        )
 
     # helpers -------------------------------------------------------------
     def prior(self) -> dict[str, float]:
@@ -149,7 +166,6 @@ class _LayeredBaseline:
         )
 
 
-@register_router("dense")
 class DenseMoA(_LayeredBaseline):
     kind = "dense"
 
@@ -158,7 +174,6 @@ class DenseMoA(_LayeredBaseline):
         return ranked, ranked[0]
 
 
-@register_router("sparse")
 class SparseMoA(_LayeredBaseline):
     kind = "sparse"
 
@@ -182,7 +197,6 @@ class SparseMoA(_LayeredBaseline):
         return list(self.models), self.models[0]
 
 
-@register_router("single")
 class SingleBest(_LayeredBaseline):
     kind = "single"
 
@@ -195,7 +209,6 @@ class SingleBest(_LayeredBaseline):
         return [self.by_prior()[0]], None
 
 
-@register_router("random")
 class RandomK(_LayeredBaseline):
     kind = "random"
 
@@ -222,7 +235,6 @@ class RandomK(_LayeredBaseline):
         return picks, picks[0]
 
 
-@register_router("threshold")
 class ThresholdRouter(_LayeredBaseline):
     """RouteLLM-style binary router: the weak model when the scorer predicts its quality
     >= ``cutoff``, else the strong one. Defaults: strong = best by training label; weak =
@@ -298,7 +310,6 @@ def parse_moderator(text: str, n: int, k: int) -> tuple[list[int], bool]:
     return idx, bool(stop_m and stop_m.group(1).lower() == "true")
 
 
-@register_router("smoa")
 class SMoA(_LayeredBaseline):
     """SMoA: all models answer, a moderator (the aggregator model) selects ``k`` responses
     and may end the debate; the next round reads the selected ones; the aggregator fuses."""
@@ -428,7 +439,6 @@ class SMoA(_LayeredBaseline):
         )
 
 
-@register_router("oracle")
 class Oracle(_LayeredBaseline):
     """Upper bound: the cheapest model that is right on the query (one call).
 

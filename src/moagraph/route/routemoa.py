@@ -67,9 +67,9 @@ from moagraph.models.base import ChatMessage, SamplingParams
 from moagraph.models.cost import call_dollars, node_flops
 from moagraph.models.pool import Pool
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route.base import RoutePlan, RouterError, register_router
+from moagraph.route.base import RoutePlan, RouterError
 from moagraph.route.judges import judge_messages, normalised, parse_score
-from moagraph.route.runner import Call, QueryRun, RouteBudget
+from moagraph.route.runner import Call, QueryRun, RouteBudget, plan_flops
 from moagraph.route.scorer import Scorer
 from moagraph.tasks.base import Example, Task
 
@@ -402,7 +402,6 @@ def replay_rounds(
     return rounds, "3 rounds"
 
 
-@register_router("routemoa")
 class RouteMoA:
     """The RouteMoA policy (implements :class:`moagraph.graph.trace.Policy`)."""
 
@@ -472,6 +471,23 @@ class RouteMoA:
                 "stop": why,
                 "note": "rounds as decided with no readable self/peer scores (official fallbacks)",
             },
+        )
+
+    def estimate_flops(
+        self,
+        example: Example,
+        task: Task,
+        *,
+        prompt_tokens: float | None = None,
+        max_tokens: int | None = None,
+    ) -> float:
+        """Normalised FLOPs of this query's plan (no LLM call); see :func:`plan_flops`."""
+        return plan_flops(
+            self.plan(example, task),
+            self.runtime.pool,
+            task,
+            prompt_tokens=prompt_tokens,
+            max_tokens=min(max_tokens or self.config.max_tokens, self.config.max_tokens),
         )
 
     # --- the full policy -----------------------------------------------------

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moagraph.graph.trace import NodeTrace, Trace
 from moagraph.models.base import BackendError, ChatMessage, SamplingParams
@@ -27,6 +29,9 @@ from moagraph.models.cost import call_dollars, call_flops, node_flops, unit_flop
 from moagraph.models.pool import ModelSpec, Pool
 from moagraph.models.runtime import PoolRuntime
 from moagraph.tasks.base import Example, Task
+
+if TYPE_CHECKING:
+    from moagraph.route.base import RoutePlan
 
 MESSAGE_OVERHEAD_TOKENS = 16
 
@@ -51,9 +56,8 @@ def model_latency_s(spec: ModelSpec, prompt_tokens: float, completion_tokens: fl
     per_tok = spec.extra.get("latency_s_per_token") if spec.extra else None
     if per_tok is not None:
         return float(per_tok) * completion_tokens
-    return (
-        prompt_tokens * spec.params_b * PREFILL_S_PER_TOKEN_PER_B
-        + completion_tokens * (DECODE_S_PER_TOKEN + spec.params_b * DECODE_S_PER_TOKEN_PER_B)
+    return prompt_tokens * spec.params_b * PREFILL_S_PER_TOKEN_PER_B + completion_tokens * (
+        DECODE_S_PER_TOKEN + spec.params_b * DECODE_S_PER_TOKEN_PER_B
     )
 
 
@@ -101,6 +105,70 @@ class RouteBudget:
             if v is not None and v <= 0:
                 raise ValueError(f"budget {name}={v}: must be > 0 (or unset for no cap)")
 
+    def tighter(self, other: RouteBudget | None) -> RouteBudget:
+        """The budget that respects both caps (the smaller of each)."""
+        if other is None:
+            return self
+
+        def low(a: float | None, b: float | None) -> float | None:
+            return b if a is None else a if b is None else min(a, b)
+
+        return RouteBudget(
+            low(self.max_flops_norm, other.max_flops_norm), low(self.max_dollars, other.max_dollars)
+        )
+
+
+_SCOPED_BUDGET: ContextVar[RouteBudget | None] = ContextVar("moagraph_route_budget", default=None)
+
+
+@contextmanager
+def budget_scope(budget: RouteBudget | None) -> Iterator[None]:
+    """Cap every router query run started in this context (and tasks created from it)
+    by ``budget`` on top of the router's own budget: how the server applies
+    ``--budget-flops`` and a request's ``moagraph.budget_flops`` to routers, which are
+    built once and shared by all requests."""
+    token = _SCOPED_BUDGET.set(budget)
+    try:
+        yield
+    finally:
+        _SCOPED_BUDGET.reset(token)
+
+
+def plan_flops(
+    plan: RoutePlan,
+    pool: Pool,
+    task: Task,
+    *,
+    prompt_tokens: float | None = None,
+    max_tokens: int | None = None,
+) -> float:
+    """Normalised FLOPs of a routing plan before any call (an estimate, not a bound).
+
+    Each layer's calls read the previous layer's answers (in-degree = its width), the
+    aggregator reads the last layer, and ``judges_per_layer`` judge calls per layer (made
+    by the plan's top model) read that layer with ``judge_max_tokens`` of output. A =
+    ``prompt_tokens`` (default: the task average), B = the task's average output capped by
+    ``max_tokens``. The unit is the pool's smallest model answering with no inputs at the
+    task averages, as in graph budgets. A judge-driven router may stop earlier than its
+    plan; the run itself is capped by its budget (:class:`QueryRun`)."""
+    a = float(task.avg_input_tokens if prompt_tokens is None else prompt_tokens)
+    b = float(
+        task.avg_output_tokens if max_tokens is None else min(task.avg_output_tokens, max_tokens)
+    )
+    total = 0.0
+    prev = 0
+    for layer in plan.layers:
+        total += sum(node_flops(pool[m], prev, a, b) for m in layer)
+        if plan.judges_per_layer and layer:
+            judge = pool[plan.ranked[0] if plan.ranked else layer[0]]
+            total += plan.judges_per_layer * call_flops(
+                judge, a + len(layer) * b, plan.judge_max_tokens
+            )
+        prev = len(layer)
+    if plan.aggregator is not None and len(plan.ranked) > 1:
+        total += node_flops(pool[plan.aggregator], prev, a, b)
+    return total / unit_flops(pool.models, task.avg_input_tokens, task.avg_output_tokens)
+
 
 @dataclass
 class Call:
@@ -129,7 +197,8 @@ class QueryRun:
         self.task = task
         self.example = example
         self.params = params
-        self.budget = budget or RouteBudget()
+        # the router's own caps, tightened by any scoped (per-request) budget
+        self.budget = (budget or RouteBudget()).tighter(_SCOPED_BUDGET.get())
         self.unit = unit_flops(runtime.pool.models, task.avg_input_tokens, task.avg_output_tokens)
         self.trace = Trace(query_id=example.id, policy=policy)
         self.nodes: dict[str, NodeTrace] = {}
@@ -149,7 +218,9 @@ class QueryRun:
     def spent_dollars(self) -> float:
         return sum(n.dollars for n in self.trace.nodes)
 
-    def bound(self, model: str, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[float, float]:
+    def bound(
+        self, model: str, messages: Sequence[ChatMessage], max_tokens: int
+    ) -> tuple[float, float]:
         spec = self.runtime.spec(model)
         n_p = prompt_token_bound(messages)
         return call_flops(spec, n_p, max_tokens), call_dollars(spec, n_p, max_tokens)
@@ -177,7 +248,9 @@ class QueryRun:
             f, d = self.bound(c.model, c.messages, mt)
             why = self.fits(f, d)
             if why is not None:
-                self.skipped.append({"node": c.node_id, "model": c.model, "role": c.role, "why": why})
+                self.skipped.append(
+                    {"node": c.node_id, "model": c.model, "role": c.role, "why": why}
+                )
                 continue
             self._reserved_flops += f
             self._reserved_dollars += d
@@ -211,7 +284,12 @@ class QueryRun:
             seed=self.params.seed,
             stop=self.params.stop,
         )
-        nt = NodeTrace(node_id=c.node_id, role=c.role, model=c.model, prompt=[{"role": m["role"], "content": m["content"]} for m in c.messages])
+        nt = NodeTrace(
+            node_id=c.node_id,
+            role=c.role,
+            model=c.model,
+            prompt=[{"role": m["role"], "content": m["content"]} for m in c.messages],
+        )
         nt.start_s = time.perf_counter() - self.t0
         try:
             comp = await self.runtime.complete(

@@ -28,7 +28,8 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import networkx as nx
 from fastapi import Depends, FastAPI, Request
@@ -37,12 +38,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from moagraph.errors import ConfigError
 from moagraph.graph.spec import Graph, Node
 from moagraph.graph.trace import Policy, Trace
 from moagraph.models.base import BackendError, estimate_tokens
+from moagraph.models.pool import Pool
 from moagraph.models.redact import redact, register_secret
 from moagraph.models.runtime import PoolRuntime
+from moagraph.route.runner import RouteBudget, budget_scope
 from moagraph.serve.auth import check_bearer
+from moagraph.serve.build import Named, PoolLike, resolve_served, serve_runtime
 from moagraph.serve.config import ServeConfig
 from moagraph.serve.conversation import ConversationTask, to_example
 from moagraph.serve.errors import ApiError, validation_error
@@ -105,14 +110,22 @@ class Served:
     created: int = field(default_factory=lambda: int(time.time()))
 
     def estimate_flops(
-        self, task: Task, max_tokens: int | None, pool: Any, prompt_tokens: float | None = None
+        self,
+        task: Task,
+        max_tokens: int | None,
+        pool: Any,
+        prompt_tokens: float | None = None,
+        example: Any = None,
     ) -> float | None:
         """Planned normalised FLOPs before any call.
 
         Graphs: every node's cost with A = ``prompt_tokens`` (the request's real prompt
         length; the task average when None) and B = the task's average output, capped by
-        the request's max_tokens. Routers may expose ``estimate_flops(pool, task)``; for
-        those that don't, a lower bound: one call of the cheapest model they may use.
+        the request's max_tokens. Routers: their own plan for ``example``
+        (``Router.estimate_flops(example, task, prompt_tokens=, max_tokens=)``); for a
+        router without one, a lower bound: one call of the cheapest model it may use.
+        Either way a router's run is also capped at the budget while it runs
+        (:func:`moagraph.route.runner.budget_scope`).
         """
         from moagraph.graph.cost import graph_flops, task_unit_flops
         from moagraph.models.cost import call_flops
@@ -125,12 +138,8 @@ class Served:
         if self.graph is not None:
             return graph_flops(self.graph, pool, a, b) / unit
         est = getattr(self.policy, "estimate_flops", None)
-        if callable(est):
-            planned = float(est(pool, task))
-            if prompt_tokens is None or task.avg_input_tokens <= 0:
-                return planned
-            # scale the router's own plan by how much longer this prompt is than the average
-            return max(planned, planned * prompt_tokens / task.avg_input_tokens)
+        if callable(est) and example is not None:
+            return float(est(example, task, prompt_tokens=prompt_tokens, max_tokens=max_tokens))
         if prompt_tokens is None:
             return None
         names = [n for n in self.info.models if n in pool.names] or list(pool.names)
@@ -247,25 +256,47 @@ def _sse(obj: Any) -> bytes:
 
 
 def create_app(
-    runtime: PoolRuntime | ServeRuntime,
+    pool: PoolLike,
     served: Mapping[str, Graph | Policy | Any] | None = None,
     *,
+    graphs: Named = None,
+    routers: Named = None,
     config: ServeConfig | None = None,
     task: Task | None = None,
+    router_kind: str = "routemoa",
+    cache: str | Path | None = None,
     close_runtime: bool = True,
 ) -> FastAPI:
-    """Build the FastAPI app.
+    """Build the OpenAI-compatible FastAPI app (``moagraph serve`` runs it with uvicorn).
 
-    ``served`` maps a model id to a :class:`Graph` (run by a GraphExecutor on
-    ``runtime``) or to a ready :class:`Policy` (a router; build it on the
-    returned app's ``state.runtime`` so request overrides reach its calls).
-    With no ``served``, every pool model is served as a single-node graph.
+    ``pool``: a bundled pool name, a pool file, a :class:`Pool` or a runtime (``cache``:
+    an SQLite call cache for a pool given by name or object). ``graphs`` maps served
+    names to a :class:`Graph`, a bundled graph name or a YAML file; ``routers`` maps
+    served names to a ready router or a trained scorer file (built as ``router_kind``);
+    either may also be ``["NAME=PATH", ...]``. ``served`` is the older form: one mapping
+    of ready graphs and routers. A router object should be built on the returned app's
+    ``state.runtime`` so request overrides reach its calls. With nothing to serve,
+    every pool model is served as a single-node graph.
+
+    >>> from fastapi.testclient import TestClient
+    >>> from moagraph.serve import create_app
+    >>> app = create_app("local", graphs={"vote": "vote3"})
+    >>> sorted(app.state.served), app.state.served["vote"].info.width
+    (['vote'], 3)
+    >>> TestClient(app).get("/v1/models").json()["data"][0]["id"]
+    'vote'
     """
     config = config or ServeConfig()
     register_secret(config.api_key)  # never echoed in an error or a log line
-    rt = runtime if isinstance(runtime, ServeRuntime) else ServeRuntime(runtime)
+    rt = serve_runtime(pool, cache)
+    if graphs or routers:
+        resolved = resolve_served(rt, graphs, routers, router_kind=router_kind)
+        clash = set(resolved) & set(served or {})
+        if clash:
+            raise ConfigError(f"served name(s) given twice: {', '.join(sorted(clash))}")
+        served = {**(served or {}), **resolved}
     conv_task = ConversationTask(task if task is not None else _default_task(config.task))
-    pool = rt.pool
+    pool = cast(Pool, rt.pool)  # from here on: the loaded Pool
     if not served:
         served = single_model_graphs(rt)
 
@@ -489,7 +520,7 @@ def create_app(
                     prompt_tokens,
                     sum(estimate_tokens(m["content"]) for m in conv_task.prompt(example)),
                 )
-                _check_budget(entry, req, max_tokens, prompt_tokens)
+                _check_budget(entry, req, max_tokens, prompt_tokens, example)
         except ApiError as e:
             row.status, row.http_status, row.error = "rejected", e.status, e.message
             if store_bodies:
@@ -503,7 +534,11 @@ def create_app(
             seed=req.seed,
             stop=req.stop_list,
         )
-        with rt.overrides(ov):
+        limit = _budget_limit(req) if entry.kind == "router" else None
+        # a router's run stops at the budget too: its query run skips any call that might
+        # pass it (graphs were checked whole, before the run)
+        scope = budget_scope(RouteBudget(max_flops_norm=limit) if limit else None)
+        with rt.overrides(ov), scope:
             if req.stream:
                 return await _stream(entry, req, example, row, t0)
             return await _complete(entry, req, example, row, t0, request)
@@ -585,14 +620,22 @@ def create_app(
                 )
         return tokens
 
-    def _check_budget(
-        entry: Served, req: ChatCompletionRequest, max_tokens: int | None, prompt_tokens: int
-    ) -> None:
+    def _budget_limit(req: ChatCompletionRequest) -> float | None:
+        """The tighter of the server's --budget-flops and the request's own budget."""
         limits = [b for b in (config.budget_flops, req.moagraph and req.moagraph.budget_flops) if b]
-        if not limits:
+        return min(limits) if limits else None
+
+    def _check_budget(
+        entry: Served,
+        req: ChatCompletionRequest,
+        max_tokens: int | None,
+        prompt_tokens: int,
+        example: Any,
+    ) -> None:
+        limit = _budget_limit(req)
+        if limit is None:
             return
-        limit = min(limits)
-        est = entry.estimate_flops(conv_task, max_tokens, pool, prompt_tokens)
+        est = entry.estimate_flops(conv_task, max_tokens, pool, prompt_tokens, example)
         if est is not None and est > limit:
             param = (
                 "moagraph.budget_flops"
