@@ -85,6 +85,7 @@ def _evaluate(pool: Pool, graph: Graph, task, examples, concurrency: int = 4, st
     return asyncio.run(go()), runtime
 
 
+@pytest.mark.needs_shared_data("gsm8k", "test.jsonl")  # gsm8k --split test
 def test_replay_pool_on_two_nodes_equals_single_process(
     cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
@@ -238,6 +239,7 @@ def _rows(store: Path, run_id: str) -> dict[str, tuple[object, ...]]:
     return {r[0]: (r[1], r[2], r[3], json.loads(r[4])["output"]) for r in rows}
 
 
+@pytest.mark.needs_shared_data("gsm8k", "test.jsonl")  # gsm8k --split test
 def test_cli_eval_resume_after_driver_killed(cluster: LoopbackCluster, tmp_path: Path) -> None:
     src = load_pool(resolve_pool(REPLAY_POOL))
     raw = yaml.safe_load(Path(src.path).read_text())  # type: ignore[arg-type]
