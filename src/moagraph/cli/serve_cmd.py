@@ -126,15 +126,15 @@ def serve_cmd(
     table = Table(title=f"moagraph serving on http://{host}:{port}/v1")
     for col in ("model", "kind", "pool models", "width x depth", "est. FLOPs (norm.)"):
         table.add_column(col)
-    for e in fastapi_app.state.served.values():
-        i = e.info
+    for entry in fastapi_app.state.served.values():
+        i = entry.info
         shape = f"{i.width} x {i.depth}" if i.width is not None else "-"
         est = (
             f"{i.estimated_flops_normalised:.3g}"
             if i.estimated_flops_normalised is not None
             else "-"
         )
-        table.add_row(e.name, i.kind, ", ".join(i.models), shape, est)
+        table.add_row(entry.name, i.kind, ", ".join(i.models), shape, est)
     console.print(table)
     auth = (
         "bearer key required" if config.api_key else "no auth (set --api-key or $MOAGRAPH_API_KEY)"
