@@ -173,7 +173,7 @@ async def test_record_refuses_replay_pool_and_unknown_model(tmp_path: Path) -> N
         await record_pool(
             pool, _gsm8k(), tmp_path, RecordSettings(task="gsm8k", n=1), show_progress=False
         )
-    with pytest.raises(RecordSettingsError, match="--models"):
+    with pytest.raises(RecordSettingsError, match="--model 'zz': not in pool"):
         await record_pool(
             _pool(),
             _gsm8k(),
