@@ -64,6 +64,14 @@ def test_space_paper_budget_matches_the_rule_on_the_papers_models() -> None:
         assert sp.paper_budget(b) == pytest.approx(paper_budget_rule("math", b))
 
 
+def test_a_complete_json_mix_reply_is_parsed() -> None:
+    from moagraph.search.agent import parse_mix_reply
+
+    # what a schema-constrained agent writes (the live Qwen smoke run): a whole object
+    assert parse_mix_reply('{"mixes": [0, 2, 3]}', 5) == [0, 2, 3]
+    assert parse_mix_reply("0, 2]}", 5) == [0, 2]  # a continuation of the prompt's opened JSON
+
+
 def test_parse_budget() -> None:
     assert parse_budget("42") == (42.0, None)
     assert parse_budget("paper:8") == (None, 8)

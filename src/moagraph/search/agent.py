@@ -596,10 +596,19 @@ def _nid(x: Any) -> str:
 def parse_mix_reply(text: str, n_mixes: int, prefix: str = MIX_PREFIX) -> list[int]:
     """Mix numbers chosen by the agent (valid, unique, in order); [] if none."""
     try:
-        obj = extract_json(prefix[prefix.index("{") :] + text) if text else None
         vals: list[Any] = []
-        if isinstance(obj, dict) and isinstance(obj.get("mixes"), list):
-            vals = obj["mixes"]
+        # A complete JSON reply (schema-constrained decoding) first, then the
+        # continuation of the prompt's opened JSON.
+        for cand in (text, prefix[prefix.index("{") :] + text) if text else ():
+            obj = extract_json(cand)
+            if isinstance(obj, dict) and isinstance(obj.get("mixes"), list):
+                vals = [
+                    v
+                    for v in obj["mixes"]
+                    if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                ]
+                if vals:
+                    break
         if not vals:
             vals = re.findall(r"\d+", text or "")
         out: list[int] = []
