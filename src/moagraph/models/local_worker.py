@@ -199,6 +199,9 @@ class LocalWorkerProcess:
         self._log = None if self.verbose else tempfile.TemporaryFile()  # noqa: SIM115
         env = dict(os.environ)
         env.pop(TEST_CRASH_ENV, None)
+        # The child imports moagraph from where this process did (a source checkout too).
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moagraph.models.local_worker"],
             stdin=subprocess.PIPE,
@@ -313,7 +316,7 @@ class LocalWorkerProcess:
                 f" A native crash in llama.cpp; extra weight buffers are {on} for this model"
                 + (" and this CPU has AMX" if cpu_has_amx() else "")
                 + ". Workaround: set `extra_buffers: false` for this model in the pool "
-                "(the default), or `n_threads: 1`; if it persists, report it with the log below."
+                "(the default); if it persists, report it with the log below."
             )
         elif code == -signal.SIGKILL:
             hint = (
