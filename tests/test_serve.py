@@ -260,6 +260,7 @@ def test_conversation_history_reaches_every_node(served: Served) -> None:
         {"role": "user", "content": "Which word?"},
     ]
     served.client.chat.completions.create(model="duo", messages=msgs)  # type: ignore[arg-type]
+    assert len(served.backend.requests) == 3  # every node of duo was called (a, b, agg)
     for req in served.backend.requests:
         contents = [m["content"] for m in req.messages]
         assert req.messages[0] == {"role": "system", "content": "Be terse."}

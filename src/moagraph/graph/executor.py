@@ -318,6 +318,8 @@ class GraphExecutor:
                 "sample_index": p.sample_index,
                 **{k: v for k, v in c.meta.items() if _small(v)},
             }
+            if c.finish_reason != "stop":  # e.g. "length": the server reports it
+                nt.meta["finish_reason"] = c.finish_reason
             if p.role is Role.JUDGE:
                 k = parse_judge_choice(c.text, len(inputs))
                 nt.meta.update(judge_output=c.text, choice=k, parsed=k is not None)

@@ -302,6 +302,8 @@ class QueryRun:
             nt.output = comp.text
             nt.prompt_tokens, nt.completion_tokens = comp.prompt_tokens, comp.completion_tokens
             nt.latency_s, nt.cached = comp.latency_s, comp.cached
+            if comp.finish_reason != "stop":  # e.g. "length": the server reports it
+                nt.meta["finish_reason"] = comp.finish_reason
             nt.flops = call_flops(spec, comp.prompt_tokens, comp.completion_tokens)
             nt.dollars = call_dollars(spec, comp.prompt_tokens, comp.completion_tokens)
             if c.role not in ("judge",):

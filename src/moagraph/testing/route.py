@@ -50,7 +50,7 @@ def _respond(r: LLMRequest) -> str:
     return f"{r.model.name} says the answer is 3."
 
 
-def make_router(kind: str, runtime: PoolRuntime, scorer: Scorer, **settings: Any) -> Any:
+def make_router(kind: str, runtime: Any, scorer: Scorer, **settings: Any) -> Any:
     """Router ``kind`` on ``runtime``, dropping settings its constructor does not take
     (``k`` for the fixed baselines, ``seed`` for the deterministic ones). RouteMoA's
     ``layers`` is its ``rounds``."""
