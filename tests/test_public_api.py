@@ -45,3 +45,58 @@ def test_vote_graph_on_recorded_pool_through_the_public_api() -> None:
         assert row.score == expected, row.example_id
     assert report.accuracy is not None and report.accuracy > 0  # the vote recovers the right answer
     assert moagraph.estimate_cost(graph, pool, task).flops_norm > 3.5  # four calls, unit = one
+
+
+# --- the docstring examples of the public API run (bundled replay pools, no live model) ---
+
+DOCUMENTED = [
+    "moagraph",
+    "moagraph.load_pool",
+    "moagraph.get_task",
+    "moagraph.evaluate",
+    "moagraph.load_router",
+    "moagraph.serve.create_app",
+    "moagraph.route",
+    "moagraph.errors",
+]
+
+
+def _resolve(dotted: str) -> object:
+    import importlib
+
+    mod, _, attr = dotted.rpartition(".")
+    if dotted == "moagraph":
+        return moagraph
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError):
+        return importlib.import_module(dotted)
+
+
+@pytest.mark.parametrize("name", DOCUMENTED)
+def test_docstring_examples_run(name: str) -> None:
+    import doctest
+
+    obj = _resolve(name)
+    doc = getattr(obj, "__doc__", None) or ""
+    assert ">>>" in doc, f"{name} has no docstring example"
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tests = finder.find(obj, name, globs={})
+    assert tests and tests[0].examples
+    for t in tests:
+        runner.run(t)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed"
+
+
+def test_public_api_is_small_and_typed() -> None:
+    import inspect
+
+    for name in ("load_pool", "get_task", "evaluate", "load_router"):
+        fn = getattr(moagraph, name)
+        sig = inspect.signature(fn)
+        assert sig.return_annotation is not inspect.Signature.empty, name
+    assert callable(moagraph.serve.create_app) and callable(moagraph.search.run_study)
+    assert issubclass(moagraph.MoagraphError, ValueError)
+    assert set(moagraph.__all__) >= {"load_pool", "get_task", "Graph", "builders", "evaluate"}

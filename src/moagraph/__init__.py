@@ -2,6 +2,22 @@
 
 The names below are the public API; they load lazily so ``import moagraph``
 (and the CLI's start-up) stays fast.
+
+- ``load_pool(name_or_path)``: your models (bundled: "local", "zeroeval-math", ...)
+- ``get_task(name)``: a benchmark (prompt, answer extraction, grader)
+- ``Graph``, ``builders``: collaboration graphs (``builders.moa``, ``parallel_vote``...)
+- ``evaluate(graph_or_router, task, examples, pool=...)``: one function for both
+- ``load_router(scorer_file, runtime)``: RouteMoA or a baseline (``moagraph.route``)
+- ``search``: graph search (``search.run_study``, ``search.Study``, ``get_optimizer``)
+- ``serve.create_app(pool, graphs=..., routers=...)``: the OpenAI-compatible server
+- ``MoagraphError``: base of every user-fixable error (a ValueError)
+
+>>> import moagraph
+>>> g = moagraph.builders.parallel_vote("Athene-70B", 3)
+>>> [n.id for n in g.nodes], g.sink
+(['a0', 'a1', 'a2', 'vote'], 'vote')
+>>> round(moagraph.estimate_cost(g, moagraph.load_pool("zeroeval-math"), moagraph.get_task("math")).flops_norm, 1)
+80.6
 """
 
 from __future__ import annotations
@@ -31,7 +47,14 @@ _EXPORTS = {
     "estimate_cost": "moagraph.graph.cost",
     "builders": "moagraph.graph",
     "RunStore": "moagraph.store",
+    "load_router": "moagraph.route",
+    "MoagraphError": "moagraph.errors",
+    "search": "moagraph.search",
+    "serve": "moagraph.serve",
+    "route": "moagraph.route",
+    "errors": "moagraph.errors",
 }
+_MODULES = {"builders", "search", "serve", "route", "errors"}
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -40,5 +63,6 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'moagraph' has no attribute {name!r}")
-    mod = import_module(module)
-    return getattr(mod, name) if name != "builders" else import_module("moagraph.graph.builders")
+    if name in _MODULES:
+        return import_module(module if name != "builders" else "moagraph.graph.builders")
+    return getattr(import_module(module), name)

@@ -300,8 +300,54 @@ def _summarise(
     )
 
 
-def evaluate(policy: Policy, task: Task, examples: Sequence[Example], **kwargs: Any) -> EvalReport:
-    """Evaluate ``policy`` on ``examples`` (blocking). See :func:`aevaluate` for the arguments."""
+def as_policy(policy: Any, task: Task, *, pool: Any = None, runtime: Any = None) -> Policy:
+    """A Graph becomes a :class:`GraphPolicy` on ``runtime`` (or a runtime for ``pool``: a
+    bundled name, a file or a Pool); a router or any other Policy is returned as is."""
+    from moagraph.graph.spec import Graph
+
+    if not isinstance(policy, Graph):
+        return policy
+    from moagraph.graph.executor import GraphExecutor
+    from moagraph.graph.policy import GraphPolicy
+    from moagraph.models.pool import Pool, load_pool
+    from moagraph.models.runtime import PoolRuntime
+
+    if runtime is None:
+        if pool is None:
+            raise ValueError("evaluate(graph, ...): pass pool= (a name, file or Pool) or runtime=")
+        runtime = PoolRuntime(pool if isinstance(pool, Pool) else load_pool(pool))
+    return GraphPolicy(policy, GraphExecutor(runtime, task))
+
+
+def evaluate(
+    policy: Any,
+    task: Task | str,
+    examples: Sequence[Example],
+    *,
+    pool: Any = None,
+    runtime: Any = None,
+    **kwargs: Any,
+) -> EvalReport:
+    """Evaluate a graph or a router on ``examples`` (blocking): one function for both.
+
+    ``policy``: a :class:`~moagraph.graph.spec.Graph` (run on ``runtime``, or on a new
+    runtime for ``pool``) or any Policy (a router from :func:`moagraph.load_router`, a
+    GraphPolicy). ``task``: a Task or its name. Other arguments: :func:`aevaluate`.
+
+    >>> import moagraph
+    >>> from moagraph.tasks.base import Example
+    >>> pool = moagraph.load_pool("zeroeval-math")  # bundled replay pool: recorded answers
+    >>> q = Example(id="zeroeval-math/0", question="Find the sum ...", reference="-15")
+    >>> graph = moagraph.builders.single("Athene-70B")
+    >>> report = moagraph.evaluate(graph, "math", [q], pool=pool, progress=False)
+    >>> report.n, report.errors  # Athene-70B's recorded answer, graded by the math task
+    (1, 0)
+    """
+    if isinstance(task, str):
+        from moagraph.tasks.registry import get_task
+
+        task = get_task(task)
+    policy = as_policy(policy, task, pool=pool, runtime=runtime)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

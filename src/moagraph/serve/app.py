@@ -283,7 +283,7 @@ def create_app(
     >>> app = create_app("local", graphs={"vote": "vote3"})
     >>> sorted(app.state.served), app.state.served["vote"].info.width
     (['vote'], 3)
-    >>> TestClient(app).get("/v1/models").json()["data"][0]["id"]
+    >>> TestClient(app, base_url="http://127.0.0.1").get("/v1/models").json()["data"][0]["id"]
     'vote'
     """
     config = config or ServeConfig()

@@ -55,5 +55,15 @@ def task_class(name: str) -> type[Task]:
 
 
 def get_task(name: str, data_dir: str | Path | None = None) -> Task:
-    """A fresh task instance; ``data_dir`` defaults to :func:`shared_data_dir`."""
+    """A fresh task instance; ``data_dir`` defaults to :func:`shared_data_dir`.
+
+    >>> from moagraph import get_task
+    >>> task = get_task("gsm8k")
+    >>> task.kind, task.extract("... so the answer is 42.")
+    ('math', '42')
+    >>> get_task("nope")
+    Traceback (most recent call last):
+    ...
+    moagraph.tasks.registry.UnknownTaskError: unknown task 'nope'; use one of: gsm8k, math, mmlu, mmlu-pro, humaneval, mbpp, chat
+    """
     return task_class(name)(data_dir=data_dir)  # type: ignore[call-arg]
