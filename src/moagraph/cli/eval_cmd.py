@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import secrets
 import sqlite3
 import time
 from pathlib import Path
@@ -226,7 +227,8 @@ def _eval(
     policy = GraphPolicy(graph, executor, budget=budget)
     est = executor.estimate(graph)
     run_id = (
-        run_id or f"{graph.name}-{task.name}-{split}-n{n}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_id
+        or f"{graph.name}-{task.name}-{split}-n{n}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     )
     console.print(
         f"[bold]{graph.name}[/bold] on {task.name}/{split} (n={len(examples)}) with pool "

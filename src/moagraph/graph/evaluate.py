@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -182,7 +183,8 @@ async def aevaluate(
     unit = unit_flops if unit_flops is not None else getattr(policy, "unit_flops", None)
     t0 = time.perf_counter()
     if store is not None:
-        run_id = run_id or f"{policy.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # A random suffix: two runs started in the same second must not collide.
+        run_id = run_id or f"{policy.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         cfg = {"policy": policy.name, "task": task.name, "n": len(examples), **(config or {})}
         # strict: resuming needs the run to exist with this very configuration, or the
         # stored results would be reported as if this configuration had produced them.
