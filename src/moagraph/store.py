@@ -274,7 +274,13 @@ class RunStore:
         )
 
     def finished_ids(self, run_id: str, *, include_errors: bool = True) -> set[str]:
-        sql = "SELECT example_id FROM results WHERE run_id=?"
+        """Queries a resumed run skips. A query that failed for a transient reason (a
+        crashed local model, a timeout: ``meta.transient_error`` in its trace) is not
+        finished, so it always runs again; other errors only with ``include_errors=False``."""
+        sql = (
+            "SELECT example_id FROM results WHERE run_id=? AND (error IS NULL OR "
+            "coalesce(json_extract(trace, '$.meta.transient_error'), 0) = 0)"
+        )
         if not include_errors:
             sql += " AND error IS NULL"
         with self._errors("read"):

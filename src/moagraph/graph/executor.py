@@ -21,7 +21,14 @@ from moagraph.graph.cost import GraphCost, estimate_cost, task_unit_flops
 from moagraph.graph.prompts import node_messages, parse_judge_choice
 from moagraph.graph.spec import Graph, Role
 from moagraph.graph.trace import NodeTrace, Trace
-from moagraph.models.base import SamplingParams, TokenCallback, emit
+from moagraph.models.base import (
+    BackendConfigError,
+    BackendError,
+    ReplayMiss,
+    SamplingParams,
+    TokenCallback,
+    emit,
+)
 from moagraph.models.cost import call_dollars, call_flops
 from moagraph.models.runtime import PoolRuntime
 from moagraph.tasks.base import Example, Task
@@ -223,6 +230,8 @@ class GraphExecutor:
                     trace.nodes.append(nt)
                     if nt.error is not None and trace.error is None:
                         trace.error = f"node {nid!r} (model {nt.model}): {nt.error}"
+                        if nt.meta.get("transient"):  # `--resume` runs this query again
+                            trace.meta["transient_error"] = True
                     for c in plan.by_id[nid].consumers:
                         waiting[c] -= 1
                 if trace.error is None and budget is not None:
@@ -331,10 +340,19 @@ class GraphExecutor:
                 nt.answer = self.task.extract(c.text)
         except Exception as e:
             nt.error = f"{type(e).__name__}: {e}"
+            if is_transient(e):
+                nt.meta["transient"] = True
         nt.end_s = time.perf_counter() - t0
         if not nt.latency_s:
             nt.latency_s = nt.end_s - nt.start_s
         return nt
+
+
+def is_transient(e: BaseException) -> bool:
+    """A failure of the infrastructure, not of the query: a crashed local model, a timeout,
+    an endpoint that kept failing. Such a query is unfinished, so a resumed run retries it;
+    configuration errors and replay misses would fail the same way again, so they stay."""
+    return isinstance(e, BackendError) and not isinstance(e, (BackendConfigError, ReplayMiss))
 
 
 def _source(nt: NodeTrace) -> str:
