@@ -57,7 +57,7 @@ _NOT_RECORDED = "(not recorded)"
 
 def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
     """The config as it reads back from the store (tuples -> lists, paths -> str, ...)."""
-    return json.loads(json.dumps(config, sort_keys=True, default=str))  # type: ignore[no-any-return]
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
 def config_diff(stored: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:

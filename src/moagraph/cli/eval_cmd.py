@@ -252,7 +252,7 @@ def _eval(
         "budget_flops": budget_flops,
     }
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go():
         try:
             return await aevaluate(
                 policy,
@@ -285,7 +285,7 @@ def _eval(
             )
 
 
-def _get_task(name: str, data_dir: Path | None = None):  # type: ignore[no-untyped-def]
+def _get_task(name: str, data_dir: Path | None = None):
     """A registered task name, or ``package.module:TaskClass`` for a user's own task."""
     if ":" in name:
         import importlib

@@ -243,9 +243,9 @@ def pool_table(pool_ref: str | Path) -> tuple[Table, list[dict[str, object]]]:
         if path not in recs_by_file:
             recs_by_file[path] = read_records(path)
         recorded = m.replay_model or m.name
-        s = summarize([r for r in recs_by_file[path] if r.model == recorded])
-        if s:
-            stats[m.name] = s[0]
+        summaries = summarize([r for r in recs_by_file[path] if r.model == recorded])
+        if summaries:
+            stats[m.name] = summaries[0]
     all_recs = [r for rs in recs_by_file.values() for r in rs]
     a = sum(r.prompt_tokens for r in all_recs) / len(all_recs) if all_recs else 0.0
     b = sum(r.completion_tokens for r in all_recs) / len(all_recs) if all_recs else 0.0
@@ -379,14 +379,18 @@ def show_pool(pool_ref: str | Path, plot: Path | None = None) -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        pts = [r for r in rows if r["quality"] is not None]
-        ax.scatter([r["cost"] for r in pts], [r["quality"] for r in pts])
-        for r in pts:
-            ax.annotate(str(r["model"]), (r["cost"], r["quality"]), fontsize=7)  # type: ignore[arg-type]
+        pts: list[tuple[str, float, float]] = []
+        for r in rows:
+            cost, quality = r["cost"], r["quality"]
+            if isinstance(cost, int | float) and isinstance(quality, int | float):
+                pts.append((str(r["model"]), cost, quality))
+        ax.scatter([x for _, x, _ in pts], [y for _, _, y in pts])
+        for model, x, y in pts:
+            ax.annotate(model, (x, y), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("cost per call (normalised FLOPs)")
         ax.set_ylabel("quality (accuracy / win rate)")
-        ax.set_title(table.title or "pool")
+        ax.set_title(str(table.title or "pool"))
         fig.tight_layout()
         fig.savefig(plot, dpi=120)
         console.print(f"plot: {plot}")

@@ -192,8 +192,10 @@ async def aevaluate(
     elif resume:
         raise ValueError("resume=True needs a store (pass --store PATH)")
     skip = (
-        store.finished_ids(run_id, include_errors=not retry_errors) if store and resume else set()
-    )  # type: ignore[arg-type]
+        store.finished_ids(run_id, include_errors=not retry_errors)
+        if store and run_id and resume
+        else set()
+    )
     todo = [ex for ex in examples if ex.id not in skip]
     mem_rows: dict[str, ResultRow] = {}
     sem = asyncio.Semaphore(concurrency)

@@ -309,7 +309,7 @@ class GraphExecutor:
                 return nt
             assert p.model is not None
             messages = node_messages(p.role, self.task, example, [x.output for x in inputs])
-            nt.prompt = [dict(m) for m in messages]
+            nt.prompt = [{"role": m["role"], "content": m["content"]} for m in messages]
             c = await self.runtime.complete(
                 p.model,
                 messages,

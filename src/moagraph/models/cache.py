@@ -33,6 +33,10 @@ from moagraph.models.base import Completion, LLMRequest
 
 log = logging.getLogger("moagraph.cache")
 
+# One row of ``_SELECT``: model, backend, text, prompt_tokens, completion_tokens,
+# latency_s, finish_reason, meta (JSON); every column is NOT NULL.
+_Row = tuple[str, str, str, int, int, float, str, str]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     key TEXT PRIMARY KEY,
@@ -128,7 +132,7 @@ class CallCache:
             row = self._db().execute(self._SELECT, (key,)).fetchone()
         return self._count(row)
 
-    def _count(self, row: tuple[object, ...] | None) -> Completion | None:
+    def _count(self, row: _Row | None) -> Completion | None:
         with self._stat_lock:
             if row is None:
                 self._misses += 1
@@ -137,7 +141,7 @@ class CallCache:
         return self._completion(row)
 
     @staticmethod
-    def _completion(row: tuple[object, ...]) -> Completion:
+    def _completion(row: _Row) -> Completion:
         model, backend, text, pt, ct, lat, finish, meta = row
         return Completion(
             text=text,
@@ -148,7 +152,7 @@ class CallCache:
             backend=backend,
             cached=True,
             finish_reason=finish,
-            meta=json.loads(meta),  # type: ignore[arg-type]
+            meta=json.loads(meta),
         )
 
     def put(self, key: str, completion: Completion) -> None:

@@ -367,12 +367,12 @@ def import_zeroeval(
         "ground_truth": stats,
         "limit": limit,
     }
-    label = "GSM8K test" if kind == "gsm" else "MATH level 5"
+    dataset_label = "GSM8K test" if kind == "gsm" else "MATH level 5"
     pool = write_pool_dir(
         out_dir,
         name=pool_name,
         description=(
-            f"ZeroEval greedy outputs of {len(specs)} LLMs on {len(questions)} {label} questions "
+            f"ZeroEval greedy outputs of {len(specs)} LLMs on {len(questions)} {dataset_label} questions "
             "with ZeroEval's 0/1 grade as score. Source: yuchenlin/ZeroEval result_dirs/ "
             "(commit 570c6269, Apache-2.0)."
         ),

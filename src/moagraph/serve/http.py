@@ -70,7 +70,7 @@ def _protocol_classes() -> dict[str, type[asyncio.Protocol]]:
         HttpToolsProtocol = None  # type: ignore[assignment,misc]
     if HttpToolsProtocol is not None:
 
-        class ReadTimeoutHttpToolsProtocol(_ReadTimeout, HttpToolsProtocol):  # type: ignore[misc]
+        class ReadTimeoutHttpToolsProtocol(_ReadTimeout, HttpToolsProtocol):
             def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
                 super().connection_made(transport)
                 self._arm_read_timer()  # until the first request is in
@@ -92,7 +92,7 @@ def _protocol_classes() -> dict[str, type[asyncio.Protocol]]:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class ReadTimeoutH11Protocol(_ReadTimeout, H11Protocol):  # type: ignore[misc]
+    class ReadTimeoutH11Protocol(_ReadTimeout, H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm_read_timer()

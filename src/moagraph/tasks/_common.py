@@ -44,7 +44,7 @@ def read_jsonl_numbered(path: Path) -> list[tuple[int, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     rows: list[tuple[int, Any]] = []
     try:
-        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:

@@ -65,7 +65,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 SandboxStatus = Literal["passed", "failed", "timeout", "memory", "error"]
 
@@ -1260,7 +1260,7 @@ def run_tests(
 
 
 async def arun_code(
-    code: str, timeout_s: float = 10.0, memory_mb: int = 512, **kwargs: int
+    code: str, timeout_s: float = 10.0, memory_mb: int = 512, **kwargs: Any
 ) -> SandboxResult:
     """:func:`run_code` in a worker thread, so an event loop keeps serving."""
     return await asyncio.to_thread(run_code, code, timeout_s, memory_mb, **kwargs)
