@@ -54,6 +54,8 @@ DOCUMENTED = [
     "moagraph.load_pool",
     "moagraph.get_task",
     "moagraph.evaluate",
+    "moagraph.search.optimize",
+    "moagraph.search.storage",
     "moagraph.load_router",
     "moagraph.serve.create_app",
     "moagraph.route",
@@ -100,3 +102,14 @@ def test_public_api_is_small_and_typed() -> None:
     assert callable(moagraph.serve.create_app) and callable(moagraph.search.run_study)
     assert issubclass(moagraph.MoagraphError, ValueError)
     assert set(moagraph.__all__) >= {"load_pool", "get_task", "Graph", "builders", "evaluate"}
+
+
+def test_optimize_is_exported_next_to_the_search_subpackage() -> None:
+    import types
+
+    from moagraph.search import optimize
+
+    assert moagraph.optimize is optimize
+    assert isinstance(moagraph.search, types.ModuleType)  # still the subpackage
+    assert moagraph.search.optimize is optimize
+

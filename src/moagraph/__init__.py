@@ -8,7 +8,9 @@ The names below are the public API; they load lazily so ``import moagraph``
 - ``Graph``, ``builders``: collaboration graphs (``builders.moa``, ``parallel_vote``...)
 - ``evaluate(graph_or_router, task, examples, pool=...)``: one function for both
 - ``load_router(scorer_file, runtime)``: RouteMoA or a baseline (``moagraph.route``)
-- ``search``: graph search (``search.run_study``, ``search.Study``, ``get_optimizer``)
+- ``optimize(pool, task, optimizer=..., n_trials=..., storage=...)``: a whole graph
+  search in one call (the same as ``moagraph.search.optimize``; ``moagraph.search``
+  stays the subpackage: ``search.create_study``, ``search.OPTIMIZERS``, ``search.Study``)
 - ``serve.create_app(pool, graphs=..., routers=...)``: the OpenAI-compatible server
 - ``MoagraphError``: base of every user-fixable error (a ValueError)
 
@@ -50,6 +52,7 @@ _EXPORTS = {
     "load_router": "moagraph.route",
     "MoagraphError": "moagraph.errors",
     "search": "moagraph.search",
+    "optimize": "moagraph.search",
     "serve": "moagraph.serve",
     "route": "moagraph.route",
     "errors": "moagraph.errors",

@@ -9,7 +9,6 @@ call an LLM while proposing.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +21,10 @@ from moagraph.search.space import SearchSpace, graph_key
 
 class UnknownOptimizerError(UnknownNameError):
     """No optimiser of that name; the message lists the known ones."""
+
+
+class UnknownCandidateError(MoagraphError):
+    """``tell``/``fail`` of a candidate this optimiser never asked, or already told."""
 
 
 class SearchExhaustedError(MoagraphError):
@@ -92,12 +95,35 @@ class Optimizer(ABC):
         self._pending[cand.number] = cand
         return cand
 
-    async def tell(self, candidate: Candidate | int, reward: float, info: dict[str, Any] | None = None) -> None:
+    def _take(self, candidate: Candidate | int, verb: str) -> Candidate:
         number = candidate if isinstance(candidate, int) else candidate.number
-        cand = self._pending.pop(number)
+        if number not in self._pending:
+            state = "already told" if number < self._asked else "never asked"
+            raise UnknownCandidateError(
+                f"{verb}: candidate {number} of optimizer {self.name!r} is {state}; "
+                f"pending: {sorted(self._pending) or 'none'}"
+            )
+        return self._pending.pop(number)
+
+    async def tell(
+        self, candidate: Candidate | int, reward: float, info: dict[str, Any] | None = None
+    ) -> None:
+        """Report a candidate's reward (higher is better); each asked candidate once."""
+        cand = self._take(candidate, "tell")
         told = Told(cand, float(reward), dict(info or {}))
         self.history.append(told)
         await self._observe(told)
+
+    async def fail(self, candidate: Candidate | int, error: str = "") -> None:
+        """The candidate's evaluation failed: forget it (no reward, not in the history).
+
+        Raises :class:`UnknownCandidateError` for a candidate that was never asked or was already told.
+        """
+        cand = self._take(candidate, "fail")
+        await self._observe_failure(cand, error)
+
+    async def _observe_failure(self, candidate: Candidate, error: str) -> None:
+        """React to a failed evaluation (default: nothing; it is simply not learnt from)."""
 
     # --- results --------------------------------------------------------------
     def best(self) -> Told | None:
@@ -125,31 +151,11 @@ class Optimizer(ABC):
         """Release resources (agent runtimes)."""
 
 
-OptimizerFactory = Callable[..., Optimizer]
+def __getattr__(name: str) -> Any:
+    """``get_optimizer`` / ``optimizer_names`` moved to :mod:`moagraph.search` (the registry);
+    old imports from here keep working."""
+    if name in ("get_optimizer", "optimizer_names", "OPTIMIZERS"):
+        import moagraph.search
 
-
-def _registry() -> dict[str, OptimizerFactory]:
-    from moagraph.search.agent_reinforce import AgentReinforce
-    from moagraph.search.bayesopt import BayesOpt
-    from moagraph.search.exhaustive import Exhaustive
-    from moagraph.search.random import RandomSearch
-    from moagraph.search.reinforce import Reinforce
-    from moagraph.search.textgrad import TextGrad
-
-    return {
-        c.name: c for c in (AgentReinforce, Reinforce, RandomSearch, BayesOpt, TextGrad, Exhaustive)
-    }
-
-
-def optimizer_names() -> list[str]:
-    return list(_registry())
-
-
-def get_optimizer(name: str, space: SearchSpace, seed: int = 0, **kwargs: Any) -> Optimizer:
-    """Build an optimiser by name: agent-reinforce, reinforce, random, bayesopt, textgrad, exhaustive."""
-    reg = _registry()
-    if name not in reg:
-        raise UnknownOptimizerError(
-            f"--optimizer {name!r} is unknown; use one of: {', '.join(reg)}"
-        )
-    return reg[name](space, seed=seed, **kwargs)
+        return getattr(moagraph.search, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -272,6 +272,11 @@ class SearchSpace:
             self._cost_cache[key] = c
         return c
 
+    @property
+    def unit_flops(self) -> float:
+        """Absolute FLOPs of one normalised unit (a no-input call of the smallest model)."""
+        return self._unit
+
     def node_dollars(self, model: str, in_degree: int) -> float:
         return call_dollars(self.spec(model), self.avg_in + in_degree * self.avg_out, self.avg_out)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,27 @@ from moagraph.graph.spec import Graph
 from moagraph.search.base import Optimizer
 from moagraph.search.evaluator import GraphEvaluator, mean_ci
 from moagraph.search.space import graph_key
+from moagraph.search.storage import (
+    COMPLETE,
+    FAILED,
+    StorageLike,
+    StudyStorage,
+    TrialRow,
+    get_storage,
+)
+
+__all__ = [
+    "COMPLETE",
+    "FAILED",
+    "Study",
+    "StudyError",
+    "StudyResult",
+    "TrialRow",
+    "list_studies",
+    "pareto_front",
+    "phase_counts",
+    "run_study",
+]
 
 GUIDED_PHASES = ("search", "proposal")
 
@@ -39,30 +59,15 @@ GUIDED_PHASES = ("search", "proposal")
 def phase_counts(trials: list[TrialRow]) -> dict[str, int]:
     """Evaluations per phase, plus ``guided`` (search + proposal) and ``prior`` (pilot + pretest)."""
     out: dict[str, int] = {}
+    failed = sum(1 for t in trials if t.failed)
     for t in trials:
         out[t.phase] = out.get(t.phase, 0) + 1
     out["guided"] = sum(out.get(p, 0) for p in GUIDED_PHASES)
     out["prior"] = out.get("pilot", 0) + out.get("pretest", 0)
+    if failed:
+        out["failed"] = failed
     return out
 
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS studies (
-  name TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL,
-  status TEXT NOT NULL DEFAULT 'running', result TEXT
-);
-CREATE TABLE IF NOT EXISTS trials (
-  study TEXT NOT NULL, number INTEGER NOT NULL, phase TEXT NOT NULL,
-  graph TEXT NOT NULL, graph_key TEXT NOT NULL, reward REAL NOT NULL, objective REAL NOT NULL,
-  cost REAL NOT NULL, dollars REAL NOT NULL, latency REAL NOT NULL, state TEXT, created REAL NOT NULL,
-  PRIMARY KEY (study, number)
-);
-CREATE TABLE IF NOT EXISTS heldout (
-  study TEXT NOT NULL, graph_key TEXT NOT NULL, graph TEXT NOT NULL, source TEXT NOT NULL,
-  train_reward REAL, heldout_reward REAL NOT NULL, cost REAL NOT NULL, latency REAL NOT NULL,
-  PRIMARY KEY (study, graph_key)
-);
-"""
 
 # Config fields that must match for --resume to continue the same study.
 RESUME_KEYS = ("optimizer", "seed", "task", "pool", "space", "train_ids", "optimizer_options")
@@ -84,19 +89,6 @@ class StudyError(ConfigError):
 
 
 @dataclass
-class TrialRow:
-    number: int
-    phase: str
-    graph: Graph
-    reward: float
-    objective: float
-    cost: float
-    dollars: float
-    latency: float
-    state: dict[str, Any]
-
-
-@dataclass
 class StudyResult:
     best_graph: Graph
     train_reward: float
@@ -111,41 +103,46 @@ class StudyResult:
     test_ci: tuple[float, float] | None = None
     test_n: int = 0
     phases: dict[str, int] = field(default_factory=dict)
+    n_failed: int = 0
+    study_name: str | None = None
+
+
+def _where(storage: StudyStorage) -> str:
+    return str(getattr(storage, "path", "in-memory storage"))
 
 
 class Study:
-    """One named study inside a SQLite file (a file can hold many studies)."""
+    """One named study inside a storage (SQLite file or memory; a storage holds many)."""
 
-    def __init__(self, path: str | Path, name: str) -> None:
-        self.path = Path(path)
+    def __init__(self, storage: StorageLike, name: str) -> None:
+        owned = not isinstance(storage, StudyStorage)
+        self.storage: StudyStorage = get_storage(storage)
+        self._owned = owned  # built here from a path: closed with the study
         self.name = name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, or None for an in-memory study."""
+        p = getattr(self.storage, "path", None)
+        return Path(p) if p is not None else None
 
     # --- lifecycle ---------------------------------------------------------------
     @classmethod
     def open(
-        cls, path: str | Path, name: str, config: dict[str, Any], *, resume: bool = False
+        cls, storage: StorageLike, name: str, config: dict[str, Any], *, resume: bool = False
     ) -> Study:
         """Create a study, or reopen it with ``resume=True`` (config must match)."""
-        s = cls(path, name)
-        row = s.db.execute("SELECT config FROM studies WHERE name=?", (name,)).fetchone()
-        if row is None:
-            s.db.execute(
-                "INSERT INTO studies(name, config, created) VALUES (?,?,?)",
-                (name, json.dumps(config, sort_keys=True), time.time()),
-            )
-            s.db.commit()
+        s = cls(storage, name)
+        old = s.storage.study_config(name)
+        if old is None:
+            s.storage.create_study(name, config)
             return s
         if not resume:
             s.close()
             raise StudyError(
-                f"--study-name {name!r} already exists in {path}; pass --resume to continue it "
-                "or choose another --study-name"
+                f"--study-name {name!r} already exists in {_where(s.storage)}; pass --resume to "
+                "continue it or choose another --study-name"
             )
-        old = json.loads(row[0])
         for k in (*RESUME_KEYS, *(k for k in RESUME_KEYS_IF_STORED if k in old)):
             if json.dumps(old.get(k), sort_keys=True) != json.dumps(config.get(k), sort_keys=True):
                 s.close()
@@ -156,58 +153,36 @@ class Study:
         return s
 
     @classmethod
-    def load(cls, path: str | Path, name: str) -> Study:
-        if not Path(path).exists():
-            raise StudyError(f"study file {path} does not exist")
-        s = cls(path, name)
-        if s.db.execute("SELECT 1 FROM studies WHERE name=?", (name,)).fetchone() is None:
+    def load(cls, storage: StorageLike, name: str) -> Study:
+        is_file = isinstance(storage, (str, Path)) and not str(storage).startswith("sqlite:///")
+        if is_file and not Path(str(storage)).exists():
+            raise StudyError(f"study file {storage} does not exist")
+        s = cls(storage, name)
+        if s.storage.study_config(name) is None:
+            known = s.storage.study_names()
             s.close()
             raise StudyError(
-                f"study {name!r} is not in {path}; known: {', '.join(list_studies(path))}"
+                f"study {name!r} is not in {_where(s.storage)}; known: {', '.join(known) or 'none'}"
             )
         return s
 
     def close(self) -> None:
-        self.db.close()
+        if self._owned:
+            self.storage.close()
 
     @property
     def config(self) -> dict[str, Any]:
-        row = self.db.execute("SELECT config FROM studies WHERE name=?", (self.name,)).fetchone()
-        return json.loads(row[0])
+        cfg = self.storage.study_config(self.name)
+        if cfg is None:
+            raise StudyError(f"study {self.name!r} is not in {_where(self.storage)}")
+        return cfg
 
     # --- trials ---------------------------------------------------------------
     def add_trial(self, t: TrialRow) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO trials VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                self.name,
-                t.number,
-                t.phase,
-                json.dumps(t.graph.to_dict()),
-                graph_key(t.graph),
-                t.reward,
-                t.objective,
-                t.cost,
-                t.dollars,
-                t.latency,
-                json.dumps(t.state),
-                time.time(),
-            ),
-        )
-        self.db.commit()
+        self.storage.add_trial(self.name, t)
 
     def trials(self) -> list[TrialRow]:
-        rows = self.db.execute(
-            "SELECT number, phase, graph, reward, objective, cost, dollars, latency, state "
-            "FROM trials WHERE study=? ORDER BY number",
-            (self.name,),
-        ).fetchall()
-        return [
-            TrialRow(
-                n, ph, Graph.model_validate(json.loads(g)), r, o, c, d, lat, json.loads(st or "{}")
-            )
-            for n, ph, g, r, o, c, d, lat, st in rows
-        ]
+        return self.storage.trials(self.name)
 
     def add_heldout(
         self,
@@ -218,48 +193,26 @@ class Study:
         cost: float,
         latency: float,
     ) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO heldout VALUES (?,?,?,?,?,?,?,?)",
-            (
-                self.name,
-                graph_key(graph),
-                json.dumps(graph.to_dict()),
-                source,
-                train_reward,
-                heldout,
-                cost,
-                latency,
-            ),
+        self.storage.add_heldout(
+            self.name,
+            {
+                "graph": graph.to_dict(),
+                "source": source,
+                "train_reward": train_reward,
+                "heldout_reward": heldout,
+                "cost": cost,
+                "latency": latency,
+            },
         )
-        self.db.commit()
 
     def heldout_rows(self) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT graph, source, train_reward, heldout_reward, cost, latency FROM heldout WHERE study=?",
-            (self.name,),
-        ).fetchall()
-        return [
-            {
-                "graph": json.loads(g),
-                "source": s,
-                "train_reward": tr,
-                "heldout_reward": h,
-                "cost": c,
-                "latency": lat,
-            }
-            for g, s, tr, h, c, lat in rows
-        ]
+        return self.storage.heldout_rows(self.name)
 
     def set_result(self, result: dict[str, Any], status: str = "done") -> None:
-        self.db.execute(
-            "UPDATE studies SET result=?, status=? WHERE name=?",
-            (json.dumps(result), status, self.name),
-        )
-        self.db.commit()
+        self.storage.set_result(self.name, result, status)
 
     def result(self) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT result FROM studies WHERE name=?", (self.name,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        return self.storage.result(self.name)
 
 
 def list_studies(path: str | Path) -> list[str]:
@@ -280,6 +233,8 @@ def pareto_front(trials: list[TrialRow], use_latency: bool = True) -> list[Trial
 
     uniq: dict[str, TrialRow] = {}
     for t in trials:
+        if t.failed:
+            continue
         k = graph_key(t.graph)
         if k not in uniq or t.reward > uniq[k].reward:
             uniq[k] = t
@@ -311,6 +266,7 @@ async def run_study(
     cost_weight: float = 0.05,
     latency_weight: float = 0.0,
     on_trial: ProgressFn | None = None,
+    catch: tuple[type[Exception], ...] = (Exception,),
 ) -> StudyResult:
     """Drive ``optimizer`` for at most ``iterations`` evaluations (resuming stored
     ones; an optimiser that is ``finished`` earlier, e.g. after its guided
@@ -319,6 +275,11 @@ async def run_study(
     Objective: the reward; with ``multi_objective`` minus ``cost_weight`` x
     cost / budget; with ``latency_weight`` > 0 (latency-aware search) also
     minus ``latency_weight`` x latency / the first trial's latency.
+
+    An evaluation that raises one of ``catch`` is stored as a ``failed`` trial
+    (with its error; the optimiser is told ``fail``, not a reward) and the search
+    goes on; failed trials count towards ``iterations`` but never as best. Pass
+    ``catch=()`` to let the first error stop the study instead.
     """
     if iterations < 1:
         raise StudyError(f"iterations={iterations}: use --iterations >= 1")
@@ -341,17 +302,41 @@ async def run_study(
         if graph_key(cand.graph) != graph_key(row.graph):
             mismatches += 1
             cand.graph = row.graph
-        if latency_weight > 0 and not lat_ref:
-            lat_ref.append(row.latency if row.latency > 0 else 1.0)
-        await optimizer.tell(cand, row.objective, {"cost": row.cost, "latency": row.latency})
-        best = max(best, row.reward)
+        if row.failed:
+            await optimizer.fail(cand, row.error or "")
+        else:
+            if latency_weight > 0 and not lat_ref:
+                lat_ref.append(row.latency if row.latency > 0 else 1.0)
+            await optimizer.tell(cand, row.objective, {"cost": row.cost, "latency": row.latency})
+            best = max(best, row.reward)
         if on_trial:
             on_trial(row.number + 1, iterations, row, best)
     for number in range(len(stored), iterations):
         if optimizer.finished:
             break
         cand = await optimizer.ask()
-        res = await evaluator.evaluate(cand.graph, "train")
+        try:
+            res = await evaluator.evaluate(cand.graph, "train")
+        except catch as e:
+            error = f"{type(e).__name__}: {e}"
+            await optimizer.fail(cand, error)
+            row = TrialRow(
+                number,
+                cand.phase,
+                cand.graph,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                {"snapshot": optimizer.snapshot(), "info": cand.info},
+                FAILED,
+                error,
+            )
+            study.add_trial(row)
+            if on_trial:
+                on_trial(number + 1, iterations, row, best)
+            continue
         obj = objective(res.reward, res.cost, res.latency_s)
         await optimizer.tell(cand, obj, {"cost": res.cost, "latency": res.latency_s})
         row = TrialRow(
@@ -370,9 +355,15 @@ async def run_study(
         if on_trial:
             on_trial(number + 1, iterations, row, best)
 
-    trials = study.trials()
-    if not trials:
+    all_trials = study.trials()
+    if not all_trials:
         raise StudyError("the study has no trials; the optimiser proposed nothing")
+    trials = [t for t in all_trials if t.status == COMPLETE]
+    if not trials:
+        first = all_trials[0]
+        raise StudyError(
+            f"every trial failed ({len(all_trials)}); the first (trial {first.number}): {first.error}"
+        )
     # Held-out pick: top-k distinct training graphs; the optimiser's final graph takes the last slot.
     ranked: list[TrialRow] = []
     seen: set[str] = set()
@@ -426,11 +417,12 @@ async def run_study(
         rt = await evaluator.evaluate(g, "test")
         test_reward, lo, hi = mean_ci(rt.scores) if rt.scores else (rt.reward, rt.reward, rt.reward)
         test_ci, test_n = (lo, hi), rt.n
-    phases = phase_counts(trials)
+    phases = phase_counts(all_trials)
     stats = {
         **optimizer.stats(),
         "resume_mismatches": mismatches,
-        "trials": len(trials),
+        "trials": len(all_trials),
+        "failed": len(all_trials) - len(trials),
         "phases": phases,
     }
     front = pareto_front(trials)
@@ -440,7 +432,7 @@ async def run_study(
         heldout_reward=hr,
         cost=cost,
         latency=lat,
-        n_trials=len(trials),
+        n_trials=len(all_trials),
         stats=stats,
         pareto=front,
         heldout=held,
@@ -448,6 +440,8 @@ async def run_study(
         test_ci=test_ci,
         test_n=test_n,
         phases=phases,
+        n_failed=len(all_trials) - len(trials),
+        study_name=study.name,
     )
     study.set_result(
         {
@@ -456,7 +450,8 @@ async def run_study(
             "heldout_reward": hr,
             "cost": cost,
             "latency": lat,
-            "n_trials": len(trials),
+            "n_trials": len(all_trials),
+            "n_failed": len(all_trials) - len(trials),
             "stats": stats,
             "phases": phases,
             "test_reward": test_reward,
