@@ -329,3 +329,79 @@ def test_killed_worker_node_loses_no_query(cluster: LoopbackCluster, tmp_path: P
     report, backend = _run_with_kill(pool, kill)
     _assert_nothing_lost(report, log)
     assert backend.restarts >= 1 and backend.retries >= 1
+
+
+def test_cli_search_on_cluster_resumes_after_driver_killed(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    """`moagraph search --ray`: trials' model calls on the cluster (executor), the study on
+    the driver; kill -9 of the driver mid-search, `--resume` finishes it, and every trial
+    equals the single-process search (exact replay) with the same seed."""
+    from moagraph.search import optimize
+    from moagraph.search.space import graph_key
+
+    models = ["gemma-2-9b-it", "Meta-Llama-3-8B-Instruct"]
+    src = load_pool(resolve_pool("zeroeval-math"))
+    raw = yaml.safe_load(Path(src.path).read_text())  # type: ignore[arg-type]
+    raw["models"] = [m for m in raw["models"] if m["name"] in models]
+    for m in raw["models"]:
+        m["replay"] = str(src.resolve(m["replay"]))
+        m["extra"] = {"latency_s": 0.3}
+        m["ray"] = {"replicas": 2, "num_cpus": 0, "factory": "moagraph.scale.testing:slow_replay"}
+    pool_file = tmp_path / "pool.yaml"
+    pool_file.write_text(yaml.safe_dump(raw))
+    study = tmp_path / "study.sqlite"
+    opts = dict(split="zeroeval", optimizer="random", n_trials=8, budget=4, flat=True,
+                models=models, train_n=4, heldout_n=2, test_n=2, seed=3)  # fmt: skip
+    common = ["search", "--pool", str(pool_file), "--task", "math", "--split", "zeroeval",
+              "--optimizer", "random", "-n", "8", "--budget", "4", "--flat",
+              "--models", ",".join(models), "--train-n", "4", "--heldout-n", "2", "--test-n", "2",
+              "--seed", "3", "--study", str(study), "--study-name", "s", "--no-compare",
+              "--cache", str(tmp_path / "cache.sqlite"), "--ray", cluster.address]  # fmt: skip
+    env = {**cluster.env(), "RAY_ADDRESS": cluster.address}
+
+    def trials() -> list[tuple[object, ...]]:
+        if not study.exists():
+            return []
+        with sqlite3.connect(study) as db:
+            try:
+                return db.execute(
+                    "SELECT number, graph_key, reward, cost, status FROM trials WHERE study='s' "
+                    "ORDER BY number"
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return []
+
+    first = _cli(*common, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(trials()) < 2:
+            assert first.poll() is None, first.stdout.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)  # the driver dies mid-search
+        first.wait()
+    partial = trials()
+    assert 2 <= len(partial) < 8, partial
+
+    resumed = _cli(*common, "--resume", env=env)
+    out = _finish(resumed)
+    assert resumed.returncode == 0, out
+    done = trials()
+    assert len(done) == 8 and done[: len(partial)] == partial
+    with sqlite3.connect(study) as db:
+        (config,) = db.execute("SELECT config FROM studies WHERE name='s'").fetchone()
+    assert json.loads(config)["evaluator"] == "executor"  # the calls went to the cluster
+
+    single_store = tmp_path / "single.sqlite"
+    single = optimize("zeroeval-math", "math", storage=single_store, study_name="one", **opts)
+    with sqlite3.connect(single_store) as db:
+        ref = db.execute(
+            "SELECT number, graph_key, reward, cost, status FROM trials ORDER BY number"
+        ).fetchall()
+    assert [(n, k, r, s) for n, k, r, _c, s in done] == [(n, k, r, s) for n, k, r, _c, s in ref]
+    assert all(s == "complete" for *_, s in done)
+    assert [c for *_, c, _s in done] == pytest.approx([c for *_, c, _s in ref], rel=1e-9)
+    best = graph_key(single.best_graph)
+    assert any(k == best for _n, k, *_ in done)
