@@ -101,3 +101,14 @@ def test_record_unknown_model_names_the_real_flag(tmp_path: Path) -> None:
     )
     assert r.exit_code != 0
     assert "--model 'nope'" in r.output and "--models" not in r.output
+
+
+def test_cli_error_printer_keeps_bracketed_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """Bug 2: `pip install 'moagraph[local]'` was printed as `pip install 'moagraph'`
+    (Rich read `[local]` as markup and dropped it)."""
+    from moagraph.cli._errors import fail
+
+    exit_ = fail(ValueError("needs llama-cpp-python; pip install 'moagraph[local]' [/red] [bold]x"))
+    assert exit_.exit_code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "pip install 'moagraph[local]' [/red] [bold]x" in err

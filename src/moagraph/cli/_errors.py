@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -18,5 +19,7 @@ def fail(e: BaseException, code: int = 2) -> typer.Exit:
     msg = str(e)
     if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in msg:
         msg = f"{msg}: {e.filename}"
-    err_console.print(f"[red]Error: {msg or type(e).__name__}[/red]", highlight=False)
+    # escape(): messages carry user text and install hints like `pip install 'moagraph[local]'`,
+    # whose brackets Rich would otherwise swallow as markup.
+    err_console.print(f"[red]Error: {escape(msg or type(e).__name__)}[/red]", highlight=False)
     return typer.Exit(code)
