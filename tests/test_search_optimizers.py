@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from moagraph.graph.testing import fake_pool
-from moagraph.search.base import UnknownOptimizerError, get_optimizer, optimizer_names
+from moagraph.search import UnknownOptimizerError, get_optimizer, optimizer_names
 from moagraph.search.evaluator import EvalResult
 from moagraph.search.exhaustive import enumerate_graphs
 from moagraph.search.space import SearchSpace, graph_key

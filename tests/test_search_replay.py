@@ -12,7 +12,7 @@ from moagraph.graph.testing import ArithmeticTask
 from moagraph.models.pool import pool_from_dict
 from moagraph.models.replay import write_records
 from moagraph.models.runtime import PoolRuntime
-from moagraph.search.base import get_optimizer
+from moagraph.search import get_optimizer
 from moagraph.search.distribution import GraphDistribution
 from moagraph.search.evaluator import ExactReplayEvaluator, ExecutorEvaluator
 from moagraph.search.space import SearchSpace
