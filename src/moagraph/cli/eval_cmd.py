@@ -93,6 +93,14 @@ def eval_command(
             "(needs `pip install 'moagraph[ray]'`); the store and cache stay here.",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the estimated FLOPs, dollars and model calls (per query and total, from the "
+            "task's average lengths) and exit; calls nothing, writes nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a graph (or one model) on a task; results go to the run store."""
     try:
@@ -116,6 +124,7 @@ def eval_command(
             progress,
             data_dir,
             ray_address=ray,
+            dry_run=dry_run,
         )
     except EvalFailed as e:
         raise fail(e, code=1) from None
@@ -166,6 +175,7 @@ def _eval(
     progress: bool,
     data_dir: Path | None = None,
     ray_address: str | None = None,
+    dry_run: bool = False,
 ) -> None:
     from moagraph.graph.builders import single
     from moagraph.graph.evaluate import aevaluate
@@ -194,7 +204,7 @@ def _eval(
         )
     pool = load_pool(resolve_pool(pool_name))
     specs = {m.name: m for m in pool.models}  # as written in the pool file: the run's identity
-    if ray_address is not None:  # models as Ray replicas; the store and cache stay on this driver
+    if ray_address is not None and not dry_run:  # models as Ray replicas; the store and cache stay on this driver
         from moagraph.scale.cluster import connect, on_cluster
 
         connect(ray_address)
@@ -209,6 +219,20 @@ def _eval(
     examples = task.load(split, n=n, seed=seed)
     if not examples:
         raise ValueError(f"--split {split!r} of task {task_name!r} has no examples")
+    if dry_run:
+        from moagraph.graph.cost import estimate_cost
+
+        est = estimate_cost(graph, pool, task)
+        calls, k = len(graph.llm_nodes), len(examples)
+        console.print(
+            f"dry run of {graph.name} on {task.name}/{split} (n={k}) with pool {pool.name}: "
+            f"no model was called\nper query: {est.flops_norm:.3g} normalised FLOPs "
+            f"({est.flops:.3g} FLOPs), ${est.dollars:.6f}, {calls} model calls\n"
+            f"total: {k * est.flops:.3g} FLOPs, ${k * est.dollars:.4f}, {k * calls} model calls "
+            "(estimates from the task's average input/output lengths)",
+            highlight=False,
+        )
+        return
     call_cache = None
     if cache_path is not None:
         from moagraph.models.cache import CallCache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -450,6 +450,14 @@ def record_cmd(
             "local (needs `pip install 'moagraph[ray]'`); the recording is written here.",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the estimated FLOPs, dollars and model calls of the recording (per query "
+            "and total, from the task's average lengths) and exit; calls nothing, writes nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Run every model of a live pool on a task and write a replay pool (resumable)."""
     from moagraph.models.pool import load_pool
@@ -472,6 +480,9 @@ def record_cmd(
         )
         live = load_pool(resolve_pool(pool))
         t = get_task(task)
+        if dry_run:
+            _record_dry_run(live, t, settings)
+            return
         runtime = None
         if ray is not None:  # calls run on the cluster; this driver appends every record
             from moagraph.models.runtime import PoolRuntime
@@ -487,6 +498,31 @@ def record_cmd(
         f"{result.total_records} in all; wall time {result.wall_s:.0f} s -> {out}/pool.yaml"
     )
     show_pool(out)
+
+
+def _record_dry_run(live: Any, task: Any, settings: Any) -> None:
+    """What `record` would spend at most (finished calls of a resumed recording are skipped)."""
+    from moagraph.graph.builders import single
+    from moagraph.graph.cost import estimate_cost
+
+    names = list(settings.models or live.names)
+    for m in names:
+        if m not in live:
+            raise ValueError(f"--model {m!r} is not in pool {live.name!r} ({', '.join(live.names)})")
+    k = len(task.load(settings.split, n=settings.n, seed=settings.seed))
+    costs = [estimate_cost(single(m), live, task) for m in names]
+    calls = len(names) * settings.samples
+    flops = settings.samples * sum(c.flops for c in costs)
+    norm = settings.samples * sum(c.flops_norm for c in costs)
+    dollars = settings.samples * sum(c.dollars for c in costs)
+    console.print(
+        f"dry run of record: {len(names)} models x {settings.samples} samples on "
+        f"{task.name}/{settings.split} (n={k}); no model was called\n"
+        f"per query: {norm:.3g} normalised FLOPs ({flops:.3g} FLOPs), ${dollars:.6f}, "
+        f"{calls} model calls\ntotal, at most: {k * flops:.3g} FLOPs, ${k * dollars:.4f}, "
+        f"{k * calls} model calls (estimates from the task's average input/output lengths)",
+        highlight=False,
+    )
 
 
 @pool_app.command("quantize")
