@@ -20,17 +20,22 @@ console = Console()
 @app.command("search")
 def search_command(
     task: Annotated[
-        str, typer.Option("--task", "-t", help="Task name (gsm8k, math, humaneval, chat, ...).")
-    ] = "gsm8k",
+        str | None,
+        typer.Option(
+            "--task",
+            "-t",
+            help="Task name (gsm8k, math, humaneval, chat, ...); default: the bundled pool's task (zeroeval-math: math), else gsm8k.",
+        ),
+    ] = None,
     pool: Annotated[
         str, typer.Option("--pool", "-p", help="Bundled pool name or pool YAML path.")
-    ] = "local",
+    ] = "zeroeval-math",
     budget: Annotated[
         str,
         typer.Option(
             help="Budget per query: normalised FLOPs (1 = one no-input call of the smallest searched model), or paper:b (b = 4/8/12, or paper:18/42/80): the official rule, a complete DAG of b smallest-model nodes plus the output node."
         ),
-    ] = "4",
+    ] = "paper:8",
     budget_dollars: Annotated[
         float | None, typer.Option("--budget-dollars", help="Also cap planned dollars per query.")
     ] = None,
@@ -43,14 +48,15 @@ def search_command(
         ),
     ] = "agent-reinforce",
     iterations: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--iterations",
             "-n",
             min=1,
-            help="Graph evaluations on training questions (all phases).",
+            help="Graph evaluations on training questions (all phases). Default: 10; agent-reinforce "
+            "without --guided-iterations: its pilot + pretest evaluations + DEFAULT_GUIDED_ITERATIONS (2) guided ones.",
         ),
-    ] = 10,
+    ] = None,
     guided_iterations: Annotated[
         int | None,
         typer.Option(
@@ -73,11 +79,11 @@ def search_command(
         ),
     ] = 100,
     split: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Task split the questions come from; its ids are split train/validation/test by a hash of id + --split-seed."
+            help="Task split the questions come from (default: the bundled pool's, zeroeval-math: zeroeval; else test); its ids are split train/validation/test by a hash of id + --split-seed."
         ),
-    ] = "test",
+    ] = None,
     split_seed: Annotated[
         int, typer.Option("--split-seed", help="Seed of the train/validation/test id split.")
     ] = 0,
@@ -109,12 +115,26 @@ def search_command(
         int, typer.Option("--max-nodes", min=1, help="Most LLM nodes in a graph.")
     ] = 4,
     flat: Annotated[
-        bool,
-        typer.Option("--flat", help="Only first-layer assistants into the vote sink (no edges)."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--flat/--no-flat",
+            help="Only first-layer assistants into the vote sink (no edges). Default: flat on a replay-only pool with a votable task (a replayed inner node would return its recorded first answer, not refine its inputs), else not.",
+        ),
+    ] = None,
     models: Annotated[
         str | None,
-        typer.Option("--models", help="Comma-separated pool models to search over (default: all)."),
+        typer.Option(
+            "--models",
+            help="Comma-separated pool models to search over (default: all, or those within --max-params-b).",
+        ),
+    ] = None,
+    max_params_b: Annotated[
+        float | None,
+        typer.Option(
+            "--max-params-b",
+            min=0,
+            help="Search only models of known size (no estimated sizes) with at most this many billion parameters. Default: 10 on the bundled ground-truth pools (zeroeval-math, zeroeval-gsm8k, mmlu-pro), else no limit; 0 = no limit.",
+        ),
     ] = None,
     study: Annotated[Path, typer.Option("--study", help="SQLite study file.")] = Path(
         "runs/study.sqlite"
@@ -151,6 +171,13 @@ def search_command(
             "--out", help="Where to write the best graph YAML (default: next to the study)."
         ),
     ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare/--no-compare",
+            help="Report the found graph against the best single model that fits the budget (chosen on train+validation, paired bootstrap CI on test).",
+        ),
+    ] = True,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -169,8 +196,18 @@ def search_command(
         ),
     ] = False,
 ) -> None:
-    """Search a collaboration graph under a compute budget; writes the best graph as YAML."""
+    """Search a collaboration graph under a compute budget; writes the best graph as YAML.
+
+    With no options: Agent-REINFORCE (the local Qwen2.5-Coder-1.5B agent) on the
+    bundled zeroeval-math replay pool (open models of at most 10B), budget
+    paper:8 (the paper's 42), then the found graph against the best single model
+    on test questions. Agent calls are cached in runs/cache.sqlite."""
     try:
+        task, split, models, flat = _resolve_defaults(pool, task, split, models, flat, max_params_b)
+        if iterations is None:
+            iterations = 10
+            if optimizer == "agent-reinforce" and guided_iterations is None:
+                guided_iterations = DEFAULT_GUIDED_ITERATIONS
         asyncio.run(
             _search(
                 task,
@@ -201,6 +238,7 @@ def search_command(
                 sink=sink,
                 output_model=output_model,
                 latency=latency,
+                compare=compare,
                 ray=ray,
                 dry_run=dry_run,
             )
@@ -239,6 +277,7 @@ async def _search(
     sink: str = "auto",
     output_model: str | None = None,
     latency: bool = False,
+    compare: bool = True,
     ray: str | None = None,
     dry_run: bool = False,
 ) -> None:
@@ -302,6 +341,7 @@ async def _search(
         TimeElapsedColumn(),
         console=console,
     )
+    comparison = None
     try:
         with prog:
             bar = prog.add_task(opt_name, total=setup.iterations)
@@ -310,6 +350,15 @@ async def _search(
                 prog.update(bar, completed=done, description=f"{opt_name} best {best:.3f}")
 
             res = await run_search(setup, study_path, resume=resume, on_trial=on_trial, close=False)
+        if compare and setup.examples.get("test"):
+            from moagraph.search.compare import compare_best_single
+
+            try:
+                comparison = await compare_best_single(
+                    setup.evaluator, space, res.best_graph, seed=seed
+                )
+            except ValueError as e:
+                console.print(f"[yellow]no best-single comparison:[/yellow] {e}", highlight=False)
     finally:
         await setup.aclose()
     path = out or study_path.with_name(f"{name}.best.yaml")
@@ -359,6 +408,10 @@ async def _search(
         )
     if res.stats.get("parse_failure_rate") is not None or res.stats.get("agent_calls"):
         console.print(f"agent: {res.stats}", highlight=False)
+    if comparison is not None:
+        from moagraph.search.compare import comparison_table
+
+        console.print(comparison_table(comparison, oracle=oracle))
     if multi_objective:
         pt = Table(title="Pareto front (reward up, cost down, latency down)")
         for col in ("trial", "reward", "cost", "latency s"):
@@ -402,3 +455,65 @@ def report_command(
         + (f", {files.best_graph_png}" if files.best_graph_png else ""),
         highlight=False,
     )
+
+
+DEFAULT_GUIDED_ITERATIONS = 2
+"""agent-reinforce's guided evaluations when neither --iterations nor --guided-iterations is given:
+few, so the first command (two agent calls of the local 1.5B model on the CPU: the mix choice and one update) ends in minutes."""
+
+POOL_DEFAULTS: dict[str, tuple[str, str]] = {
+    "zeroeval-math": ("math", "zeroeval"),
+    "zeroeval-gsm8k": ("gsm8k", "zeroeval"),
+    "mmlu-pro": ("mmlu-pro", "test"),
+}
+"""Task and split of each bundled ground-truth pool (what --task/--split default to with it)."""
+
+DEFAULT_MAX_PARAMS_B = 10.0
+"""Size cap (billions) applied by default on the POOL_DEFAULTS pools: open models one machine serves."""
+
+
+def _resolve_defaults(
+    pool_name: str,
+    task: str | None,
+    split: str | None,
+    models: str | None,
+    flat: bool | None,
+    max_params_b: float | None,
+) -> tuple[str, str, str | None, bool]:
+    """Fill --task/--split/--models/--flat from the pool when not given (see POOL_DEFAULTS)."""
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
+    from moagraph.search.evaluator import is_replay_pool, is_votable
+    from moagraph.tasks.registry import get_task
+
+    known = POOL_DEFAULTS.get(pool_name)
+    task = task or (known[0] if known else "gsm8k")
+    split = split or (known[1] if known and task == known[0] else "test")
+    cap = max_params_b if max_params_b is not None else (DEFAULT_MAX_PARAMS_B if known else None)
+    if models is None and cap:
+        pool = load_pool(resolve_pool(pool_name))
+        keep = [
+            m.name
+            for m in pool.models
+            if m.params_b <= cap and not (m.extra or {}).get("size_estimated")
+        ]
+        if not keep:
+            raise ValueError(
+                f"--max-params-b {cap:g}: no model of known size in pool {pool.name!r} is that small; "
+                "raise it, or name --models"
+            )
+        models = ",".join(keep)
+        console.print(
+            f"models: the {len(keep)} of {len(pool.models)} in {pool.name} with a known size <= {cap:g}B "
+            f"({', '.join(keep)}); --models / --max-params-b to change",
+            highlight=False,
+        )
+    if flat is None:
+        pool = load_pool(resolve_pool(pool_name))
+        wanted = [m.strip() for m in models.split(",")] if models else None
+        flat = (
+            all(m in pool for m in wanted or [])
+            and is_replay_pool(pool, wanted)
+            and is_votable(get_task(task))
+        )
+    return task, split, models, flat
