@@ -509,8 +509,8 @@ def _parse_update(text: str, space: SearchSpace, prefix: str) -> AgentReply:
     prose = _prose_edges(text)
     if prose and not space.flat:
         probs = dict(probs or {})
-        edges = probs.get("edges") if isinstance(probs.get("edges"), dict) else {}
-        probs["edges"] = {**prose, **edges}
+        given = probs.get("edges")
+        probs["edges"] = {**prose, **(given if isinstance(given, dict) else {})}
     if probs is not None and not _has_content(probs):
         probs = None
     if probs is not None:  # usable only if something in it applies to this space
@@ -555,7 +555,8 @@ def graph_from_reply(raw: dict[str, Any], space: SearchSpace) -> Graph | None:
         seen.add(nid)
         role_s = str(n.get("role", "assistant")).lower()
         role = Role.FUSER if role_s == "fuser" and Role.FUSER in space.roles else Role.ASSISTANT
-        inputs = n.get("inputs") if isinstance(n.get("inputs"), list) else []
+        given = n.get("inputs")
+        inputs = given if isinstance(given, list) else []
         nodes.append(Node(id=nid, role=role, model=model, inputs=[_nid(x) for x in inputs]))
     if not nodes:
         return None

@@ -282,13 +282,16 @@ class AgentReinforce(Optimizer):
         if reply.graph is not None:
             names = self.space.model_names
             have = self.space.mix_of(reply.graph)
+
+            def off_mix(node_id: str, model: str | None) -> bool:
+                """The node is not the fixed mix's model for its slot (or has no slot)."""
+                slot = _slot(node_id)
+                if slot is None or slot >= len(fm) or fm[slot] >= len(names):
+                    return True
+                return names[int(fm[slot])] != model
+
             return tuple(have) != self.fixed_mix and any(
-                _slot(n.id) is None
-                or _slot(n.id) >= len(fm)
-                or names[int(fm[_slot(n.id) or 0])] != n.model
-                if (_slot(n.id) or 0) < len(fm) and fm[_slot(n.id) or 0] < len(names)
-                else True
-                for n in self.space.workers(reply.graph)
+                off_mix(n.id, n.model) for n in self.space.workers(reply.graph)
             )
         return False
 

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 
 from moagraph.graph.spec import Graph
-from moagraph.search.base import Optimizer, Told
+from moagraph.search.base import Candidate, Optimizer, Told
 from moagraph.search.distribution import OFF, Choices, GraphDistribution
 from moagraph.search.space import SearchSpace
 
@@ -47,7 +47,7 @@ class BayesOpt(Optimizer):
         self._next_trial = t
         return g, "search", {}
 
-    async def ask(self):  # type: ignore[override]
+    async def ask(self) -> Candidate:
         cand = await super().ask()
         self._trials[cand.number] = self._next_trial
         return cand
