@@ -163,3 +163,6 @@ def test_search_cli_prints_the_best_single_comparison(tmp_path) -> None:
     assert "Found graph vs best single model" in out
     assert "paired bootstrap 95% CI" in out
     assert "exact replay, vote mode" in out
+    r2 = CliRunner().invoke(app, args)  # the same command again: a new study, not an error
+    assert r2.exit_code == 0, r2.output
+    assert "-2" in " ".join(r2.output.split()) and "already in" in r2.output

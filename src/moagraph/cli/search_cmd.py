@@ -54,7 +54,7 @@ def search_command(
             "-n",
             min=1,
             help="Graph evaluations on training questions (all phases). Default: 10; agent-reinforce "
-            "without --guided-iterations: its pilot + pretest evaluations + DEFAULT_GUIDED_ITERATIONS (2) guided ones.",
+            "without --guided-iterations: its pilot + pretest evaluations + DEFAULT_GUIDED_ITERATIONS (1) guided one.",
         ),
     ] = None,
     guided_iterations: Annotated[
@@ -66,8 +66,13 @@ def search_command(
         ),
     ] = None,
     train_n: Annotated[
-        int, typer.Option("--train-n", min=1, help="Training questions per evaluation.")
-    ] = 10,
+        int | None,
+        typer.Option(
+            "--train-n",
+            min=1,
+            help="Training questions per evaluation (default: 10; 50 on the bundled ground-truth replay pools, where an evaluation costs no call).",
+        ),
+    ] = None,
     heldout_n: Annotated[
         int,
         typer.Option("--heldout-n", min=0, help="Validation questions to pick the final graph."),
@@ -204,6 +209,8 @@ def search_command(
     on test questions. Agent calls are cached in runs/cache.sqlite."""
     try:
         task, split, models, flat = _resolve_defaults(pool, task, split, models, flat, max_params_b)
+        if train_n is None:
+            train_n = REPLAY_TRAIN_N if pool in POOL_DEFAULTS else 10
         if iterations is None:
             iterations = 10
             if optimizer == "agent-reinforce" and guided_iterations is None:
@@ -319,6 +326,21 @@ async def _search(
     )
     for note in setup.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if study_name is None and not resume and not dry_run and study_path.exists():
+        # a rerun of the same command: a new study next to the old one (the agent's calls
+        # come from the call cache, so it is fast), rather than an error
+        from moagraph.search.study import list_studies
+
+        known = set(list_studies(study_path))
+        if setup.name in known:
+            base, k = setup.name, 2
+            while f"{base}-{k}" in known:
+                k += 1
+            setup.name = f"{base}-{k}"
+            say(
+                f"study {base} already in {study_path}: this run is {setup.name} "
+                "(--resume continues the first, --study-name names one)"
+            )
     space, name, plan = setup.space, setup.name, setup.plan
     console.print(
         f"study [cyan]{name}[/cyan] in {study_path}: {opt_name} on {task_name} with pool {setup.pool.name}, "
@@ -457,9 +479,14 @@ def report_command(
     )
 
 
-DEFAULT_GUIDED_ITERATIONS = 2
-"""agent-reinforce's guided evaluations when neither --iterations nor --guided-iterations is given:
-few, so the first command (two agent calls of the local 1.5B model on the CPU: the mix choice and one update) ends in minutes."""
+DEFAULT_GUIDED_ITERATIONS = 1
+"""agent-reinforce's guided evaluations when neither --iterations nor --guided-iterations is given.
+One, so the first command makes one call of the local 1.5B agent on the CPU (the mix choice; no update
+call follows the last guided evaluation) and ends in minutes. On the bundled replay pools graphs are
+flat and the mix is fixed after the pretest, so later guided evaluations could not change the graph."""
+
+REPLAY_TRAIN_N = 50
+"""--train-n default on the POOL_DEFAULTS pools: replayed evaluations are free, so more questions."""
 
 POOL_DEFAULTS: dict[str, tuple[str, str]] = {
     "zeroeval-math": ("math", "zeroeval"),
