@@ -1,221 +1,354 @@
-"""Graph-search optimisers at equal evaluations vs the exhaustive optimum.
+"""Graph-search optimisers at equal evaluation counts vs the exhaustive optimum, on real replay pools.
 
-Pool: the bundled AlpacaEval replay pool (real outputs of 19 open models,
-1.2B-69B, with the AlpacaEval 2.0 judge's per-instruction win probability).
-Space: flat graphs (first-layer assistants into the sink), one copy per model
-(one recording each), under a normalised-FLOPs budget. Objective: the
-*oracle-select* sink (best-of-n by the recorded judge score), an upper-bound
-objective, because chat outputs cannot be majority-voted. Every graph is
-scored exactly from the recordings (no LLM call), so the exhaustive optimum
-of the space is known.
+Pools: the bundled ground-truth replay pools ``zeroeval-math`` (MATH level 5,
+ZeroEval greedy outputs, ZeroEval's 0/1 grade) and ``mmlu-pro`` (the option
+letter each model chose, 0/1 correctness), restricted as ``moagraph search``
+does by default to open models of known size <= 10B. Budgets: the paper's
+rule ``paper:b`` (b = 4/8/12 = the paper's 18/42/80). Graphs are flat
+(first-layer assistants into a free majority-vote sink): the pools are
+replay-only, so no LLM node could read other answers, and every graph is
+scored exactly from the recordings (no LLM call), which makes the exhaustive
+optimum of the space known.
 
-``--pool gsm8k-local --task gsm8k`` runs the same comparison in *vote* mode
-on a votable task (majority vote over the recorded samples, copies per model
-capped at the samples recorded per query): any all-replay pool works.
+Per seed the train and validation questions are drawn as ``moagraph search``
+draws them (``split_ids`` on the question ids, then a seeded sample of each
+part); test = the whole test part, the same for every seed. For each seed:
+the exhaustive optimum on that seed's train questions, every optimiser with
+the same number of graph evaluations, and the found graph (picked on
+validation) against the best single model that fits the budget (picked on
+train + validation) on test, with a paired bootstrap 95% CI
+(``moagraph.search.compare``).
 
-The agent of agent-reinforce / textgrad is a real LLM: the local Gemma 3
-270M base model through the `local` pool, its calls cached in SQLite.
+Agent-REINFORCE's agent is the live local Qwen2.5-Coder-1.5B-Instruct
+(llama.cpp on the CPU), every call cached in ``--out/agent_cache.sqlite``, so
+a rerun is free. ``--agent-seeds`` seeds of it run while ``--agent-minutes``
+of wall time remain (the rest are skipped and the table says how many ran).
 
-    .venv/bin/python benchmarks/bench_search.py            # default (~10 min on 2 cores, first run)
-    .venv/bin/python benchmarks/bench_search.py --quick    # smaller
-    .venv/bin/python benchmarks/bench_search.py --pool gsm8k-local --task gsm8k --no-llm-agent
+    .venv/bin/python benchmarks/bench_search.py                                   # zeroeval-math + mmlu-pro, paper:8
+    .venv/bin/python benchmarks/bench_search.py --budgets 4,8,12 --seeds 8
+    .venv/bin/python benchmarks/bench_search.py --no-llm-agent                    # replay optimisers only (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import random
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
+from moagraph.cli.search_cmd import DEFAULT_MAX_PARAMS_B, POOL_DEFAULTS
 from moagraph.models.pool import load_pool
 from moagraph.pools import resolve_pool
+from moagraph.pools.splits import split_ids
+from moagraph.search import Study, get_optimizer, run_study
 from moagraph.search.agent import RuntimeAgent
-from moagraph.search.base import get_optimizer
-from moagraph.search.evaluator import (
-    ExactReplayEvaluator,
-    is_replay_pool,
-    is_votable,
-    pool_replay_records,
-    recorded_copies,
-)
+from moagraph.search.compare import compare_best_single
+from moagraph.search.evaluator import ExactReplayEvaluator, pool_replay_records, recorded_copies
 from moagraph.search.exhaustive import enumerate_graphs
 from moagraph.search.space import SearchSpace
-from moagraph.search.study import Study, run_study
-from moagraph.tasks.base import Example
 from moagraph.tasks.registry import get_task
 
-CLOSED = {"gpt-3.5-turbo-1106", "claude-2.1"}  # parameter counts not disclosed
+AGENT_OPTS = ("agent-reinforce",)
+console = Console()
 
 
-def build(args: argparse.Namespace) -> tuple[SearchSpace, ExactReplayEvaluator]:
-    pool = load_pool(resolve_pool(args.pool))
-    if not is_replay_pool(pool):
-        raise SystemExit(f"--pool {args.pool}: the benchmark needs an all-replay pool (exact evaluation)")
-    task = get_task(args.task) if args.task else None
-    votable = task is not None and is_votable(task)
-    mode = "vote" if votable else "select"
-    models = [m.name for m in pool.models if m.name not in CLOSED]
-    recs = pool_replay_records(pool, models)
-    a = statistics.mean(r["prompt_tokens"] for r in recs)
-    b = statistics.mean(r["completion_tokens"] for r in recs)
-    import random
+class Setting:
+    """One pool at one budget: space, records, fixed test questions."""
 
-    have = {(r["model"], str(r["query_id"])) for r in recs if r.get("score") is not None}
-    qids = sorted({str(r["query_id"]) for r in recs})
-    qids = [q for q in qids if all((m, q) in have for m in models)]
-    random.Random(0).shuffle(qids)
-    train_n = min(args.train_n, max(1, len(qids) // 2))
-    heldout_n = min(args.heldout_n, len(qids) - train_n)
-    if (train_n, heldout_n) != (args.train_n, args.heldout_n):
-        print(f"pool {pool.name} has {len(qids)} fully recorded queries: train {train_n}, held-out {heldout_n}")
-    args.train_n, args.heldout_n = train_n, heldout_n
-    copies = recorded_copies(recs, models, qids[: train_n + heldout_n])
-    space = SearchSpace.from_pool(
-        pool, models=models, budget=args.budget, max_nodes=args.max_nodes, flat=True,
-        sink_mode=mode, max_copies=copies, avg_in=a, avg_out=b,
+    def __init__(self, pool_name: str, b: int, args: argparse.Namespace) -> None:
+        task_name, split = POOL_DEFAULTS[pool_name]
+        self.pool = load_pool(resolve_pool(pool_name))
+        self.task = get_task(task_name)
+        self.pool_name, self.b = pool_name, b
+        self.models = [
+            m.name
+            for m in self.pool.models
+            if m.params_b <= args.max_params_b and not (m.extra or {}).get("size_estimated")
+        ]
+        recs = pool_replay_records(self.pool, self.models)
+        have: dict[str, set[str]] = {}
+        for r in recs:
+            have.setdefault(str(r["model"]), set()).add(str(r["query_id"]))
+        common = set.intersection(*(have.get(m, set()) for m in self.models))
+        exs = [e for e in self.task.load(split) if e.id in common]
+        self.by_id = {e.id: e for e in exs}
+        self.parts = split_ids([e.id for e in exs], seed=0)
+        self.test = [self.by_id[i] for i in self.parts["test"]][: args.test_n]
+        self.records = recs
+        qids = [e.id for e in exs]
+        copies = recorded_copies(recs, self.models, qids)
+        kw: dict[str, Any] = dict(
+            models=self.models,
+            max_nodes=args.max_nodes,
+            flat=True,
+            sink_mode="vote",
+            max_copies=copies,
+        )
+        probe = SearchSpace.from_pool(self.pool, self.task, budget=None, **kw)
+        self.budget = probe.paper_budget(b)
+        self.space = SearchSpace.from_pool(self.pool, self.task, budget=self.budget, **kw)
+        self.graphs = enumerate_graphs(self.space)
+
+    def evaluator(self, seed: int, train_n: int, heldout_n: int) -> ExactReplayEvaluator:
+        def draw(part: str, n: int, salt: int) -> list[Any]:
+            ids = list(self.parts[part])
+            random.Random(seed * 1000 + salt).shuffle(ids)
+            return [self.by_id[i] for i in ids[:n]]
+
+        return ExactReplayEvaluator.from_records(
+            self.records,
+            self.space,
+            draw("train", train_n, 1),
+            draw("validation", heldout_n, 2),
+            mode="vote",
+            task=self.task,
+            test=self.test,
+        )
+
+
+def agent_usage(stats: dict[str, Any]) -> tuple[int, int]:
+    """(replies used as written, prompts asked): a reply is used as written when it
+    parsed on the first attempt and did not try to change the fixed model mix; the
+    mix-choice reply counts when it parsed."""
+    ok = int(stats.get("agent_replies_ok", 0))
+    pf = int(stats.get("parse_failures", 0))
+    retried_ok = max(0, int(stats.get("retries", 0)) - pf)
+    asked_updates = ok + pf
+    mix_asked = (
+        1 if int(stats.get("agent_calls", 0)) > int(stats.get("retries", 0)) + asked_updates else 0
     )
-    args.mode, args.pool_name = mode, pool.name
-    train = [Example(q, "") for q in qids[:train_n]]
-    held = [Example(q, "") for q in qids[train_n : train_n + heldout_n]]
-    keep = set(qids[: train_n + heldout_n])
-    recs = [r for r in recs if str(r["query_id"]) in keep]
-    ev = ExactReplayEvaluator.from_records(recs, space, train, held, mode=mode, task=task if votable else None)
-    return space, ev
+    used = (
+        ok
+        - retried_ok
+        - int(stats.get("mix_changes_ignored", 0))
+        + int(stats.get("mix_choice_parsed", 0))
+    )
+    return max(0, used), asked_updates + mix_asked
 
 
-async def run_one(name: str, seed: int, space: SearchSpace, ev: ExactReplayEvaluator, evals: int, agent, out: Path, task_kind: str = "chat"):
-    kw = {"agent": agent, "task_kind": task_kind} if name in ("agent-reinforce", "textgrad") else {}
-    opt = get_optimizer(name, space, seed=seed, **kw)
-    study = Study.open(out / "bench_studies.sqlite", f"{name}-s{seed}-{time.time_ns()}", {"optimizer": name, "seed": seed})
+async def run_seed(
+    st: Setting,
+    name: str,
+    seed: int,
+    evals: int,
+    args: argparse.Namespace,
+    agent: Any,
+    studies: Path,
+) -> dict[str, Any]:
+    ev = st.evaluator(seed, args.train_n, args.heldout_n)
+    scored = [(ev.evaluate_sync(g, "train").reward, g) for g in st.graphs]
+    opt_train, opt_graph = max(scored, key=lambda x: x[0])
+    kw: dict[str, Any] = {}
+    if name in AGENT_OPTS:
+        kw = {"agent": agent, "task_kind": getattr(st.task, "kind", None)}
+    opt = get_optimizer(name, st.space, seed=seed, **kw)
+    if name == "agent-reinforce":
+        guided = max(1, evals - int(opt.planned_prior_evaluations))
+        opt = get_optimizer(name, st.space, seed=seed, guided_iterations=guided, **kw)
+        evals = guided + int(opt.planned_prior_evaluations)
+    sname = f"{st.pool_name}-paper{st.b}-{name}-s{seed}-e{evals}-t{args.train_n}"
+    study = Study.open(
+        studies, sname, {"optimizer": name, "seed": seed, "pool": st.pool_name, "b": st.b}
+    )
     curve: list[float] = []
     t0 = time.perf_counter()
-    res = await run_study(study, opt, ev, evals, on_trial=lambda d, t, row, best: curve.append(best))
+    res = await run_study(
+        study, opt, ev, evals, on_trial=lambda d, t, row, best: curve.append(best)
+    )
     wall = time.perf_counter() - t0
     study.close()
-    return res, curve, wall
+    await opt.aclose()
+    cmp = await compare_best_single(ev, st.space, res.best_graph, seed=seed)
+    assert cmp is not None
+    within = next((i + 1 for i, v in enumerate(curve) if v >= opt_train - 0.02 - 1e-12), None)
+    used, asked = agent_usage(res.stats) if name in AGENT_OPTS else (0, 0)
+    return {
+        "optimizer": name,
+        "seed": seed,
+        "evals": len(curve),
+        "prior": res.phases.get("prior", 0),
+        "guided": res.phases.get("guided", 0),
+        "gap_pts": 100 * (opt_train - max(curve)),
+        "within_at": within,
+        "test": cmp.graph_test,
+        "graph": st.space.describe_mix(st.space.mix_of(res.best_graph)),
+        "opt_train": opt_train,
+        "opt_test": ev.evaluate_sync(opt_graph, "test").reward,
+        "opt_graph": st.space.describe_mix(st.space.mix_of(opt_graph)),
+        "single": cmp.single.model,
+        "single_test": cmp.single_test,
+        "diff": cmp.diff,
+        "diff_ci": cmp.diff_ci,
+        "used": used,
+        "asked": asked,
+        "stats": {k: v for k, v in res.stats.items() if isinstance(v, (int, float))},
+        "wall_s": wall,
+    }
+
+
+def msd(xs: list[float], scale: float = 1.0, fmt: str = ".3f") -> str:
+    if not xs:
+        return "-"
+    m = statistics.mean(xs) * scale
+    sd = statistics.stdev(xs) * scale if len(xs) > 1 else 0.0
+    return f"{m:{fmt}} ± {sd:{fmt}}"
+
+
+def table(st: Setting, rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """A markdown table (what the README shows)."""
+    head = (
+        f"**{st.pool_name}, paper:{st.b}** = {st.budget:.1f} normalised FLOPs, {len(st.models)} open "
+        f"models <= {args.max_params_b:g}B, {len(st.graphs)} flat graphs, train {args.train_n} / "
+        f"validation {args.heldout_n} questions per seed, test {len(st.test)} questions\n\n"
+    )
+    cols = (
+        "optimiser",
+        "evals (pilot+pretest / guided)",
+        "seeds",
+        "test acc",
+        "gap to exhaustive optimum (train, pts)",
+        "runs within 2 pts (median evals)",
+        "graph - best single, test (pts)",
+        "graph better / worse (paired 95% CI)",
+        "agent replies used as written",
+    )
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    keys = sorted(dict.fromkeys((r["evals"], r["optimizer"]) for r in rows))
+    for e, n in keys:
+        rs = [r for r in rows if r["optimizer"] == n and r["evals"] == e]
+        hit = [r["within_at"] for r in rs if r["within_at"] is not None]
+        used, asked = sum(r["used"] for r in rs), sum(r["asked"] for r in rs)
+        cells = (
+            n,
+            f"{e} ({statistics.mean(r['prior'] for r in rs):g} / {statistics.mean(r['guided'] for r in rs):g})",
+            str(len(rs)),
+            msd([r["test"] for r in rs]),
+            msd([r["gap_pts"] for r in rs], fmt=".1f"),
+            f"{len(hit)}/{len(rs)}" + (f" ({statistics.median(hit):g})" if hit else ""),
+            msd([r["diff"] for r in rs], 100, ".1f"),
+            f"{sum(r['diff_ci'][0] > 0 for r in rs)} / {sum(r['diff_ci'][1] < 0 for r in rs)} of {len(rs)}",
+            f"{used}/{asked} ({100 * used / asked:.0f}%)" if asked else "-",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    first: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        first.setdefault(r["seed"], r)
+    ex = list(first.values())
+    lines.append(
+        f"| exhaustive optimum (train) | {len(st.graphs)} | {len(ex)} | {msd([r['opt_test'] for r in ex])} "
+        f"| 0 | - | - | - | - |"
+    )
+    singles = sorted({r["single"] for r in rows})
+    lines.append(
+        f"\nBest single model that fits the budget (picked on train+validation per seed): "
+        f"{', '.join(singles)}; its test accuracy {msd([r['single_test'] for r in ex])}."
+    )
+    return head + "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2 seeds, 20 evaluations, agent on 1 seed")
-    ap.add_argument("--evals", type=int, default=30)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--pools", default="zeroeval-math,mmlu-pro")
+    ap.add_argument(
+        "--budgets", default="8", help="paper b values (4, 8, 12 = the paper's 18, 42, 80)"
+    )
+    ap.add_argument(
+        "--evals",
+        default="8,30",
+        help="graph evaluations per run (all phases), comma-separated: every optimiser runs at each "
+        "count; agent-reinforce at the first only (pilot + pretest, the rest guided)",
+    )
     ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--agent-seeds", type=int, default=1, help="seeds for the LLM-agent optimisers (slow: each agent call of the local model takes 10-60 s on 2 shared cores)")
-    ap.add_argument("--budget", type=float, default=20.0)
+    ap.add_argument("--agent-seeds", type=int, default=4)
+    ap.add_argument(
+        "--agent-minutes",
+        type=float,
+        default=35.0,
+        help="wall time for agent-reinforce, shared equally by the pool/budget settings; a seed "
+        "starts only while its setting's share lasts",
+    )
+    ap.add_argument("--max-params-b", type=float, default=DEFAULT_MAX_PARAMS_B)
     ap.add_argument("--max-nodes", type=int, default=4)
-    ap.add_argument("--train-n", type=int, default=60)
-    ap.add_argument("--heldout-n", type=int, default=300)
-    ap.add_argument("--agent-max-tokens", type=int, default=64)
-    ap.add_argument("--agent-json-schema", action="store_true", help="constrain the agent's update replies to JSON matching the reply schema (llama.cpp grammar); cached separately")
-    ap.add_argument("--no-llm-agent", action="store_true", help="agent optimisers without an LLM (REINFORCE fallback only)")
-    ap.add_argument("--pool", default="alpaca_eval", help="an all-replay pool (bundled name or path)")
-    ap.add_argument("--task", default="chat", help="task of the pool's recordings; votable kinds (math/choice/code) use the vote sink, others the oracle select sink")
+    ap.add_argument(
+        "--train-n", type=int, default=80, help="training questions per seed (replay: free)"
+    )
+    ap.add_argument("--heldout-n", type=int, default=40, help="validation questions per seed")
+    ap.add_argument("--test-n", type=int, default=1000, help="cap on the test part used")
+    ap.add_argument("--optimizers", default="random,bayesopt,reinforce,agent-reinforce")
+    ap.add_argument("--no-llm-agent", action="store_true", help="skip agent-reinforce")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = ap.parse_args()
-    if args.quick:
-        args.evals, args.seeds, args.agent_seeds = 20, 2, 1
     args.out.mkdir(parents=True, exist_ok=True)
-    console = Console()
-    space, ev = build(args)
-    graphs = enumerate_graphs(space)
-    t0 = time.perf_counter()
-    scored = [(ev.evaluate_sync(g, "train").reward, g) for g in graphs]
-    ex_wall = time.perf_counter() - t0
-    opt_train, opt_graph = max(scored, key=lambda x: x[0])
-    opt_held = ev.evaluate_sync(opt_graph, "heldout").reward
-    best_held = max(ev.evaluate_sync(g, "heldout").reward for _, g in scored)
-    console.print(
-        f"space: {len(space.models)} models, budget {args.budget:g}, <= {args.max_nodes} nodes, "
-        f"{len(graphs)} feasible graphs; exhaustive train optimum {opt_train:.3f} "
-        f"({', '.join(n.model or '' for n in opt_graph.llm_nodes)}), its held-out {opt_held:.3f} "
-        f"(best held-out of any graph {best_held:.3f}); enumeration {ex_wall:.1f}s", highlight=False,
-    )
-
-    agent = None
-    runtime = None
-    if not args.no_llm_agent:
+    names = [n for n in args.optimizers.split(",") if not (args.no_llm_agent and n in AGENT_OPTS)]
+    eval_counts = [int(x) for x in str(args.evals).split(",")]
+    runtime = agent = None
+    if any(n in AGENT_OPTS for n in names):
         from moagraph.models.cache import CallCache
         from moagraph.models.runtime import PoolRuntime
 
-        runtime = PoolRuntime(load_pool(resolve_pool("local")), cache=CallCache(args.out / "agent_cache.sqlite"))
-        agent = RuntimeAgent(runtime, "gemma-270m", max_tokens=args.agent_max_tokens, json_schema=args.agent_json_schema)
-
-    task_kind = getattr(ev.task, "kind", None) or "chat"
-    names = ["random", "bayesopt", "reinforce", "textgrad", "agent-reinforce"]
-    results: dict[str, list[tuple]] = {n: [] for n in names}
+        runtime = PoolRuntime(
+            load_pool(resolve_pool("local")), cache=CallCache(args.out / "agent_cache.sqlite")
+        )
+        agent = RuntimeAgent(runtime, "qwen-coder-1.5b")
+    settings = [
+        Setting(p, int(b), args) for b in args.budgets.split(",") for p in args.pools.split(",")
+    ]
+    share = 60 * args.agent_minutes / len(settings)
+    all_rows: dict[str, list[dict[str, Any]]] = {}
 
     async def go() -> None:
-        jobs = [(n, s) for n in names for s in range(args.agent_seeds if n in ("agent-reinforce", "textgrad") else args.seeds)]
-        with Progress(console=console) as prog:
-            bar = prog.add_task("optimisers x seeds", total=len(jobs))
-            for n, s in jobs:
-                prog.update(bar, description=f"{n} seed {s}")
-                res, curve, wall = await run_one(n, s, space, ev, args.evals, agent, args.out, task_kind)
-                results[n].append((res, curve, wall))
-                prog.advance(bar)
+        studies = args.out / "bench_search_studies.sqlite"
+        for st in settings:
+            rows = all_rows.setdefault(f"{st.pool_name}-paper{st.b}", [])
+            agent_t0: float | None = None
+            jobs = [
+                (n, e, s)
+                for n in names
+                for e in (eval_counts[:1] if n in AGENT_OPTS else eval_counts)
+                for s in range(args.agent_seeds if n in AGENT_OPTS else args.seeds)
+            ]
+            for n, e, s in jobs:
+                if n in AGENT_OPTS:
+                    agent_t0 = agent_t0 or time.perf_counter()
+                    if time.perf_counter() - agent_t0 > share:
+                        console.print(
+                            f"{n} seed {s} on {st.pool_name}: skipped (its share of --agent-minutes is spent)"
+                        )
+                        continue
+                r = await run_seed(st, n, s, e, args, agent, studies)
+                rows.append(r)
+                console.print(
+                    f"{st.pool_name} paper:{st.b} {n} e{r['evals']} s{s}: test {r['test']:.3f} "
+                    f"gap {r['gap_pts']:.1f} pts, {r['graph']} vs {r['single']} {r['single_test']:.3f}, "
+                    f"{r['wall_s']:.0f}s"
+                    + (
+                        f", agent {r['used']}/{r['asked']} used, {r['stats']}"
+                        if n in AGENT_OPTS
+                        else ""
+                    ),
+                    highlight=False,
+                )
         if runtime is not None:
             await runtime.aclose()
 
     asyncio.run(go())
-
-    objective = "oracle-select objective, an UPPER BOUND" if args.mode == "select" else "vote objective (majority over recorded samples)"
-    agent_note = ", agent optimisers without an LLM (--no-llm-agent)" if args.no_llm_agent else (
-        ", agent replies JSON-schema constrained" if args.agent_json_schema else "")
-    t = Table(title=f"Graph search on {args.pool_name} replay ({objective}), {args.evals} evaluations each{agent_note}")
-    for c in ("optimizer", "seeds", "held-out acc", "train gap to optimum (pts)", "evals to within 2 pts", "pilot+pretest / guided evals", "wall s", "agent parse failures"):
-        t.add_column(c, justify="right")
-    for n in names:
-        rows = results[n]
-        if not rows:
-            continue
-        held = [r.heldout_reward or 0.0 for r, _, _ in rows]
-        gaps = [100 * (opt_train - max(c)) for _, c, _ in rows]
-        reach = [next((i + 1 for i, v in enumerate(c) if v >= opt_train - 0.02), None) for _, c, _ in rows]
-        hit = [x for x in reach if x is not None]
-        reach_s = f"{statistics.median(hit):.0f} ({len(hit)}/{len(rows)} runs)" if hit else f"never (0/{len(rows)})"
-        pf = [r.stats.get("parse_failures") for r, _, _ in rows if r.stats.get("parse_failures") is not None]
-        ok = [r.stats.get("agent_replies_ok") for r, _, _ in rows if r.stats.get("agent_replies_ok") is not None]
-        pf_s = f"{sum(pf)}/{sum(pf) + sum(ok)}" if pf and agent is not None else "-"
-        sd = statistics.pstdev(held) if len(held) > 1 else 0.0
-        # trial phases come from the study: pilot/pretest evaluations are not agent-guided
-        prior = statistics.mean(r.phases.get("prior", 0) for r, _, _ in rows)
-        guided = statistics.mean(r.phases.get("guided", 0) for r, _, _ in rows)
-        t.add_row(
-            n, str(len(rows)), f"{statistics.mean(held):.3f} ± {sd:.3f}", f"{statistics.mean(gaps):.2f}",
-            reach_s, f"{prior:g} / {guided:g}", f"{statistics.mean(w for _, _, w in rows):.1f}", pf_s,
-        )
-    t.add_row("exhaustive", "-", f"{opt_held:.3f}", "0.00", str(len(graphs)), "-", f"{ex_wall:.1f}", "-")
-    console.print(t)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for n in names:
-        curves = [c for _, c, _ in results[n] if c]
-        if not curves:
-            continue
-        L = min(len(c) for c in curves)
-        mean = [statistics.mean(c[i] for c in curves) for i in range(L)]
-        ax.plot(range(1, L + 1), mean, label=n)
-    ax.axhline(opt_train, color="k", ls="--", label="exhaustive optimum")
-    ax.axhline(opt_train - 0.02, color="gray", ls=":", label="optimum - 2 pts")
-    ax.set_xlabel("graph evaluations")
-    ax.set_ylabel("best training reward (oracle-select win prob.)" if args.mode == "select" else "best training reward (vote accuracy)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png = args.out / ("bench_search.png" if args.pool_name == "alpaca_eval" else f"bench_search_{args.pool_name}.png")
-    fig.savefig(png, dpi=130)
-    console.print(f"plot: {png}; studies: {args.out / 'bench_studies.sqlite'} (moagraph report it)")
+    mds: list[str] = []
+    for st in settings:
+        md = table(st, all_rows[f"{st.pool_name}-paper{st.b}"], args)
+        print(md + "\n")
+        mds.append(md)
+    out = args.out / "bench_search.json"
+    out.write_text(json.dumps(all_rows, indent=1, default=str))
+    (args.out / "bench_search.md").write_text("\n\n".join(mds) + "\n")
+    console.print(f"rows: {out}; tables: {args.out / 'bench_search.md'}")
 
 
 if __name__ == "__main__":
