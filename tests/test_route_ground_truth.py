@@ -156,3 +156,43 @@ async def test_live_aggregator_path_with_scripted_backend(tmp_path: Path) -> Non
     assert all(q["final"].startswith("aggregator (qwen-coder-1.5b)") for q in res["per_query"])
     again = await live_routemoa(3, cache=str(cache), overrides={"qwen-coder-1.5b": be})
     assert len(seen) == 3 and again["mean"] == res["mean"]  # rerun: every call from the cache
+
+
+async def test_live_compare_routemoa_dense_single_share_cached_calls(tmp_path: Path) -> None:
+    """Live comparison: RouteMoA (top 3) and dense (all recorded models; the aggregator reads
+    the top ``dense_inputs`` by prior) with the same live aggregator; replayed round-1 calls
+    shared; a rerun is free; the best single is a recorded label."""
+    from moagraph.route.gt_eval import live_compare
+
+    prompts: list[str] = []
+
+    def respond(req: LLMRequest) -> str:
+        prompts.append(req.messages[-1]["content"] + req.messages[0]["content"])
+        return "The answer is $\\boxed{42}$."
+
+    be = ScriptedBackend(respond=respond)
+    cache = tmp_path / "cache.sqlite"
+    res = await live_compare(2, cache=str(cache), overrides={"qwen-coder-1.5b": be}, dense_inputs=4)
+    gt = load_ground_truth("zeroeval-math")
+    assert res["n"] == 2 and len(prompts) == 4  # one aggregator call per policy and query
+    assert res["best_single"] in gt.models
+    for q in res["per_query"]:
+        rm, dn = q["routemoa"], q["dense"]
+        assert rm["agg_ok"] and dn["agg_ok"] and not rm["agg_cached"]
+        assert rm["n_answers"] == 3 and dn["n_answers"] > 30  # every recorded model answers
+        assert dn["flops"] > rm["flops"] > 0
+        assert "qwen-coder-1.5b" in dn["final"]
+        qi = int(gt.rows([q["query_id"]])[0])
+        assert q["single"]["label"] == float(
+            np.nan_to_num(gt.table.labels[qi, gt.models.index(res["best_single"])])
+        )
+    # the dense aggregator reads exactly dense_inputs numbered answers
+    dense_prompt = prompts[1]
+    assert "Response 4:" in dense_prompt and "Response 5:" not in dense_prompt
+    again = await live_compare(
+        2, cache=str(cache), overrides={"qwen-coder-1.5b": be}, dense_inputs=4
+    )
+    assert len(prompts) == 4 and all(q["routemoa"]["agg_cached"] for q in again["per_query"])
+    assert [q["dense"]["aggregated"] for q in again["per_query"]] == [
+        q["dense"]["aggregated"] for q in res["per_query"]
+    ]

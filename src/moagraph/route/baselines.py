@@ -54,6 +54,7 @@ class _LayeredBaseline:
         max_flops_norm: float | None = None,
         max_dollars: float | None = None,
         name: str | None = None,
+        aggregator: str | None = None,
     ) -> None:
         if layers < 1:
             raise RouterError(f"layers={layers}: must be >= 1")
@@ -69,6 +70,12 @@ class _LayeredBaseline:
         )
         self.budget = RouteBudget(max_flops_norm, max_dollars)
         self.name = name or self.kind
+        if aggregator is not None and aggregator not in runtime.pool:
+            raise RouterError(
+                f"aggregator {aggregator!r} is not in pool {runtime.pool.name!r}; "
+                f"models: {', '.join(runtime.pool.names)}"
+            )
+        self.aggregator = aggregator  # None: the policy's own choice (``choose``)
 
     def estimate_flops(
         self,
@@ -105,6 +112,8 @@ class _LayeredBaseline:
 
     def plan(self, example: Example, task: Task | None = None) -> RoutePlan:
         ranked, agg = self.choose(example)
+        if agg is not None and self.aggregator is not None:
+            agg = self.aggregator
         return RoutePlan(
             layers=[list(ranked)] * self.layers,
             aggregator=agg if self.aggregate else None,

@@ -65,7 +65,15 @@ def calibration(scores: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> Cal
             continue
         pm, ym = float(p[m].mean()), float(y[m].mean())
         ece += m.mean() * abs(pm - ym)
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()), "pred": pm, "actual": ym})
+        bins.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "n": int(m.sum()),
+                "pred": pm,
+                "actual": ym,
+            }
+        )
     return Calibration(mse=float(np.mean((p - y) ** 2)), ece=float(ece), bins=bins)
 
 
@@ -121,8 +129,10 @@ def evaluate_scorer(
     prior = np.tile(np.nan_to_num(np.nanmean(train.labels, axis=0)), (len(test), 1))
     rng = np.random.default_rng(seed)
     rand = [_row("random", rng.random(y.shape), y, tie_tol) for _ in range(20)]
-    random_row = {k: (float(np.mean([r[k] for r in rand])) if k != "ranking" else "random (mean of 20)")
-                  for k in rand[0]}
+    random_row = {
+        k: (float(np.mean([r[k] for r in rand])) if k != "ranking" else "random (mean of 20)")
+        for k in rand[0]
+    }
     rows = [
         _row("scorer", pred, y, tie_tol),
         _row("prior (global best models)", prior, y, tie_tol),
@@ -150,8 +160,12 @@ def plot_calibration(report: ScorerReport, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
     for cal, name in ((report.calibration, "scorer"), (report.prior_calibration, "prior")):
-        ax.plot([b["pred"] for b in cal.bins], [b["actual"] for b in cal.bins], "o-",
-                label=f"{name} (ECE {cal.ece:.3f}, MSE {cal.mse:.3f})")
+        ax.plot(
+            [b["pred"] for b in cal.bins],
+            [b["actual"] for b in cal.bins],
+            "o-",
+            label=f"{name} (ECE {cal.ece:.3f}, MSE {cal.mse:.3f})",
+        )
     ax.set_xlabel("predicted quality")
     ax.set_ylabel("actual label (mean in bin)")
     ax.set_title(f"Scorer calibration, {report.n_test} held-out queries")

@@ -36,6 +36,7 @@ import numpy as np
 
 from moagraph.models.cost import call_dollars, call_flops, unit_flops
 from moagraph.route.base import Router
+from moagraph.route.baselines import DenseMoA
 from moagraph.route.gt import GroundTruth, _task
 from moagraph.route.routemoa import AGGREGATOR_PROMPT, ROUND1_PROMPT, RouteMoA, round2_prompt
 from moagraph.tasks.base import Example
@@ -389,5 +390,168 @@ async def live_routemoa(
         "pool": pool_name,
         "aggregator": aggregator,
         "mean": agg,
+        "per_query": out,
+    }
+
+
+class _RecordedDense(DenseMoA):
+    """Dense MoA over the recorded models only (the hybrid pool also holds the aggregator)."""
+
+    recorded: list[str] | None = None
+
+    def choose(self, example: Example) -> tuple[list[str], str | None]:
+        ranked, agg = super().choose(example)
+        if self.recorded is not None:
+            ranked = [m for m in ranked if m in set(self.recorded)]
+        return ranked, agg
+
+
+def _agg_node(trace: Any) -> Any:
+    return next((nd for nd in trace.nodes if nd.role == "aggregator"), None)
+
+
+async def live_compare(
+    n: int,
+    seed: int = 0,
+    cache: str | None = None,
+    pool_name: str = "zeroeval-math",
+    aggregator: str = "qwen-coder-1.5b",
+    overrides: dict[str, Any] | None = None,
+    models: list[str] | None = None,
+    max_tokens: int = 512,
+    dense_inputs: int | None = 6,
+    policies: tuple[str, ...] = ("routemoa", "dense"),
+    progress: Any = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """RouteMoA and dense MoA with a **live** aggregator on the first ``n`` test queries.
+
+    Both read the pool's recorded round-1 answers (query-bound replay calls, shared
+    through the cache) and run one round (later rounds would need live refinements of
+    recorded models); the aggregator (``qwen-coder-1.5b`` of the bundled ``local``
+    pool by default, or ``overrides[aggregator]``) fuses them live with ``max_tokens``.
+
+    - ``routemoa``: the scorer's top 3, the official aggregator prompt (as
+      :func:`live_routemoa`, same cache keys).
+    - ``dense``: every pool model answers (all counted in the cost); the aggregator
+      reads the ``dense_inputs`` answers ranked first by training prior (the MoA
+      prompt); ``None`` = all of them, which for 40 MATH answers is ~6.7k prompt
+      tokens (median) and overflows the 8k context on ~10% of queries.
+
+    Per query and policy: the graded aggregated answer, the vote / select proxies over
+    the same answers, FLOPs and dollars of every call (recorded tokens for replayed
+    calls, counted tokens for the aggregator) and the aggregator's measured latency
+    and token counts (a cached call keeps the latency it was measured with). Also the
+    recorded label of the best single model by training prior. ``models`` restricts
+    the pool (e.g. ``small_open_models``); ``threads`` sets the local aggregator's CPU
+    threads (not part of the cache key).
+    """
+    from moagraph.models.cache import CallCache
+    from moagraph.models.runtime import PoolRuntime
+    from moagraph.pools.combine import extend_pool
+    from moagraph.route.encoders import make_encoder
+    from moagraph.route.gt import load_ground_truth
+    from moagraph.route.scorer import Scorer
+
+    gt = load_ground_truth(pool_name)
+    if models is not None:
+        gt = gt.subset_models(models)
+    sp = gt.split(seed)
+    tr = gt.table.subset(gt.rows(sp["train"]))
+    scorer = Scorer(make_encoder("hashing"), gt.models, head="logistic", alpha=10.0, seed=seed)
+    scorer.fit(tr.texts, tr.labels)  # no pool fingerprint: the hybrid pool adds the aggregator
+    pool = extend_pool(pool_name, ["local"])
+    if aggregator not in pool:
+        raise ValueError(
+            f"aggregator {aggregator!r} is not in the hybrid pool; models: {', '.join(pool.names)}"
+        )
+    keep = [
+        m.model_copy(update={"n_threads": threads}) if m.name == aggregator and threads else m
+        for m in pool.models
+        if m.name in set(gt.models) or m.name == aggregator
+    ]
+    pool = pool.model_copy(update={"models": keep})
+    runtime = PoolRuntime(pool, cache=CallCache(cache) if cache else None, overrides=overrides)
+    routers: dict[str, Any] = {}
+    if "routemoa" in policies:
+        routers["routemoa"] = RouteMoA(
+            scorer,
+            runtime,
+            name="routemoa (live aggregator)",
+            rounds=1,
+            aggregator=aggregator,
+            max_tokens=max_tokens,
+        )
+    if "dense" in policies:
+        dense = _RecordedDense(
+            runtime,
+            scorer,
+            layers=1,
+            n_inputs=dense_inputs,
+            max_tokens=max_tokens,
+            aggregator=aggregator,
+            name="dense (live aggregator)",
+        )
+        dense.recorded = list(gt.models)  # the pool holds the aggregator too
+        routers["dense"] = dense
+    prior = scorer.prior_scores()
+    best_single = max(gt.models, key=lambda m: (prior.get(m, 0.0), m))
+    task = _task(gt.task_name)
+    rows = gt.rows(sp["test"])[:n]
+    out: list[dict[str, Any]] = []
+    for qi in rows:
+        qi = int(qi)
+        ex = Example(
+            id=gt.table.query_ids[qi], question=gt.table.texts[qi], reference=gt.references[qi]
+        )
+        single = _Cost(gt, qi)
+        single.add(best_single, single.prompt[best_single], single.out[best_single])
+        rec: dict[str, Any] = {
+            "query_id": ex.id,
+            "single": {
+                "label": _label(gt, qi, best_single),
+                "flops": single.flops,
+                "dollars": single.dollars,
+            },
+        }
+        for key, router in routers.items():
+            trace = await router.answer(ex, task)
+            if key == "routemoa":
+                answered = trace.meta["rounds"][-1]["answered"] if trace.meta.get("rounds") else []
+            else:
+                answered = [m for m in trace.meta.get("plan", []) if m in gt.models]
+                answered = [
+                    m
+                    for m in answered
+                    if any(nd.node_id == f"L1:{m}" and nd.error is None for nd in trace.nodes)
+                ]
+            ag = _agg_node(trace)
+            rec[key] = {
+                "aggregated": float(task.grade(trace.output, ex)) if trace.output else 0.0,
+                "vote": float(vote_correct(gt, qi, answered)) if answered else 0.0,
+                "select": _label(gt, qi, answered[0]) if answered else 0.0,
+                "n_answers": len(answered),
+                "flops": trace.flops,
+                "dollars": trace.dollars,
+                "final": trace.meta.get("final"),
+                "agg_ok": ag is not None and ag.error is None,
+                "agg_error": ag.error if ag is not None else "not run",
+                "agg_latency_s": ag.latency_s if ag is not None else float("nan"),
+                "agg_prompt_tokens": ag.prompt_tokens if ag is not None else 0,
+                "agg_completion_tokens": ag.completion_tokens if ag is not None else 0,
+                "agg_finish": (ag.meta.get("finish_reason", "stop") if ag is not None else None),
+                "agg_cached": bool(ag.cached) if ag is not None else False,
+            }
+        out.append(rec)
+        if progress is not None:
+            progress(rec)
+    return {
+        "n": len(out),
+        "pool": pool_name,
+        "models": list(gt.models),
+        "aggregator": aggregator,
+        "max_tokens": max_tokens,
+        "dense_inputs": dense_inputs,
+        "best_single": best_single,
         "per_query": out,
     }

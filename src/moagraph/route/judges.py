@@ -33,8 +33,16 @@ def judge_messages(question: str, answer: str) -> list[ChatMessage]:
 
 
 _WORDS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
-    "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
 }
 _NUM = r"(\d+(?:\.\d+)?)"
 # Ordered from most to least explicit; the first pattern that matches decides.
@@ -129,7 +137,10 @@ def judges_agree(
     top = max(scored, key=lambda r: r.mean or 0.0)
     n, mean, spread = len(top.valid), top.mean or 0.0, top.spread or 0.0
     if n < min_judges:
-        return False, f"top answer ({top.answer_model}) has {n} < {min_judges} readable judge scores"
+        return (
+            False,
+            f"top answer ({top.answer_model}) has {n} < {min_judges} readable judge scores",
+        )
     if mean < threshold:
         return False, f"top mean judge score {mean:.2f} < threshold {threshold}"
     if spread > max_spread:

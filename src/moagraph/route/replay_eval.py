@@ -69,8 +69,13 @@ class ReplayCost:
     calls: int = 0
 
 
-def plan_cost(plan: RoutePlan, pool: Pool, prompt_tokens: float, out_tokens: dict[str, float],
-              n_inputs: int | None = None) -> ReplayCost:
+def plan_cost(
+    plan: RoutePlan,
+    pool: Pool,
+    prompt_tokens: float,
+    out_tokens: dict[str, float],
+    n_inputs: int | None = None,
+) -> ReplayCost:
     """Cost-model estimate of a plan on one query given recorded answer lengths."""
     cost = ReplayCost()
 
@@ -96,7 +101,11 @@ def plan_cost(plan: RoutePlan, pool: Pool, prompt_tokens: float, out_tokens: dic
     if plan.aggregator is not None and len(plan.ranked) > 1:
         inputs = [m for m in plan.ranked if m in prev][:n_inputs]
         n_p = prompt_tokens + sum(out_tokens[m] for m in inputs)
-        cost.latency_s += add(plan.aggregator, n_p, out_tokens.get(plan.aggregator, float(np.mean(list(out_tokens.values())))))
+        cost.latency_s += add(
+            plan.aggregator,
+            n_p,
+            out_tokens.get(plan.aggregator, float(np.mean(list(out_tokens.values())))),
+        )
     return cost
 
 
@@ -113,7 +122,9 @@ def evaluate_policies(
 ) -> list[PolicyResult]:
     """Plan every query with every policy and score it offline (see module doc)."""
     if table.out_tokens is None:
-        raise ValueError("label table has no recorded output lengths; load it with load_alpaca_eval")
+        raise ValueError(
+            "label table has no recorded output lengths; load it with load_alpaca_eval"
+        )
     a = float(np.mean([estimate_tokens(t) for t in table.texts]))
     b = float(np.nanmean(table.out_tokens))
     unit = unit_flops(pool.models, a, b)
@@ -131,13 +142,18 @@ def evaluate_policies(
             outs = {m: (v if np.isfinite(v) else b) for m, v in outs.items()}
             seen = [lab[m] for m in plan.ranked if np.isfinite(lab[m])]
             cost = plan_cost(plan, pool, estimate_tokens(text), outs, _n_inputs(pol))
-            rows.append({
-                "query_id": qid, "models": plan.ranked,
-                "oracle": max(seen) if seen else np.nan,
-                "selected": lab[plan.ranked[0]],
-                "flops_norm": cost.flops / unit, "dollars": cost.dollars,
-                "latency_s": cost.latency_s, "calls": cost.calls,
-            })
+            rows.append(
+                {
+                    "query_id": qid,
+                    "models": plan.ranked,
+                    "oracle": max(seen) if seen else np.nan,
+                    "selected": lab[plan.ranked[0]],
+                    "flops_norm": cost.flops / unit,
+                    "dollars": cost.dollars,
+                    "latency_s": cost.latency_s,
+                    "calls": cost.calls,
+                }
+            )
             if progress is not None:
                 progress()
         pct = {}
@@ -146,16 +162,20 @@ def evaluate_policies(
             if v:
                 pct[f"{key}_p50"] = float(np.percentile(v, 50))
                 pct[f"{key}_p99"] = float(np.percentile(v, 99))
-        results.append(PolicyResult(
-            policy=pol.name, n=len(rows),
-            oracle=float(np.nanmean([r["oracle"] for r in rows])),
-            selected=float(np.nanmean([r["selected"] for r in rows])),
-            flops_norm=float(np.mean([r["flops_norm"] for r in rows])),
-            dollars=float(np.mean([r["dollars"] for r in rows])),
-            latency_s=float(np.mean([r["latency_s"] for r in rows])),
-            calls=float(np.mean([r["calls"] for r in rows])),
-            decision_ms=pct, per_query=rows,
-        ))
+        results.append(
+            PolicyResult(
+                policy=pol.name,
+                n=len(rows),
+                oracle=float(np.nanmean([r["oracle"] for r in rows])),
+                selected=float(np.nanmean([r["selected"] for r in rows])),
+                flops_norm=float(np.mean([r["flops_norm"] for r in rows])),
+                dollars=float(np.mean([r["dollars"] for r in rows])),
+                latency_s=float(np.mean([r["latency_s"] for r in rows])),
+                calls=float(np.mean([r["calls"] for r in rows])),
+                decision_ms=pct,
+                per_query=rows,
+            )
+        )
     return results
 
 
@@ -165,14 +185,34 @@ def results_table(results: list[PolicyResult], reference: str = "dense") -> Any:
 
     ref = next((r for r in results if r.policy == reference), None)
     t = Table(title="Routing on AlpacaEval replay (held-out queries)", caption=FINAL_ANSWER_MODEL)
-    for col in ("policy", "n", "oracle win", "selected win", "FLOPs (norm)", "$ / query",
-                "latency s (model)", "calls", f"cost vs {reference}", f"latency vs {reference}"):
+    for col in (
+        "policy",
+        "n",
+        "oracle win",
+        "selected win",
+        "FLOPs (norm)",
+        "$ / query",
+        "latency s (model)",
+        "calls",
+        f"cost vs {reference}",
+        f"latency vs {reference}",
+    ):
         t.add_column(col, justify="left" if col == "policy" else "right")
     for r in results:
         dc = f"{100 * (r.flops_norm / ref.flops_norm - 1):+.1f}%" if ref else "-"
         dl = f"{100 * (r.latency_s / ref.latency_s - 1):+.1f}%" if ref else "-"
-        t.add_row(r.policy, str(r.n), f"{r.oracle:.3f}", f"{r.selected:.3f}", f"{r.flops_norm:.1f}",
-                  f"{r.dollars:.5f}", f"{r.latency_s:.1f}", f"{r.calls:.1f}", dc, dl)
+        t.add_row(
+            r.policy,
+            str(r.n),
+            f"{r.oracle:.3f}",
+            f"{r.selected:.3f}",
+            f"{r.flops_norm:.1f}",
+            f"{r.dollars:.5f}",
+            f"{r.latency_s:.1f}",
+            f"{r.calls:.1f}",
+            dc,
+            dl,
+        )
     return t
 
 
@@ -188,7 +228,13 @@ def plot_results(results: list[PolicyResult], path: str | Path) -> Path:
         ax.plot([r.flops_norm, r.flops_norm], [r.selected, r.oracle], "-", color="0.7")
         ax.scatter([r.flops_norm], [r.oracle], marker="^")
         ax.scatter([r.flops_norm], [r.selected], marker="o")
-        ax.annotate(r.policy, (r.flops_norm, r.oracle), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(
+            r.policy,
+            (r.flops_norm, r.oracle),
+            fontsize=8,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("mean normalised FLOPs per query (cost model)")
     ax.set_ylabel("mean win probability (^ oracle, o selected)")
