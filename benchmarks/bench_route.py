@@ -225,6 +225,7 @@ LIVE_ROWS = (
     ("routemoa + live aggregator (top 3)", "routemoa", "aggregated"),
     ("routemoa vote (3 recorded answers)", "routemoa", "vote"),
     ("routemoa select (top-1 recorded)", "routemoa", "select"),
+    ("routemoa + live aggregator, MoA prompt", "routemoa-moa", "aggregated"),
     ("dense + live aggregator (reads top {k} of all)", "dense", "aggregated"),
     ("dense vote (all recorded answers)", "dense", "vote"),
     ("best single by training prior (recorded)", "single", "label"),
@@ -341,7 +342,7 @@ def live_sample(
         parts = [
             f"{k}: agg={rec[k]['aggregated']:.0f} vote={rec[k]['vote']:.0f} "
             f"{rec[k]['agg_latency_s']:.0f}s{' (cached)' if rec[k]['agg_cached'] else ''}"
-            for k in ("routemoa", "dense")
+            for k in ("routemoa", "routemoa-moa", "dense")
             if k in rec
         ]
         console.print(

@@ -174,7 +174,7 @@ async def test_live_compare_routemoa_dense_single_share_cached_calls(tmp_path: P
     cache = tmp_path / "cache.sqlite"
     res = await live_compare(2, cache=str(cache), overrides={"qwen-coder-1.5b": be}, dense_inputs=4)
     gt = load_ground_truth("zeroeval-math")
-    assert res["n"] == 2 and len(prompts) == 4  # one aggregator call per policy and query
+    assert res["n"] == 2 and len(prompts) == 6  # one aggregator call per policy and query
     assert res["best_single"] in gt.models
     for q in res["per_query"]:
         rm, dn = q["routemoa"], q["dense"]
@@ -186,13 +186,17 @@ async def test_live_compare_routemoa_dense_single_share_cached_calls(tmp_path: P
         assert q["single"]["label"] == float(
             np.nan_to_num(gt.table.labels[qi, gt.models.index(res["best_single"])])
         )
+    # order per query: routemoa (official prompt), routemoa-moa (MoA prompt), dense
+    official, moa, dense_prompt = prompts[:3]
+    assert "Responses from models:" in official and "Response 1:" not in official
+    assert "Response 3:" in moa and "Response 4:" not in moa  # same 3 answers, MoA prompt
+    assert q["routemoa-moa"]["n_answers"] == 3
     # the dense aggregator reads exactly dense_inputs numbered answers
-    dense_prompt = prompts[1]
     assert "Response 4:" in dense_prompt and "Response 5:" not in dense_prompt
     again = await live_compare(
         2, cache=str(cache), overrides={"qwen-coder-1.5b": be}, dense_inputs=4
     )
-    assert len(prompts) == 4 and all(q["routemoa"]["agg_cached"] for q in again["per_query"])
+    assert len(prompts) == 6 and all(q["routemoa"]["agg_cached"] for q in again["per_query"])
     assert [q["dense"]["aggregated"] for q in again["per_query"]] == [
         q["dense"]["aggregated"] for q in res["per_query"]
     ]

@@ -420,7 +420,7 @@ async def live_compare(
     models: list[str] | None = None,
     max_tokens: int = 512,
     dense_inputs: int | None = 6,
-    policies: tuple[str, ...] = ("routemoa", "dense"),
+    policies: tuple[str, ...] = ("routemoa", "routemoa-moa", "dense"),
     progress: Any = None,
     threads: int | None = None,
 ) -> dict[str, Any]:
@@ -433,6 +433,8 @@ async def live_compare(
 
     - ``routemoa``: the scorer's top 3, the official aggregator prompt (as
       :func:`live_routemoa`, same cache keys).
+    - ``routemoa-moa``: the same answers, dense MoA's aggregator prompt (so the two
+      differ only in which answers the aggregator reads).
     - ``dense``: every pool model answers (all counted in the cost); the aggregator
       reads the ``dense_inputs`` answers ranked first by training prior (the MoA
       prompt); ``None`` = all of them, which for 40 MATH answers is ~6.7k prompt
@@ -482,6 +484,16 @@ async def live_compare(
             aggregator=aggregator,
             max_tokens=max_tokens,
         )
+    if "routemoa-moa" in policies:
+        routers["routemoa-moa"] = RouteMoA(
+            scorer,
+            runtime,
+            name="routemoa (live aggregator, MoA prompt)",
+            rounds=1,
+            aggregator=aggregator,
+            max_tokens=max_tokens,
+            aggregator_prompt="moa",
+        )
     if "dense" in policies:
         dense = _RecordedDense(
             runtime,
@@ -516,7 +528,7 @@ async def live_compare(
         }
         for key, router in routers.items():
             trace = await router.answer(ex, task)
-            if key == "routemoa":
+            if key.startswith("routemoa"):
                 answered = trace.meta["rounds"][-1]["answered"] if trace.meta.get("rounds") else []
             else:
                 answered = [m for m in trace.meta.get("plan", []) if m in gt.models]

@@ -44,6 +44,7 @@ unless said):
   models that never answered (their cross-score defaults to 1.0); here it
   applies only to models that answered in round 1.
 - ``assessment`` ("inline" official, "judge", "none"); ``aggregator``;
+  ``aggregator_prompt`` ("official", or "moa": dense MoA's aggregator prompt);
   ``rounds``; ``k``; weights and threshold are all overridable.
 
 Every call is budget-guarded (see :mod:`runner`); every decision (prior,
@@ -62,6 +63,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from moagraph.graph.prompts import aggregator_messages
 from moagraph.graph.trace import Trace
 from moagraph.models.base import ChatMessage, SamplingParams
 from moagraph.models.cost import call_dollars, node_flops
@@ -260,6 +262,12 @@ class RouteMoAConfig(BaseModel):
     )
     aggregator: str | None = Field(None, description="Fixed aggregator; None = strongest by prior.")
     aggregate: bool = Field(True, description="Always fuse with the aggregator (official).")
+    aggregator_prompt: Literal["official", "moa"] = Field(
+        "official",
+        description="official: AGGREGATOR_PROMPT + numbered answers in the system prompt; "
+        "moa: the MoA prompt dense MoA uses (answers in the user turn, ends asking for the "
+        "final answer in the question's format).",
+    )
     max_tokens: int = Field(1024, ge=1)
     judge_max_tokens: int = Field(8, ge=1)
     temperature: float = Field(0.0, ge=0, description="official routemoa.json: 0")
@@ -608,7 +616,11 @@ class RouteMoA:
         if order and c.aggregate:
             agg = self.aggregator_model()
             refs = [answers[last][m] for m in final_models]
-            msgs = with_system(task, example, AGGREGATOR_PROMPT, refs)
+            msgs = (
+                aggregator_messages(task, example, refs)
+                if c.aggregator_prompt == "moa"
+                else with_system(task, example, AGGREGATOR_PROMPT, refs)
+            )
             (res,) = await run.run_calls(
                 [
                     Call(
