@@ -200,3 +200,32 @@ async def test_live_compare_routemoa_dense_single_share_cached_calls(tmp_path: P
     assert [q["dense"]["aggregated"] for q in again["per_query"]] == [
         q["dense"]["aggregated"] for q in res["per_query"]
     ]
+
+
+async def test_live_compare_on_mmlu_pro_builds_the_prompt_with_options(tmp_path: Path) -> None:
+    """Regression: the live path built MMLU-Pro examples without their options (KeyError
+    'choices'); the aggregator must see the options and the recorded letter answers."""
+    from moagraph.route.gt_eval import live_compare
+
+    prompts: list[str] = []
+
+    def respond(req: LLMRequest) -> str:
+        prompts.append("\n".join(m["content"] for m in req.messages))
+        return "The answer is (A)."
+
+    gt = load_ground_truth("mmlu-pro")
+    res = await live_compare(
+        1,
+        pool_name="mmlu-pro",
+        models=small_open_models(gt, 8.6),
+        cache=str(tmp_path / "c.sqlite"),
+        overrides={"qwen-coder-1.5b": ScriptedBackend(respond=respond)},
+        policies=("routemoa",),
+    )
+    assert res["n"] == 1 and len(prompts) == 1
+    assert "\nA. " in prompts[0] and "\nB. " in prompts[0]  # the options reach the prompt
+    assert "The answer is (" in prompts[0]  # recorded answers are letters only
+    q = res["per_query"][0]["routemoa"]
+    assert q["aggregated"] == float(
+        gt.references[gt.rows([res["per_query"][0]["query_id"]])[0]] == "A"
+    )

@@ -27,6 +27,7 @@ from moagraph.models.pool import Pool, load_pool
 from moagraph.pools import resolve_pool
 from moagraph.pools.splits import split_ids
 from moagraph.route.data import LabelDataError, LabelTable
+from moagraph.tasks.base import Example
 
 GROUND_TRUTH_TASKS = {"zeroeval-math": "math", "zeroeval-gsm8k": "gsm8k", "mmlu-pro": "mmlu-pro"}
 """Bundled ground-truth pools and the task whose extractor/grader reads their answers."""
@@ -65,6 +66,19 @@ class GroundTruth:
             list(self.references),
             self.ref_correct,
             dict(self.meta),
+        )
+
+    def example(self, qi: int) -> Example:
+        """Query ``qi`` as the task's :class:`Example`, with its recorded metadata (MMLU-Pro's
+        ``options`` become the task's ``choices``, without which its prompt cannot be built)."""
+        qm = dict((self.meta.get("query_meta") or [{}] * len(self.references))[qi] or {})
+        if "options" in qm and "choices" not in qm:
+            qm["choices"] = list(qm["options"])
+        return Example(
+            id=self.table.query_ids[qi],
+            question=self.table.texts[qi],
+            reference=self.references[qi],
+            meta=qm,
         )
 
     def rows(self, ids: list[str]) -> np.ndarray:
@@ -188,7 +202,7 @@ def load_ground_truth(name_or_path: str, task: str | None = None) -> GroundTruth
         in_tok,
         answers,
         [q.get("reference") for q in queries],
-        meta={"pool_dir": str(d)},
+        meta={"pool_dir": str(d), "query_meta": [q.get("meta") or {} for q in queries]},
     )
 
 

@@ -364,9 +364,7 @@ async def live_routemoa(
     out: list[dict[str, Any]] = []
     for qi in rows:
         qi = int(qi)
-        ex = Example(
-            id=gt.table.query_ids[qi], question=gt.table.texts[qi], reference=gt.references[qi]
-        )
+        ex = gt.example(qi)
         trace = await router.answer(ex, task)
         last = trace.meta["rounds"][-1]["answered"] if trace.meta.get("rounds") else []
         out.append(
@@ -513,9 +511,7 @@ async def live_compare(
     out: list[dict[str, Any]] = []
     for qi in rows:
         qi = int(qi)
-        ex = Example(
-            id=gt.table.query_ids[qi], question=gt.table.texts[qi], reference=gt.references[qi]
-        )
+        ex = gt.example(qi)
         single = _Cost(gt, qi)
         single.add(best_single, single.prompt[best_single], single.out[best_single])
         rec: dict[str, Any] = {
