@@ -33,18 +33,26 @@ from typing import Any
 
 
 def _body(model: str, stream: bool) -> bytes:
-    return json.dumps({"model": model, "stream": stream, "messages": [
-        {"role": "user", "content": "What is the capital of France?"}]}).encode()
+    return json.dumps(
+        {
+            "model": model,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        }
+    ).encode()
 
 
-async def _raw_client(url: str, model: str, n: int, conc: int, stream: bool, limit_s: float,
-                      key: str) -> tuple[list[float], int, float]:
+async def _raw_client(
+    url: str, model: str, n: int, conc: int, stream: bool, limit_s: float, key: str
+) -> tuple[list[float], int, float]:
     """Keep-alive HTTP/1.1 over asyncio streams: the cheapest possible client, so on a
     2-core box the load generator does not eat the CPU the server is measured on."""
     host, port = url.removeprefix("http://").split(":")
     body = _body(model, stream)
-    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    req = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     lat: list[float] = []
     errors = 0
     todo = n
@@ -61,7 +69,7 @@ async def _raw_client(url: str, model: str, n: int, conc: int, stream: bool, lim
                 head = (await r.readuntil(b"\r\n\r\n")).lower()
                 if b"content-length:" in head:
                     i = head.index(b"content-length:") + len(b"content-length:")
-                    data = await r.readexactly(int(head[i:head.index(b"\r\n", i)]))
+                    data = await r.readexactly(int(head[i : head.index(b"\r\n", i)]))
                 else:  # chunked (SSE): the last chunk is "0\r\n\r\n"
                     data = await r.readuntil(b"\r\n0\r\n\r\n")
                 ok = head.startswith(b"http/1.1 200") and (not stream or b"data: [DONE]" in data)
@@ -77,8 +85,9 @@ async def _raw_client(url: str, model: str, n: int, conc: int, stream: bool, lim
     return lat, errors, time.perf_counter() - t0
 
 
-async def _httpx_client(url: str, model: str, n: int, conc: int, stream: bool, limit_s: float,
-                        key: str) -> tuple[list[float], int, float]:
+async def _httpx_client(
+    url: str, model: str, n: int, conc: int, stream: bool, limit_s: float, key: str
+) -> tuple[list[float], int, float]:
     """The same load through httpx.AsyncClient (what an application would use)."""
     import httpx
 
@@ -90,6 +99,7 @@ async def _httpx_client(url: str, model: str, n: int, conc: int, stream: bool, l
     deadline = time.perf_counter() + limit_s
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30, headers=headers) as c:
+
         async def worker() -> None:
             nonlocal todo, errors
             while todo > 0 and time.perf_counter() < deadline:
@@ -107,22 +117,32 @@ async def _httpx_client(url: str, model: str, n: int, conc: int, stream: bool, l
         return lat, errors, time.perf_counter() - t0
 
 
-async def _client(kind: str, url: str, model: str, n: int, conc: int, stream: bool,
-                  limit_s: float, key: str) -> dict[str, Any]:
+async def _client(
+    kind: str, url: str, model: str, n: int, conc: int, stream: bool, limit_s: float, key: str
+) -> dict[str, Any]:
     run = _raw_client if kind == "raw" else _httpx_client
     await run(url, model, min(50, n), min(conc, 4), stream, limit_s, key)  # warm-up, not measured
     lat, errors, elapsed = await run(url, model, n, conc, stream, limit_s, key)
     lat.sort()
+
     def q(p):
-        return (lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan"))
-    return {"n": len(lat), "errors": errors, "elapsed_s": elapsed,
-            "rps": len(lat) / elapsed if elapsed else 0.0, "p50_ms": q(0.50) * 1e3,
-            "p99_ms": q(0.99) * 1e3}
+        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+
+    return {
+        "n": len(lat),
+        "errors": errors,
+        "elapsed_s": elapsed,
+        "rps": len(lat) / elapsed if elapsed else 0.0,
+        "p50_ms": q(0.50) * 1e3,
+        "p99_ms": q(0.99) * 1e3,
+    }
 
 
 def client_main(argv: list[str]) -> None:
     kind, url, model, n, conc, stream, limit_s, key = argv
-    out = asyncio.run(_client(kind, url, model, int(n), int(conc), stream == "1", float(limit_s), key))
+    out = asyncio.run(
+        _client(kind, url, model, int(n), int(conc), stream == "1", float(limit_s), key)
+    )
     print(json.dumps(out))
 
 
@@ -141,10 +161,15 @@ def _graphs() -> dict[str, Any]:
 
     return {
         "solo": Graph(name="solo", sink="a", nodes=[Node(id="a", model="m1")]),
-        "moa3": Graph(name="moa3", sink="agg", nodes=[
-            Node(id="a", model="m1"), Node(id="b", model="m2"),
-            Node(id="agg", role=Role.AGGREGATOR, model="m2", inputs=["a", "b"]),
-        ]),
+        "moa3": Graph(
+            name="moa3",
+            sink="agg",
+            nodes=[
+                Node(id="a", model="m1"),
+                Node(id="b", model="m2"),
+                Node(id="agg", role=Role.AGGREGATOR, model="m2", inputs=["a", "b"]),
+            ],
+        ),
     }
 
 
@@ -168,7 +193,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         client_main(sys.argv[2:])
         return
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="Few requests (smoke run).")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--requests", type=int, default=4000, help="Per concurrent scenario.")
@@ -195,8 +222,10 @@ def main() -> None:
     task = _task()
     graphs = _graphs()
 
-    direct = {name: asyncio.run(_direct(PoolRuntime(pool, overrides=overrides), task, g, 300))
-              for name, g in graphs.items()}
+    direct = {
+        name: asyncio.run(_direct(PoolRuntime(pool, overrides=overrides), task, g, 300))
+        for name, g in graphs.items()
+    }
 
     key = "bench-key"
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,10 +245,26 @@ def main() -> None:
             bar = prog.add_task("load", total=len(scenarios))
             for label, kind, model, conc, stream, n in scenarios:
                 prog.update(bar, description=f"{label} (c={conc})")
-                cmd = [sys.executable, __file__, "--client", kind, srv.base_url, model, str(n),
-                       str(conc), "1" if stream else "0", str(args.limit_s), key]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                     env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    kind,
+                    srv.base_url,
+                    model,
+                    str(n),
+                    str(conc),
+                    "1" if stream else "0",
+                    str(args.limit_s),
+                    key,
+                ]
+                out = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                )
                 results.append((label, kind, model, conc, json.loads(out.stdout)))
                 prog.advance(bar)
             rows_logged = None
@@ -230,22 +275,36 @@ def main() -> None:
 
     loop_impl = "uvloop" if _has("uvloop") else "asyncio"
     http_impl = "httptools" if _has("httptools") else "h11"
-    table = Table(title=f"moagraph serve on loopback, zero-latency backend "
-                        f"({os.cpu_count()} cores, {loop_impl} + {http_impl}, "
-                        f"store {'on' if store else 'off'}, uvicorn {_ver('uvicorn')})")
+    table = Table(
+        title=f"moagraph serve on loopback, zero-latency backend "
+        f"({os.cpu_count()} cores, {loop_impl} + {http_impl}, "
+        f"store {'on' if store else 'off'}, uvicorn {_ver('uvicorn')})"
+    )
     for col in ("scenario", "client", "conc.", "requests", "errors", "req/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right" if col not in ("scenario", "client") else "left")
     for label, kind, _model, conc, r in results:
-        table.add_row(label, kind, str(conc), str(r["n"]), str(r["errors"]), f"{r['rps']:.0f}",
-                      f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
+        table.add_row(
+            label,
+            kind,
+            str(conc),
+            str(r["n"]),
+            str(r["errors"]),
+            f"{r['rps']:.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+        )
     console.print(table)
 
     seq = results[0][4]
     t2 = Table(title="latency the server adds over an in-process executor call (p50)")
     for col in ("graph", "in-process ms", "HTTP round trip ms", "added ms"):
         t2.add_column(col, justify="right" if col != "graph" else "left")
-    t2.add_row("solo", f"{direct['solo'] * 1e3:.3f}", f"{seq['p50_ms']:.3f}",
-               f"{seq['p50_ms'] - direct['solo'] * 1e3:.3f}")
+    t2.add_row(
+        "solo",
+        f"{direct['solo'] * 1e3:.3f}",
+        f"{seq['p50_ms']:.3f}",
+        f"{seq['p50_ms'] - direct['solo'] * 1e3:.3f}",
+    )
     console.print(t2)
     console.print(f"in-process p50, moa3: {direct['moa3'] * 1e3:.3f} ms")
     if rows_logged is not None:

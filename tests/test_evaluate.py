@@ -226,8 +226,15 @@ def test_resume_reruns_transient_failures_only(tmp_path) -> None:
     store = RunStore(tmp_path / "runs.sqlite")
     store.create_run("r", {"x": 1})
     store.add_result("r", Trace(query_id="ok", policy="p"))
-    store.add_result("r", Trace(query_id="crashed", policy="p", error="killed by SIGSEGV",
-                                meta={"transient_error": True}))
+    store.add_result(
+        "r",
+        Trace(
+            query_id="crashed",
+            policy="p",
+            error="killed by SIGSEGV",
+            meta={"transient_error": True},
+        ),
+    )
     store.add_result("r", Trace(query_id="missed", policy="p", error="ReplayMiss: no recording"))
     assert store.finished_ids("r") == {"ok", "missed"}
     assert store.finished_ids("r", include_errors=False) == {"ok"}

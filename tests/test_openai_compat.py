@@ -168,7 +168,9 @@ async def test_plain_completion(server: Server) -> None:
     assert b.identity(spec) == f"openai:{server.base_url}:ok"
     assert "response_format" not in body  # only sent when a schema is asked for
     schema = {"type": "object", "properties": {"p": {"type": "number"}}, "required": ["p"]}
-    await b.complete(LLMRequest(model=spec, messages=MSGS, params=SamplingParams(json_schema=schema)))
+    await b.complete(
+        LLMRequest(model=spec, messages=MSGS, params=SamplingParams(json_schema=schema))
+    )
     assert server.bodies[-1]["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "reply", "schema": schema},

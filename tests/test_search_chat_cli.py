@@ -34,9 +34,33 @@ def test_chat_search_on_replay_slice_scores_multi_node_graphs(tmp_path) -> None:
 
     _register()
     study = tmp_path / "s.sqlite"
-    args = ["search", "--task", "chat", "--pool", _slice_pool(tmp_path), "--split", "sample", "--budget", "100",
-            "--optimizer", "exhaustive", "--iterations", "10", "--train-n", "10", "--heldout-n", "10",
-            "--max-nodes", "3", "--study", str(study), "--cache", str(tmp_path / "c.sqlite"), "--study-name", "chat"]
+    args = [
+        "search",
+        "--task",
+        "chat",
+        "--pool",
+        _slice_pool(tmp_path),
+        "--split",
+        "sample",
+        "--budget",
+        "100",
+        "--optimizer",
+        "exhaustive",
+        "--iterations",
+        "10",
+        "--train-n",
+        "10",
+        "--heldout-n",
+        "10",
+        "--max-nodes",
+        "3",
+        "--study",
+        str(study),
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        "--study-name",
+        "chat",
+    ]
     r = CliRunner().invoke(app, args)  # no --flat: forced, with a note
     out = _flat(r.output)
     assert r.exit_code == 0, r.output
@@ -44,7 +68,10 @@ def test_chat_search_on_replay_slice_scores_multi_node_graphs(tmp_path) -> None:
     assert "oracle upper bound" in out and "(oracle UB)" in out  # final table and footnote
     assert "uses flat graphs" in out
     st = Study.load(study, "chat")
-    assert st.config["space"]["sink_mode"] == "select" and st.config["evaluator"] == "exact-replay-select"
+    assert (
+        st.config["space"]["sink_mode"] == "select"
+        and st.config["evaluator"] == "exact-replay-select"
+    )
     trials = st.trials()
     st.close()
     assert len(trials) == 7  # every mix of 3 models, one recording each
@@ -64,13 +91,47 @@ def test_chat_search_on_live_pool_is_refused(tmp_path) -> None:
 
     _register()
     pool = tmp_path / "live.yaml"
-    pool.write_text(yaml.safe_dump({"name": "live", "models": [
-        {"name": "m", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "params_b": 1.0,
-         "layers": 16, "hidden_size": 2048},
-    ]}))
-    r = CliRunner().invoke(app, ["search", "--task", "chat", "--pool", str(pool), "--split", "sample",
-                                 "--optimizer", "random", "--iterations", "1", "--train-n", "2", "--heldout-n", "0",
-                                 "--study", str(tmp_path / "s.sqlite"), "--cache", str(tmp_path / "c.sqlite")])
+    pool.write_text(
+        yaml.safe_dump(
+            {
+                "name": "live",
+                "models": [
+                    {
+                        "name": "m",
+                        "backend": "openai",
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "params_b": 1.0,
+                        "layers": 16,
+                        "hidden_size": 2048,
+                    },
+                ],
+            }
+        )
+    )
+    r = CliRunner().invoke(
+        app,
+        [
+            "search",
+            "--task",
+            "chat",
+            "--pool",
+            str(pool),
+            "--split",
+            "sample",
+            "--optimizer",
+            "random",
+            "--iterations",
+            "1",
+            "--train-n",
+            "2",
+            "--heldout-n",
+            "0",
+            "--study",
+            str(tmp_path / "s.sqlite"),
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+        ],
+    )
     out = _flat(r.output)
     assert r.exit_code == 2, r.output
     assert "--task 'chat'" in out and "--pool alpaca_eval" in out and "Traceback" not in out

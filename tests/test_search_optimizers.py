@@ -16,7 +16,9 @@ from moagraph.search.study import Study, StudyError, run_study
 
 
 def space(flat: bool = False) -> SearchSpace:
-    return SearchSpace.from_pool(fake_pool("s", "m", "l"), avg_in=202, avg_out=275, budget=12.0, max_nodes=4, flat=flat)
+    return SearchSpace.from_pool(
+        fake_pool("s", "m", "l"), avg_in=202, avg_out=275, budget=12.0, max_nodes=4, flat=flat
+    )
 
 
 class Synthetic:
@@ -31,14 +33,22 @@ class Synthetic:
         self.calls += 1
         mix = self.space.mix_of(g)
         edges = sum(len(n.inputs) for n in g.llm_nodes)
-        r = 1.0 - 0.2 * abs(mix[1] - 3) - 0.1 * mix[0] - 0.1 * mix[2] + (0.05 if edges == 1 else 0.0)
+        r = (
+            1.0
+            - 0.2 * abs(mix[1] - 3)
+            - 0.1 * mix[0]
+            - 0.1 * mix[2]
+            + (0.05 if edges == 1 else 0.0)
+        )
         return EvalResult(r, self.space.graph_cost(g), 0.0, float(len(g.llm_nodes)), 1)
 
 
 async def _run(tmp_path, name: str, seed: int, n: int, study_name: str = "s", flat: bool = False):
     sp = space(flat)
     opt = get_optimizer(name, sp, seed=seed)
-    st = Study.open(tmp_path / "st.sqlite", study_name, {"optimizer": name, "seed": seed}, resume=True)
+    st = Study.open(
+        tmp_path / "st.sqlite", study_name, {"optimizer": name, "seed": seed}, resume=True
+    )
     res = await run_study(st, opt, Synthetic(sp), n)
     trials = st.trials()
     st.close()
@@ -69,7 +79,9 @@ async def test_reinforce_concentrates_probability_on_good_models(tmp_path) -> No
 async def test_exhaustive_finds_the_known_optimum(tmp_path) -> None:
     sp = space(flat=True)
     graphs = enumerate_graphs(sp)
-    assert len({graph_key(g) for g in graphs}) == len(graphs) == len(sp.feasible_mixes(maximal=False))
+    assert (
+        len({graph_key(g) for g in graphs}) == len(graphs) == len(sp.feasible_mixes(maximal=False))
+    )
     res, trials = await _run(tmp_path, "exhaustive", 0, 10_000, flat=True)
     assert len(trials) == len(graphs)
     assert sp.mix_of(res.best_graph) == (0, 3, 0)
@@ -122,7 +134,9 @@ def test_study_exists_without_resume_and_config_mismatch(tmp_path) -> None:
 async def test_multi_objective_pareto_front(tmp_path) -> None:
     sp = space()
     st = Study.open(tmp_path / "m.sqlite", "m", {})
-    res = await run_study(st, get_optimizer("random", sp, seed=0), Synthetic(sp), 20, multi_objective=True)
+    res = await run_study(
+        st, get_optimizer("random", sp, seed=0), Synthetic(sp), 20, multi_objective=True
+    )
     assert res.pareto
     for p in res.pareto:  # nobody dominates a front member
         for t in st.trials():
@@ -133,4 +147,11 @@ async def test_multi_objective_pareto_front(tmp_path) -> None:
 def test_unknown_optimizer_lists_known() -> None:
     with pytest.raises(UnknownOptimizerError, match="agent-reinforce"):
         get_optimizer("sgd", space())
-    assert set(optimizer_names()) == {"agent-reinforce", "reinforce", "random", "bayesopt", "textgrad", "exhaustive"}
+    assert set(optimizer_names()) == {
+        "agent-reinforce",
+        "reinforce",
+        "random",
+        "bayesopt",
+        "textgrad",
+        "exhaustive",
+    }

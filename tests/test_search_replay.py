@@ -30,13 +30,34 @@ def replay_setup(tmp_path):
         for ex in exs:
             for s in range(3):
                 ans = ex.reference if rng.random() < p else ex.reference + rng.choice([1, 2])
-                recs.append({"model": m, "query_id": ex.id, "sample": s, "text": f"so it is {ans}",
-                             "prompt_tokens": 40, "completion_tokens": 10, "latency_s": 0.1 * (s + 1)})
+                recs.append(
+                    {
+                        "model": m,
+                        "query_id": ex.id,
+                        "sample": s,
+                        "text": f"so it is {ans}",
+                        "prompt_tokens": 40,
+                        "completion_tokens": 10,
+                        "latency_s": 0.1 * (s + 1),
+                    }
+                )
     write_records(tmp_path / "rec.jsonl.gz", recs)
-    pool = pool_from_dict({"name": "rp", "models": [
-        {"name": m, "backend": "replay", "replay": str(tmp_path / "rec.jsonl.gz"), "params_b": b, "layers": 16, "hidden_size": 2048}
-        for m, b in (("a", 1.0), ("b", 2.0), ("c", 4.0))
-    ]})
+    pool = pool_from_dict(
+        {
+            "name": "rp",
+            "models": [
+                {
+                    "name": m,
+                    "backend": "replay",
+                    "replay": str(tmp_path / "rec.jsonl.gz"),
+                    "params_b": b,
+                    "layers": 16,
+                    "hidden_size": 2048,
+                }
+                for m, b in (("a", 1.0), ("b", 2.0), ("c", 4.0))
+            ],
+        }
+    )
     space = SearchSpace.from_pool(pool, task, budget=8.0, max_nodes=4, flat=True, max_copies=3)
     return task, exs, recs, pool, space
 
@@ -65,7 +86,9 @@ async def test_search_on_replay_pool_is_deterministic(replay_setup, tmp_path) ->
     task, exs, recs, pool, space = replay_setup
     keys = []
     for run in range(2):
-        ev = ExactReplayEvaluator.from_records(recs, space, exs[:8], exs[8:], mode="vote", task=task)
+        ev = ExactReplayEvaluator.from_records(
+            recs, space, exs[:8], exs[8:], mode="vote", task=task
+        )
         st = Study.open(tmp_path / "d.sqlite", f"r{run}", {})
         res = await run_study(st, get_optimizer("bayesopt", space, seed=5), ev, 12)
         keys.append([t.graph.model_dump_json() for t in st.trials()] + [str(res.heldout_reward)])
@@ -87,7 +110,9 @@ async def test_report_cli_writes_plots(replay_setup, tmp_path) -> None:
     task, exs, recs, pool, space = replay_setup
     path = tmp_path / "study.sqlite"
     for name in ("random", "reinforce"):
-        ev = ExactReplayEvaluator.from_records(recs, space, exs[:8], exs[8:], mode="vote", task=task)
+        ev = ExactReplayEvaluator.from_records(
+            recs, space, exs[:8], exs[8:], mode="vote", task=task
+        )
         st = Study.open(path, name, {"optimizer": name})
         await run_study(st, get_optimizer(name, space, seed=0), ev, 6)
         st.close()
@@ -123,9 +148,30 @@ def test_search_cli_on_replay_pool(replay_setup, tmp_path, monkeypatch) -> None:
         monkeypatch.setitem(sys.modules, "moagraph.tasks.registry", fake)
     _register()
     study = tmp_path / "s.sqlite"
-    args = ["search", "--task", "arith", "--pool", str(pool_file), "--budget", "8", "--optimizer", "bayesopt",
-            "--iterations", "6", "--train-n", "6", "--heldout-n", "4", "--flat", "--study", str(study),
-            "--cache", str(tmp_path / "c.sqlite"), "--study-name", "cli"]
+    args = [
+        "search",
+        "--task",
+        "arith",
+        "--pool",
+        str(pool_file),
+        "--budget",
+        "8",
+        "--optimizer",
+        "bayesopt",
+        "--iterations",
+        "6",
+        "--train-n",
+        "6",
+        "--heldout-n",
+        "4",
+        "--flat",
+        "--study",
+        str(study),
+        "--cache",
+        str(tmp_path / "c.sqlite"),
+        "--study-name",
+        "cli",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "exact replay, vote mode" in " ".join(r.output.split())  # all-replay pool, flat, votable

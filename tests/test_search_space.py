@@ -12,7 +12,9 @@ from moagraph.search.space import SearchSpace, SearchSpaceError, finalize_graph,
 
 
 def space(budget: float = 12.0, max_nodes: int = 5, **kw) -> SearchSpace:
-    return SearchSpace.from_pool(fake_pool("s", "m", "l"), avg_in=202, avg_out=275, budget=budget, max_nodes=max_nodes, **kw)
+    return SearchSpace.from_pool(
+        fake_pool("s", "m", "l"), avg_in=202, avg_out=275, budget=budget, max_nodes=max_nodes, **kw
+    )
 
 
 def check_valid(sp: SearchSpace, g) -> None:
@@ -58,7 +60,12 @@ def test_untrimmed_dense_samples_break_budget_and_trim_fixes_them() -> None:
 
 def test_trim_drops_cheapest_first() -> None:
     sp = space(5.0)
-    nodes = [Node(id="n0", model="l"), Node(id="n1", model="s"), Node(id="n2", model="s"), Node(id="n3", model="m")]
+    nodes = [
+        Node(id="n0", model="l"),
+        Node(id="n1", model="s"),
+        Node(id="n2", model="s"),
+        Node(id="n3", model="m"),
+    ]
     g = finalize_graph(nodes, [])
     assert sp.graph_cost(g) > 5.0
     t = sp.trim(g)
@@ -86,7 +93,11 @@ def test_role_rules_in_finalize() -> None:
         Node(id="n2", role=Role.FUSER, model="m", inputs=["n1"]),  # fed by fuser -> assistant
     ]
     g = finalize_graph(nodes, [])
-    assert [g.node(i).role for i in ("n0", "n1", "n2")] == [Role.ASSISTANT, Role.FUSER, Role.ASSISTANT]
+    assert [g.node(i).role for i in ("n0", "n1", "n2")] == [
+        Role.ASSISTANT,
+        Role.FUSER,
+        Role.ASSISTANT,
+    ]
     assert g.node("sink").inputs == ["n2"]
     g.validate_structure()
 
@@ -99,7 +110,13 @@ def test_budget_too_small_names_the_option() -> None:
 def test_probabilities_round_trip_and_partial_update() -> None:
     sp = space()
     d = GraphDistribution(sp)
-    n = d.set_probabilities({"edges": {"n0->n1": 1.7, "n3->n1": 0.9, "bogus": 0.2}, "models": {"n0": {"l": 0.9, "zzz": 1}}, "sink": {"n2": "80%"}})
+    n = d.set_probabilities(
+        {
+            "edges": {"n0->n1": 1.7, "n3->n1": 0.9, "bogus": 0.2},
+            "models": {"n0": {"l": 0.9, "zzz": 1}},
+            "sink": {"n2": "80%"},
+        }
+    )
     p = d.probabilities()
     assert n == 3
     assert p["edges"]["n0->n1"] == 0.99  # clipped
@@ -114,7 +131,9 @@ def test_probabilities_round_trip_and_partial_update() -> None:
 def test_log_prob_is_highest_for_the_mode() -> None:
     sp = space()
     d = GraphDistribution(sp)
-    d.set_probabilities({"models": {f"n{i}": {"m": 0.9} for i in range(5)}, "edges": {"n0->n1": 0.95}})
+    d.set_probabilities(
+        {"models": {f"n{i}": {"m": 0.9} for i in range(5)}, "edges": {"n0->n1": 0.95}}
+    )
     rng = np.random.default_rng(0)
     mode = d.argmax_graph()
     assert all(d.log_prob(mode) >= d.log_prob(d.sample(rng)) - 1e-9 for _ in range(20))

@@ -25,7 +25,6 @@ from moagraph.cli._errors import fail
 console = Console()
 
 
-
 @app.command("eval")
 def eval_command(
     graph: Annotated[
@@ -83,7 +82,9 @@ def eval_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data)."),
+        typer.Option(
+            help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data)."
+        ),
     ] = None,
     ray: Annotated[
         str | None,
@@ -204,7 +205,9 @@ def _eval(
         )
     pool = load_pool(resolve_pool(pool_name))
     specs = {m.name: m for m in pool.models}  # as written in the pool file: the run's identity
-    if ray_address is not None and not dry_run:  # models as Ray replicas; the store and cache stay on this driver
+    if (
+        ray_address is not None and not dry_run
+    ):  # models as Ray replicas; the store and cache stay on this driver
         from moagraph.scale.cluster import connect, on_cluster
 
         connect(ray_address)

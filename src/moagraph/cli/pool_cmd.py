@@ -508,7 +508,9 @@ def _record_dry_run(live: Any, task: Any, settings: Any) -> None:
     names = list(settings.models or live.names)
     for m in names:
         if m not in live:
-            raise ValueError(f"--model {m!r} is not in pool {live.name!r} ({', '.join(live.names)})")
+            raise ValueError(
+                f"--model {m!r} is not in pool {live.name!r} ({', '.join(live.names)})"
+            )
     k = len(task.load(settings.split, n=settings.n, seed=settings.seed))
     costs = [estimate_cost(single(m), live, task) for m in names]
     calls = len(names) * settings.samples

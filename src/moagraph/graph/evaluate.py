@@ -184,7 +184,10 @@ async def aevaluate(
     t0 = time.perf_counter()
     if store is not None:
         # A random suffix: two runs started in the same second must not collide.
-        run_id = run_id or f"{policy.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        run_id = (
+            run_id
+            or f"{policy.name}-{task.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        )
         cfg = {"policy": policy.name, "task": task.name, "n": len(examples), **(config or {})}
         # strict: resuming needs the run to exist with this very configuration, or the
         # stored results would be reported as if this configuration had produced them.

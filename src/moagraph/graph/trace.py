@@ -29,7 +29,9 @@ class NodeTrace:
     end_s: float = 0.0
     cached: bool = False
     error: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)  # e.g. sample_index, votes, judge choice, replay score
+    meta: dict[str, Any] = field(
+        default_factory=dict
+    )  # e.g. sample_index, votes, judge choice, replay score
 
 
 @dataclass

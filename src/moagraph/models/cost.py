@@ -28,7 +28,9 @@ def decode_flops(n_params: float, layers: int, hidden: int, n_prompt: float, n_o
 
 def call_flops(model: ModelSpec, prompt_tokens: float, completion_tokens: float) -> float:
     """FLOPs of one call with measured (or planned) token counts."""
-    return prefill_flops(model.n_params, model.layers, model.hidden_size, prompt_tokens) + decode_flops(
+    return prefill_flops(
+        model.n_params, model.layers, model.hidden_size, prompt_tokens
+    ) + decode_flops(
         model.n_params, model.layers, model.hidden_size, prompt_tokens, completion_tokens
     )
 

@@ -49,7 +49,9 @@ class ModelSpec(BaseModel):
         description="Model id at the endpoint (openai), GGUF path or 'package:<module>' "
         "(llamacpp); defaults to `name`.",
     )
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
+    )
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     params_b: float = Field(gt=0, description="Parameter count in billions (M).")
     layers: int = Field(gt=0, description="Transformer layers (L).")
@@ -87,7 +89,9 @@ class ModelSpec(BaseModel):
     ray: RaySpec | None = Field(
         None, description="Run this model as replicas on a Ray cluster (needs the ray extra)."
     )
-    extra: dict[str, Any] = Field(default_factory=dict, description="Free-form notes (source, estimates).")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form notes (source, estimates)."
+    )
 
     @property
     def display(self) -> str:
@@ -175,9 +179,18 @@ def _format_validation(err: ValidationError, raw: dict[str, Any], source: str) -
     for e in err.errors():
         loc = list(e["loc"])
         where = ".".join(str(p) for p in loc)
-        if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int) and isinstance(models, list):
+        if (
+            len(loc) >= 2
+            and loc[0] == "models"
+            and isinstance(loc[1], int)
+            and isinstance(models, list)
+        ):
             idx = loc[1]
-            name = models[idx].get("name", f"#{idx}") if idx < len(models) and isinstance(models[idx], dict) else f"#{idx}"
+            name = (
+                models[idx].get("name", f"#{idx}")
+                if idx < len(models) and isinstance(models[idx], dict)
+                else f"#{idx}"
+            )
             field = ".".join(str(p) for p in loc[2:]) or "(model)"
             where = f"model {name!r}, field `{field}`"
         msg = e["msg"]
@@ -186,7 +199,11 @@ def _format_validation(err: ValidationError, raw: dict[str, Any], source: str) -
             desc = f" ({hint.description})" if hint is not None and hint.description else ""
             msg = f"is required{desc}; add it"
         elif e["type"] == "extra_forbidden":
-            allowed = ", ".join(ModelSpec.model_fields) if "models" in loc else ", ".join(Pool.model_fields)
+            allowed = (
+                ", ".join(ModelSpec.model_fields)
+                if "models" in loc
+                else ", ".join(Pool.model_fields)
+            )
             msg = f"is not a known field; remove it or use one of: {allowed}"
         elif e["type"] == "finite_number":
             msg = f"{msg} (.inf/.nan make costs NaN and disable budgets); give the real value"

@@ -17,11 +17,15 @@ from moagraph.search.space import SearchSpace
 class BayesOpt(Optimizer):
     name = "bayesopt"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, n_startup: int = 5, **kwargs: Any) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int = 0, n_startup: int = 5, **kwargs: Any
+    ) -> None:
         super().__init__(space, seed, **kwargs)
         self.dist = GraphDistribution(space)
         optuna.logging.get_logger("optuna").setLevel(logging.WARNING)
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True)
+        sampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=n_startup, multivariate=True
+        )
         self.study = optuna.create_study(direction="maximize", sampler=sampler)
         self._trials: dict[int, optuna.trial.Trial] = {}
 
@@ -30,7 +34,9 @@ class BayesOpt(Optimizer):
         n, names = self.dist.n, self.space.model_names
         k = len(names)
         choices = names + [OFF]
-        models = np.array([choices.index(t.suggest_categorical(f"model_{i}", choices)) for i in range(n)])
+        models = np.array(
+            [choices.index(t.suggest_categorical(f"model_{i}", choices)) for i in range(n)]
+        )
         if (models == k).all():
             models[0] = 0
         roles = [r.value for r in self.space.roles]

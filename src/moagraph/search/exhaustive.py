@@ -53,7 +53,9 @@ def enumerate_graphs(space: SearchSpace, limit: int = 200_000) -> list[Graph]:
 class Exhaustive(Optimizer):
     name = "exhaustive"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, limit: int = 200_000, **kwargs: Any) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int = 0, limit: int = 200_000, **kwargs: Any
+    ) -> None:
         super().__init__(space, seed, **kwargs)
         self.graphs = enumerate_graphs(space, limit)
         self._i = 0

@@ -20,7 +20,9 @@ from moagraph.search.space import SearchSpace
 class Adam:
     """Adam over a dict of numpy arrays (ascent: maximises)."""
 
-    def __init__(self, lr: float = 0.1, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
+    def __init__(
+        self, lr: float = 0.1, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+    ) -> None:
         self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
         self.t = 0
         self.m: dict[str, np.ndarray] = {}
@@ -56,8 +58,13 @@ class Reinforce(Optimizer):
     name = "reinforce"
 
     def __init__(
-        self, space: SearchSpace, seed: int = 0, lr: float = 0.1, batch: int = 3,
-        threshold: float = 0.55, **kwargs: Any,
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        lr: float = 0.1,
+        batch: int = 3,
+        threshold: float = 0.55,
+        **kwargs: Any,
     ) -> None:
         super().__init__(space, seed, **kwargs)
         self.dist = GraphDistribution(space)

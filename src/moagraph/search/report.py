@@ -40,7 +40,9 @@ class ReportFiles:
 
 def load_studies(path: str | Path, names: list[str] | None = None) -> list[StudyData]:
     if not Path(path).exists():
-        raise StudyError(f"study file {path} does not exist; run `moagraph search --study {path}` first")
+        raise StudyError(
+            f"study file {path} does not exist; run `moagraph search --study {path}` first"
+        )
     out = []
     for name in names or list_studies(path):
         s = Study.load(path, name)
@@ -63,8 +65,19 @@ def best_so_far(trials: list[TrialRow]) -> list[float]:
 
 def summary_table(studies: list[StudyData], title: str = "Studies") -> Table:
     t = Table(title=title)
-    for col in ("study", "optimizer", "trials", "best train", "held-out", "cost", "best graph", "notes"):
-        t.add_column(col, justify="right" if col in ("trials", "best train", "held-out", "cost") else "left")
+    for col in (
+        "study",
+        "optimizer",
+        "trials",
+        "best train",
+        "held-out",
+        "cost",
+        "best graph",
+        "notes",
+    ):
+        t.add_column(
+            col, justify="right" if col in ("trials", "best train", "held-out", "cost") else "left"
+        )
     for s in studies:
         r = s.result or {}
         best_train = max((x.reward for x in s.trials), default=float("nan"))
@@ -74,13 +87,23 @@ def summary_table(studies: list[StudyData], title: str = "Studies") -> Table:
         stats = r.get("stats", {})
         notes = []
         if stats.get("parse_failure_rate") is not None:
-            notes.append(f"agent parse failures {stats['parse_failures']}/{stats['parse_failures'] + stats['agent_replies_ok']}")
-        if s.config.get("sink_mode") == "select" or (s.config.get("space") or {}).get("sink_mode") == "select":
+            notes.append(
+                f"agent parse failures {stats['parse_failures']}/{stats['parse_failures'] + stats['agent_replies_ok']}"
+            )
+        if (
+            s.config.get("sink_mode") == "select"
+            or (s.config.get("space") or {}).get("sink_mode") == "select"
+        ):
             notes.append("oracle-select objective (upper bound)")
         t.add_row(
-            s.name, s.optimizer, str(len(s.trials)), f"{best_train:.3f}",
+            s.name,
+            s.optimizer,
+            str(len(s.trials)),
+            f"{best_train:.3f}",
             "-" if held is None else f"{held:.3f}",
-            "-" if not r else f"{r.get('cost', 0):.2f}", desc, "; ".join(notes) or "-",
+            "-" if not r else f"{r.get('cost', 0):.2f}",
+            desc,
+            "; ".join(notes) or "-",
         )
     return t
 
@@ -90,10 +113,14 @@ def _graph_summary(g: Graph) -> str:
     for n in g.llm_nodes:
         counts[n.model or "?"] = counts.get(n.model or "?", 0) + 1
     edges = sum(len(n.inputs) for n in g.llm_nodes)
-    return ", ".join(f"{c}x {m}" for m, c in counts.items()) + (f" ({edges} edges)" if edges else "")
+    return ", ".join(f"{c}x {m}" for m, c in counts.items()) + (
+        f" ({edges} edges)" if edges else ""
+    )
 
 
-def write_report(path: str | Path, outdir: str | Path, names: list[str] | None = None) -> ReportFiles:
+def write_report(
+    path: str | Path, outdir: str | Path, names: list[str] | None = None
+) -> ReportFiles:
     """PNG + HTML report of the studies in ``path`` (all, or ``names``)."""
     import matplotlib
 
@@ -121,7 +148,13 @@ def write_report(path: str | Path, outdir: str | Path, names: list[str] | None =
     fig, ax = plt.subplots(figsize=(7, 4.2))
     all_trials = [t for s in studies for t in s.trials]
     for s in studies:
-        ax.scatter([t.cost for t in s.trials], [t.reward for t in s.trials], s=12, alpha=0.5, label=s.optimizer)
+        ax.scatter(
+            [t.cost for t in s.trials],
+            [t.reward for t in s.trials],
+            s=12,
+            alpha=0.5,
+            label=s.optimizer,
+        )
     front = pareto_front(all_trials, use_latency=False)
     ax.plot([t.cost for t in front], [t.reward for t in front], "k-o", ms=4, label="Pareto front")
     ax.set_xlabel("planned cost (normalised FLOPs)")
@@ -147,7 +180,10 @@ def write_report(path: str | Path, outdir: str | Path, names: list[str] | None =
 
 def _overall_best(studies: list[StudyData]) -> Graph | None:
     scored = [
-        (s.result.get("heldout_reward") or s.result.get("train_reward") or 0.0, s.result["best_graph"])
+        (
+            s.result.get("heldout_reward") or s.result.get("train_reward") or 0.0,
+            s.result["best_graph"],
+        )
         for s in studies
         if s.result and s.result.get("best_graph")
     ]
@@ -167,7 +203,12 @@ def _draw_graph(graph: Graph, stem: Path) -> Path:
 
         g = graph.to_networkx()
         fig, ax = plt.subplots(figsize=(5, 4))
-        nx.draw_networkx(g, ax=ax, labels={n.id: f"{n.id}\n{n.model or n.role.value}" for n in graph.nodes}, font_size=7)
+        nx.draw_networkx(
+            g,
+            ax=ax,
+            labels={n.id: f"{n.id}\n{n.model or n.role.value}" for n in graph.nodes},
+            font_size=7,
+        )
         p = stem.with_suffix(".png")
         fig.savefig(p, dpi=120)
         plt.close(fig)
@@ -175,7 +216,12 @@ def _draw_graph(graph: Graph, stem: Path) -> Path:
 
 
 def _html(
-    studies: list[StudyData], conv: Path, par: Path, best_png: Path | None, best: Graph | None, front: list[TrialRow]
+    studies: list[StudyData],
+    conv: Path,
+    par: Path,
+    best_png: Path | None,
+    best: Graph | None,
+    front: list[TrialRow],
 ) -> str:
     rows = []
     for s in studies:
@@ -199,7 +245,7 @@ def _html(
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>moagraph search report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style>
 </head><body><h1>moagraph search report</h1>
-<table><tr><th>study</th><th>optimizer</th><th>trials</th><th>best train</th><th>held-out</th><th>stats</th></tr>{''.join(rows)}</table>
+<table><tr><th>study</th><th>optimizer</th><th>trials</th><th>best train</th><th>held-out</th><th>stats</th></tr>{"".join(rows)}</table>
 <h2>Best reward so far</h2><img src="{conv.name}">
 <h2>Pareto front (reward vs planned cost)</h2><img src="{par.name}">
 <table><tr><th>trial</th><th>reward</th><th>cost</th><th>latency s</th><th>graph</th></tr>{prow}</table>

@@ -33,10 +33,14 @@ class ChatTask(FileTask):
         if split == "sample":
             rows = list(iter_bundled("chat_sample.jsonl"))
         else:
-            path = self.data_file("alpaca_eval", "instructions.jsonl.gz", what="AlpacaEval instructions")
+            path = self.data_file(
+                "alpaca_eval", "instructions.jsonl.gz", what="AlpacaEval instructions"
+            )
             rows = read_jsonl(path)
             if split != "all":
-                rows = [r for r in rows if in_train_fraction(f"alpaca/{r['id']}") == (split == "train")]
+                rows = [
+                    r for r in rows if in_train_fraction(f"alpaca/{r['id']}") == (split == "train")
+                ]
         return [
             Example(id=str(r["id"]), question=r["instruction"], meta={"dataset": r.get("dataset")})
             for r in rows
@@ -47,7 +51,9 @@ class ChatTask(FileTask):
         return text or None
 
     def equivalent(self, a: Any, b: Any) -> bool:
-        return a is not None and b is not None and " ".join(str(a).split()) == " ".join(str(b).split())
+        return (
+            a is not None and b is not None and " ".join(str(a).split()) == " ".join(str(b).split())
+        )
 
     def grade(self, text: str, example: Example, score: float | None = None) -> float:
         """``score`` (a judge's or a recorded win probability in [0, 1]) is required."""
