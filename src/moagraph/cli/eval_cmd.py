@@ -137,25 +137,6 @@ class EvalFailed(Exception):
     """The run finished but no query succeeded (exit code 1, not a usage error)."""
 
 
-# What identifies a model's answers (and their cost) in a stored run; operational
-# settings (concurrency, timeouts, retries, labels, threads) may change on resume.
-_IDENTITY_FIELDS = (
-    "name",
-    "backend",
-    "model",
-    "base_url",
-    "replay",
-    "replay_model",
-    "prompt_format",
-    "context_length",
-    "params_b",
-    "layers",
-    "hidden_size",
-    "price_in",
-    "price_out",
-)
-
-
 def _eval(
     graph_path: str | None,
     model: str | None,
@@ -266,9 +247,7 @@ def _eval(
     config = {
         "graph": graph.to_dict(),
         "pool": pool.name,
-        "pool_models": {
-            m: {k: getattr(specs[m], k) for k in _IDENTITY_FIELDS} for m in graph.models_used
-        },
+        "pool_models": {m: specs[m].identity_fields() for m in graph.models_used},
         "examples_sha256": hashlib.sha256(
             "\n".join(ex.id for ex in examples).encode("utf-8")
         ).hexdigest(),

@@ -19,7 +19,7 @@ the first file a new user writes by hand.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -104,6 +104,27 @@ class ModelSpec(BaseModel):
     @property
     def n_params(self) -> float:
         return self.params_b * 1e9
+
+    IDENTITY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "backend",
+        "model",
+        "base_url",
+        "replay",
+        "replay_model",
+        "prompt_format",
+        "context_length",
+        "params_b",
+        "layers",
+        "hidden_size",
+        "price_in",
+        "price_out",
+    )
+    """What identifies a model's answers and their cost in a stored run or study; operational
+    settings (concurrency, timeouts, retries, labels, threads) may change on resume."""
+
+    def identity_fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.IDENTITY_FIELDS}
 
     def __hash__(self) -> int:  # extra is a dict; hash on identity fields only
         return hash((self.name, self.backend, self.model, self.base_url, self.replay))

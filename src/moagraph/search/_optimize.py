@@ -39,22 +39,6 @@ __all__ = [
     "replay_query_ids",
 ]
 
-# Fields of a pool model that identify its answers (and their cost) in a stored study.
-IDENTITY_FIELDS = (
-    "name",
-    "backend",
-    "model",
-    "base_url",
-    "replay",
-    "replay_model",
-    "prompt_format",
-    "context_length",
-    "params_b",
-    "layers",
-    "hidden_size",
-    "price_in",
-    "price_out",
-)
 
 Log = Callable[[str], None]
 
@@ -355,7 +339,7 @@ def prepare_search(
         "sink_mode": space.sink_mode,
         "evaluator": plan["evaluator"],
         "objective": plan["objective"],
-        "pool_models": {m.name: {k: getattr(m, k) for k in IDENTITY_FIELDS} for m in pool.models},
+        "pool_models": {m.name: m.identity_fields() for m in pool.models},
     }
     return SearchSetup(
         name=name,
