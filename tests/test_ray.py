@@ -180,13 +180,20 @@ def _run_with_kill(pool: Pool, kill) -> tuple[object, RayBackend]:  # type: igno
     return asyncio.run(go())
 
 
-def _assert_nothing_lost(report, log: Path) -> None:  # type: ignore[no-untyped-def]
+def _assert_nothing_lost(report, log: Path, retried: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    """10 queries x 2 nodes all answered. ``retried=None``: each call made exactly once (the
+    calls that died with the replica were retried, no finished call was made again). With
+    ``retried=N``: a call may have run to its end on a node that died before its reply got
+    out (at-least-once is all a dead node allows), so up to N retried calls may appear twice
+    in the log, and nothing else may."""
     assert report.n == 10 and report.errors == 0 and report.accuracy == 1.0
     calls = [json.loads(x) for x in log.read_text().splitlines()]
     done = Counter((c["query_id"], c["prompt"]) for c in calls)
-    # 10 queries x 2 nodes, each finished call made exactly once: the calls that died with
-    # the replica were retried, and no call that had finished was made again.
-    assert len(done) == 20 and set(done.values()) == {1}, done
+    assert len(done) == 20, done
+    if retried is None:
+        assert set(done.values()) == {1}, done
+    else:
+        assert max(done.values()) <= 2 and sum(v - 1 for v in done.values()) <= retried, done
 
 
 def test_killed_replica_loses_no_query(cluster: LoopbackCluster, tmp_path: Path) -> None:
@@ -327,7 +334,7 @@ def test_killed_worker_node_loses_no_query(cluster: LoopbackCluster, tmp_path: P
             os.kill(pid, signal.SIGKILL)
 
     report, backend = _run_with_kill(pool, kill)
-    _assert_nothing_lost(report, log)
+    _assert_nothing_lost(report, log, retried=backend.retries)
     assert backend.restarts >= 1 and backend.retries >= 1
 
 
