@@ -205,6 +205,9 @@ async def test_outside_kill_between_calls_is_invisible(fake: ModelSpec) -> None:
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     assert wait_gone(pid)
+    # "while idle" means dead before the next call: wait until the kernel has finished the
+    # kill (the parent can reap it), not just until /proc stops showing a live process.
+    b._runner.proc.wait(timeout=30)  # type: ignore[attr-defined]
     again = await b.complete(req(fake, "fine"))  # died while idle: just start a new one
     assert again.text == "fine " and b.worker_pid != pid
     await b.aclose()
