@@ -17,7 +17,9 @@ def space(budget: float = 12.0, max_nodes: int = 5, **kw) -> SearchSpace:
     )
 
 
-def check_valid(sp: SearchSpace, g) -> None:
+def check_valid(sp: SearchSpace, g) -> int:
+    """Asserts the graph is valid; returns its number of fusers (so callers can tell
+    whether the fuser rules were exercised at all)."""
     g.validate_structure()  # the graph package's own rules (DAG, sink reached, roles)
     assert sp.fits(g), graph_text(g)
     ids = {n.id: n for n in g.nodes}
@@ -28,6 +30,7 @@ def check_valid(sp: SearchSpace, g) -> None:
         if Role.FUSER in roles:
             assert n.role is Role.ASSISTANT
     assert g.node(g.sink).role is Role.VOTE
+    return sum(n.role is Role.FUSER for n in g.llm_nodes)
 
 
 @pytest.mark.parametrize("budget", [1.0, 3.5, 12.0, 40.0])
@@ -36,10 +39,13 @@ def test_samples_are_valid_and_within_budget(budget: float) -> None:
     d = GraphDistribution(sp)
     d.edge_logits[:] = 1.5  # dense graphs: in-degree raises cost, trimming must cope
     d.role_logits[:, 1] = 1.0  # many fusers
+    fusers = 0
     for seed in range(150):
         g = d.sample(np.random.default_rng(seed))
-        check_valid(sp, g)
+        fusers += check_valid(sp, g)
         assert sp.graph_cost(g) <= budget + 1e-9
+    if budget >= 12.0:  # room for several nodes: the fuser rules were really checked
+        assert fusers > 0
 
 
 def test_untrimmed_dense_samples_break_budget_and_trim_fixes_them() -> None:

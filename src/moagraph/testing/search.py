@@ -157,16 +157,19 @@ class OptimizerConformance:
             sp = self.space(name, budget=6.0, max_nodes=3)
             opt = self.make(name, sp, seed=1)
             ev = SyntheticEvaluator(sp)
+            checked = 0
             for _ in range(self.trials):
                 if opt.finished:
                     break
                 c = await opt.ask()
+                checked += 1
                 assert sp.fits(c.graph), f"proposal does not fit the space: {c.graph.to_dict()}"
                 assert sp.graph_cost(c.graph) <= 6.0 + 1e-9
                 assert len(c.graph.llm_nodes) <= 3
                 assert {n.model for n in c.graph.llm_nodes} <= {"s", "m", "l"}
                 c.graph.validate_against(fake_pool("s", "m", "l"))
                 await opt.tell(c, (await ev.evaluate(c.graph)).reward)
+            assert checked > 1, f"{name} proposed {checked} graph(s): nothing to check"
 
         _run(go())
 
