@@ -191,9 +191,11 @@ class AgentReinforce(Optimizer):
                 chosen.append(i)
         self._candidates = [shown[i] for i in chosen]
         for mix in self._candidates:
+            # the pretest graph of a mix has exactly that mix (fix_mix, not a 0.95 focus that
+            # may sample another mix and credit its reward to this one)
             d = GraphDistribution(self.space)
             d.load_state_dict(self.dist.state_dict())
-            d.focus_mix(mix)
+            d.fix_mix(mix)
             g = d.sample(self.rng)
             self._queue.append((g, "pretest", {"mix": list(mix)}))
 
@@ -305,7 +307,9 @@ class AgentReinforce(Optimizer):
             self._pilot[told.candidate.info["model"]] = told.reward
             return
         if phase == "pretest":
-            self._pretest[tuple(told.candidate.info["mix"])] = told.reward
+            # credited to the mix actually evaluated (the same as info["mix"], unless a resumed
+            # study told a stored graph that differs from this run's proposal)
+            self._pretest[self.space.mix_of(told.candidate.graph)] = told.reward
             return
         if self.finished:
             return  # the last guided evaluation: no further graph will be asked for, so no agent call
