@@ -140,7 +140,9 @@ def test_eval_graph_file_runs_a_vote(tmp_path: Path) -> None:
         (["--model", "nope"], "'nope'"),
         (["--graph", "missing.yaml"], "does not exist"),
         (["--resume"], "--run-id"),
-        (["--budget-flops", "0.5"], "max_flops_norm"),
+        (["--budget", "0.5"], "max_flops_norm"),
+        (["--budget-flops", "0.5"], "max_flops_norm"),  # the deprecated spelling still works
+        (["--budget", "paper:x"], "paper:<int>"),
         (["--task", "no.such.module:Task"], "cannot import"),
     ],
 )
@@ -360,7 +362,7 @@ def test_eval_exits_nonzero_when_every_query_failed(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_eval_rejects_non_finite_numbers(tmp_path: Path, value: str) -> None:
     pool = replay_pool(tmp_path, right=set())
-    for flag in ("--temperature", "--budget-flops"):
+    for flag in ("--temperature", "--budget"):
         res = runner.invoke(app, _eval_args(pool, tmp_path / "r.sqlite", flag, value))
         assert res.exit_code == 2 and flag in res.output, res.output  # typer or our check
         _no_traceback(res)

@@ -9,6 +9,7 @@ app = typer.Typer(
     help="Compute-optimal collaboration of several LLMs: evaluate, search, route, serve.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,  # help is plain text: Rich markup would eat `moagraph[ray]`
 )
 
 

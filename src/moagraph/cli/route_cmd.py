@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,10 +12,12 @@ from rich.table import Table
 
 from moagraph.cli import app
 from moagraph.cli._errors import fail
+from moagraph.cli._options import deprecated, opt
 
 route_app = typer.Typer(
     help="Per-query routing (RouteMoA and baselines): train the scorer, evaluate.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(route_app, name="route")
 console = Console()
@@ -50,34 +52,69 @@ def _pool_and_labels_any(pool: str | None, data: str | None) -> tuple[Any, Any, 
     return p, table, None
 
 
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="AlpacaEval label folder (default: the shared data's alpaca_eval); not with a "
+        "ground-truth pool, which carries its own labels.",
+    ),
+]
+RouterPool = Annotated[
+    str | None,
+    opt(
+        "--pool",
+        "Default: the bundled alpaca_eval pool (21 models). Ground-truth pools (zeroeval-math, "
+        "zeroeval-gsm8k, mmlu-pro) bring their own 0/1 labels.",
+    ),
+]
+EmbedCache = Annotated[Path | None, opt("--embed-cache")]
+OldCache = Annotated[
+    Path | None, typer.Option("--cache", hidden=True, help="Deprecated: --embed-cache.")
+]
+
+
+def _embed_cache(new: Path | None, old: Path | None) -> Path | None:
+    if old is not None:
+        deprecated(
+            "route --cache (an embedding cache)", "--embed-cache (--cache is the call cache)"
+        )
+    return new or old
+
+
 @route_app.command("train")
 def train(
-    data: str = typer.Option(
-        None, "--data", help="AlpacaEval label folder (default: shared data)."
-    ),
-    pool: str = typer.Option(
-        None, "--pool", help="Pool file/name; default: the bundled `alpaca_eval` pool (21 models)."
-    ),
-    encoder: str = typer.Option("minilm", "--encoder", help="minilm | hashing"),
-    head: str = typer.Option(
-        "auto",
-        "--head",
-        help="auto (logistic on ground-truth pools, else ridge) | ridge | mlp | logistic | routerdc",
-    ),
-    alpha: float = typer.Option(10.0, "--alpha", help="Ridge regularisation."),
-    test_frac: float = typer.Option(
-        0.3, "--test-frac", help="Held-out share of queries (0 = train on all)."
-    ),
-    val_frac: float = typer.Option(
-        0.2, "--val-frac", help="Validation share (ground-truth pools)."
-    ),
-    seed: int = typer.Option(0, "--seed"),
-    tie_tol: float = typer.Option(
-        0.0, "--tie-tol", help="Labels within this of the best count as best."
-    ),
-    out: Path = typer.Option(Path("router.pt"), "-o", "--out", help="Where to save the scorer."),
-    plot: Path = typer.Option(None, "--plot", help="Write a calibration PNG here."),
-    cache: Path = typer.Option(None, "--cache", help="Embedding cache (SQLite)."),
+    data: DataOpt = None,
+    pool: RouterPool = None,
+    encoder: Annotated[
+        str,
+        typer.Option(
+            "--encoder",
+            help="Query encoder: minilm (sentence embeddings) | hashing (fast, no model).",
+        ),
+    ] = "minilm",
+    head: Annotated[
+        str,
+        typer.Option(
+            "--head",
+            help="auto (logistic on ground-truth pools, else ridge) | ridge | mlp | logistic | routerdc",
+        ),
+    ] = "auto",
+    alpha: Annotated[float, typer.Option("--alpha", help="Ridge regularisation.")] = 10.0,
+    test_frac: Annotated[
+        float, typer.Option("--test-frac", help="Held-out share of queries (0 = train on all).")
+    ] = 0.3,
+    val_frac: Annotated[
+        float, typer.Option("--val-frac", help="Validation share (ground-truth pools).")
+    ] = 0.2,
+    seed: Annotated[int, opt("--seed", "Splits the queries and seeds the head.")] = 0,
+    tie_tol: Annotated[
+        float, typer.Option("--tie-tol", help="Labels within this of the best count as best.")
+    ] = 0.0,
+    out: Annotated[Path, opt("--out", "The trained scorer file.")] = Path("router.pt"),
+    plot: Annotated[Path | None, opt("--plot", "Calibration of the held-out predictions.")] = None,
+    embed_cache: EmbedCache = None,
+    cache: OldCache = None,
 ) -> None:
     """Train the scorer on per-query labels; print held-out hit rates and calibration.
 
@@ -87,6 +124,7 @@ def train(
     the seed and the train ids are stored in the router file. ``--test-frac 0`` trains on
     everything (no held-out figures are printed)."""
     rep = None
+    cache = _embed_cache(embed_cache, cache)
     try:
         from moagraph.route.encoders import make_encoder
         from moagraph.route.evaluate import evaluate_scorer, plot_calibration
@@ -233,23 +271,31 @@ def _print_gt(res: list[Any]) -> None:
 
 @route_app.command("eval")
 def evaluate(
-    router: Path = typer.Option(..., "--router", help="Scorer file from `route train`."),
-    data: str = typer.Option(None, "--data"),
-    pool: str = typer.Option(None, "--pool"),
-    policies: str = typer.Option(
-        None,
-        "--policies",
-        help=f"Comma-separated; default {POLICIES} (ground-truth pools: {GT_POLICIES}).",
-    ),
-    k: int = typer.Option(3, "--k", help="Models per layer (routemoa, sparse, random)."),
-    layers: int = typer.Option(
-        3, "--layers", help="Answer rounds before the aggregator (paper: 3)."
-    ),
-    plot: Path = typer.Option(None, "--plot", help="Write a quality-vs-cost PNG here."),
-    json_out: Path = typer.Option(None, "--json", help="Write per-policy results here."),
-    cache: Path = typer.Option(None, "--cache", help="Embedding cache (SQLite)."),
+    router: Annotated[Path, opt("--router")],
+    data: DataOpt = None,
+    pool: RouterPool = None,
+    policies: Annotated[
+        str | None,
+        typer.Option(
+            "--policies",
+            help=f"Comma-separated; default {POLICIES} (ground-truth pools: {GT_POLICIES}).",
+        ),
+    ] = None,
+    k: Annotated[
+        int, typer.Option("--k", min=1, help="Models per layer (routemoa, sparse, random).")
+    ] = 3,
+    layers: Annotated[
+        int, typer.Option("--layers", min=1, help="Answer rounds before the aggregator (paper: 3).")
+    ] = 3,
+    plot: Annotated[Path | None, opt("--plot", "Quality vs cost per policy.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write per-policy results as JSON here.")
+    ] = None,
+    embed_cache: EmbedCache = None,
+    cache: OldCache = None,
 ) -> None:
     """Evaluate policies offline on the held-out queries of the replay labels."""
+    cache = _embed_cache(embed_cache, cache)
     try:
         from moagraph.models.runtime import PoolRuntime
         from moagraph.route import build_policies

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from moagraph.cli import app
 from moagraph.cli._errors import fail
+from moagraph.cli._options import DEFAULT_CACHE, deprecated, opt, resolve_task
 
 console = Console()
 
@@ -21,29 +22,20 @@ console = Console()
 def search_command(
     task: Annotated[
         str | None,
-        typer.Option(
+        opt(
             "--task",
-            "-t",
-            help="Task name (gsm8k, math, humaneval, chat, ...); default: the bundled pool's task (zeroeval-math: math), else gsm8k.",
+            "Default: the bundled pool's task (zeroeval-math: math, mmlu-pro: mmlu-pro), else gsm8k.",
         ),
     ] = None,
-    pool: Annotated[
-        str, typer.Option("--pool", "-p", help="Bundled pool name or pool YAML path.")
-    ] = "zeroeval-math",
+    pool: Annotated[str, opt("--pool")] = "zeroeval-math",
     budget: Annotated[
-        str,
-        typer.Option(
-            help="Budget per query: normalised FLOPs (1 = one no-input call of the smallest searched model), or paper:b (b = 4/8/12, or paper:18/42/80): the official rule, a complete DAG of b smallest-model nodes plus the output node."
-        ),
+        str, opt("--budget", "Here the smallest model is the smallest searched one.")
     ] = "paper:8",
-    budget_dollars: Annotated[
-        float | None, typer.Option("--budget-dollars", help="Also cap planned dollars per query.")
-    ] = None,
+    budget_dollars: Annotated[float | None, opt("--budget-dollars")] = None,
     optimizer: Annotated[
         str,
         typer.Option(
             "--optimizer",
-            "-o",
             help="agent-reinforce | reinforce | random | bayesopt | textgrad | exhaustive",
         ),
     ] = "agent-reinforce",
@@ -51,7 +43,6 @@ def search_command(
         int | None,
         typer.Option(
             "--iterations",
-            "-n",
             min=1,
             help="Graph evaluations on training questions (all phases). Default: 10; agent-reinforce "
             "without --guided-iterations: its pilot + pretest evaluations + DEFAULT_GUIDED_ITERATIONS (1) guided one.",
@@ -85,8 +76,10 @@ def search_command(
     ] = 100,
     split: Annotated[
         str | None,
-        typer.Option(
-            help="Task split the questions come from (default: the bundled pool's, zeroeval-math: zeroeval; else test); its ids are split train/validation/test by a hash of id + --split-seed."
+        opt(
+            "--split",
+            "Default: the bundled pool's (zeroeval-math: zeroeval), else test. Its ids are split "
+            "train/validation/test by a hash of id + --split-seed.",
         ),
     ] = None,
     split_seed: Annotated[
@@ -113,9 +106,7 @@ def search_command(
             help="Latency-aware search: the paper's latency prompt and an accuracy-FLOPs-latency objective.",
         ),
     ] = False,
-    seed: Annotated[
-        int, typer.Option(help="Seed of the optimiser and of the question sample.")
-    ] = 0,
+    seed: Annotated[int, opt("--seed", "Seeds the optimiser and the question sample.")] = 0,
     max_nodes: Annotated[
         int, typer.Option("--max-nodes", min=1, help="Most LLM nodes in a graph.")
     ] = 4,
@@ -128,17 +119,18 @@ def search_command(
     ] = None,
     models: Annotated[
         str | None,
-        typer.Option(
+        opt(
             "--models",
-            help="Comma-separated pool models to search over (default: all, or those within --max-params-b).",
+            "The pool models to search over (default: all, or those within --max-params-b).",
         ),
     ] = None,
     max_params_b: Annotated[
         float | None,
-        typer.Option(
+        opt(
             "--max-params-b",
+            "Models of estimated size are left out too. Default: 10 on the bundled ground-truth "
+            "pools (zeroeval-math, zeroeval-gsm8k, mmlu-pro), else no limit; 0 = no limit.",
             min=0,
-            help="Search only models of known size (no estimated sizes) with at most this many billion parameters. Default: 10 on the bundled ground-truth pools (zeroeval-math, zeroeval-gsm8k, mmlu-pro), else no limit; 0 = no limit.",
         ),
     ] = None,
     study: Annotated[Path, typer.Option("--study", help="SQLite study file.")] = Path(
@@ -147,11 +139,12 @@ def search_command(
     study_name: Annotated[
         str | None, typer.Option("--study-name", help="Study name (default from the options).")
     ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue --study-name where it stopped.")
-    ] = False,
+    resume: Annotated[bool, opt("--resume", "Continues --study-name.")] = False,
     agent_pool: Annotated[
-        str, typer.Option("--agent-pool", help="Pool of the agent LLM.")
+        str,
+        typer.Option(
+            "--agent-pool", help="Pool of the agent LLM: a bundled name, pool YAML file or folder."
+        ),
     ] = "local",
     agent_model: Annotated[
         str | None,
@@ -167,14 +160,13 @@ def search_command(
         ),
     ] = False,
     cache: Annotated[
-        Path, typer.Option(help="SQLite call cache (repeated graphs and agent prompts are free).")
-    ] = Path("runs/cache.sqlite"),
-    max_tokens: Annotated[int, typer.Option(min=1, help="Max new tokens per node call.")] = 256,
+        Path, opt("--cache", "Repeated graphs and agent prompts are free, so a rerun is fast.")
+    ] = DEFAULT_CACHE,
+    no_cache: Annotated[bool, opt("--no-cache")] = False,
+    max_tokens: Annotated[int, opt("--max-tokens", min=1)] = 256,
     out: Annotated[
         Path | None,
-        typer.Option(
-            "--out", help="Where to write the best graph YAML (default: next to the study)."
-        ),
+        opt("--out", "The best graph's YAML (default: next to the study, NAME.best.yaml)."),
     ] = None,
     compare: Annotated[
         bool,
@@ -184,22 +176,18 @@ def search_command(
         ),
     ] = True,
     ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            help="Run the trials' model calls on a Ray cluster: HEAD:6379, auto, or local "
-            "(needs `pip install 'moagraph[ray]'`); the study, cache and grading stay here, so "
-            "--resume works after the driver is killed.",
-        ),
+        str | None, opt("--ray", "The study and grading stay here, so --resume works.")
     ] = None,
     dry_run: Annotated[
         bool,
-        typer.Option(
+        opt(
             "--dry-run",
-            help="Print the estimated FLOPs, dollars and model calls of the whole search (per query "
-            "and total, upper bounds from the budget and the task's average lengths); call nothing.",
+            "For the whole search: upper bounds from the budget and the task's average lengths.",
         ),
     ] = False,
+    old_n: Annotated[
+        int | None, typer.Option("-n", hidden=True, min=1, help="Deprecated: --iterations.")
+    ] = None,
 ) -> None:
     """Search a collaboration graph under a compute budget; writes the best graph as YAML.
 
@@ -207,7 +195,15 @@ def search_command(
     bundled zeroeval-math replay pool (open models of at most 10B), budget
     paper:8 (the paper's 42), then the found graph against the best single model
     on test questions. Agent calls are cached in runs/cache.sqlite."""
+    if old_n is not None:
+        deprecated("search -n", "--iterations (-n is the number of examples elsewhere)")
+        iterations = iterations if iterations is not None else old_n
     try:
+        if out is not None and out.suffix == "" and out.name in _optimizer_names():
+            raise ValueError(
+                f"-o {out}: -o is --out (where the best graph is written); for the optimiser "
+                f"use --optimizer {out.name}"
+            )
         task, split, models, flat = _resolve_defaults(pool, task, split, models, flat, max_params_b)
         if train_n is None:
             train_n = REPLAY_TRAIN_N if pool in POOL_DEFAULTS else 10
@@ -236,7 +232,7 @@ def search_command(
                 agent_pool,
                 agent_model,
                 multi_objective,
-                cache,
+                None if no_cache else cache,
                 max_tokens,
                 out,
                 guided_iterations=guided_iterations,
@@ -274,7 +270,7 @@ async def _search(
     agent_pool: str | None,
     agent_model: str | None,
     multi_objective: bool,
-    cache_path: Path,
+    cache_path: Path | None,
     max_tokens: int,
     out: Path | None,
     *,
@@ -297,7 +293,7 @@ async def _search(
 
     setup = prepare_search(
         pool_name,
-        task_name,
+        resolve_task(task_name) if ":" in task_name else task_name,
         optimizer=opt_name,
         n_trials=iterations,
         budget=budget_text,
@@ -456,9 +452,7 @@ async def _search(
 @app.command("report")
 def report_command(
     study: Annotated[Path, typer.Argument(help="Study SQLite file written by `moagraph search`.")],
-    outdir: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: <study>-report/).")
-    ] = None,
+    outdir: Annotated[Path | None, opt("--out", "A folder (default: STUDY-report/).")] = None,
     names: Annotated[
         str | None, typer.Option("--names", help="Comma-separated study names (default: all).")
     ] = None,
@@ -499,6 +493,12 @@ DEFAULT_MAX_PARAMS_B = 10.0
 """Size cap (billions) applied by default on the POOL_DEFAULTS pools: open models one machine serves."""
 
 
+def _optimizer_names() -> list[str]:
+    from moagraph.search import optimizer_names
+
+    return optimizer_names()
+
+
 def _resolve_defaults(
     pool_name: str,
     task: str | None,
@@ -511,7 +511,6 @@ def _resolve_defaults(
     from moagraph.models.pool import load_pool
     from moagraph.pools import resolve_pool
     from moagraph.search.evaluator import is_replay_pool, is_votable
-    from moagraph.tasks.registry import get_task
 
     known = POOL_DEFAULTS.get(pool_name)
     task = task or (known[0] if known else "gsm8k")
@@ -541,6 +540,6 @@ def _resolve_defaults(
         flat = (
             all(m in pool for m in wanted or [])
             and is_replay_pool(pool, wanted)
-            and is_votable(get_task(task))
+            and is_votable(resolve_task(task))
         )
     return task, split, models, flat

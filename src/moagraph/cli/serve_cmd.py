@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -10,19 +11,20 @@ from rich.table import Table
 
 from moagraph.cli import app
 from moagraph.cli._errors import fail
+from moagraph.cli._options import deprecated, opt, resolve_budget, resolve_task
 
 console = Console()
 
 
 @app.command("serve")
 def serve_cmd(
-    pool: str = typer.Option("local", "--pool", help="Pool file, or a bundled pool name."),
-    graph: list[str] = typer.Option(
-        [], "--graph", help="Serve a graph: NAME=graph.yaml (repeatable)."
-    ),
-    router: list[str] = typer.Option(
-        [], "--router", help="Serve a router: NAME=scorer file (repeatable)."
-    ),
+    pool: Annotated[str, opt("--pool")] = "local",
+    graph: Annotated[
+        list[str] | None, opt("--graph", "Served as NAME=GRAPH, e.g. math=vote3 (repeatable).")
+    ] = None,
+    router: Annotated[
+        list[str] | None, opt("--router", "Served as NAME=FILE (repeatable).")
+    ] = None,
     router_kind: str = typer.Option(
         "routemoa", "--router-kind", help="Router built on each --router file."
     ),
@@ -31,19 +33,26 @@ def serve_cmd(
     api_key: str | None = typer.Option(
         None, "--api-key", help="Require `Authorization: Bearer KEY` (default: $MOAGRAPH_API_KEY)."
     ),
-    store: Path | None = typer.Option(
-        None, "--store", help="SQLite file for request logs and traces."
-    ),
-    cache: Path | None = typer.Option(None, "--cache", help="SQLite call cache."),
-    task: str = typer.Option("chat", "--task", help="Task whose prompts and cost averages apply."),
-    budget_flops: float | None = typer.Option(
-        None,
-        "--budget-flops",
-        help="Refuse requests whose estimated cost (normalised FLOPs) is higher.",
-    ),
-    max_tokens: int | None = typer.Option(
-        None, "--max-tokens", help="max_tokens for requests that send none."
-    ),
+    store: Annotated[
+        Path | None, opt("--store", "Also request logs (default: none, nothing is stored).")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        opt("--cache", "Default: none (a repeated request at temperature > 0 samples anew)."),
+    ] = None,
+    task: Annotated[
+        str, opt("--task", "Its prompts and average lengths (cost estimates) apply.")
+    ] = "chat",
+    budget: Annotated[
+        str | None,
+        opt("--budget", "A request whose estimated cost (real prompt length) is higher gets 400."),
+    ] = None,
+    budget_flops: Annotated[
+        float | None, typer.Option("--budget-flops", hidden=True, help="Deprecated: --budget.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, opt("--max-tokens", "Applies to requests that send no max_tokens.", min=1)
+    ] = None,
     grace: float = typer.Option(
         30.0, "--grace", help="Seconds in-flight requests get on shutdown."
     ),
@@ -90,18 +99,27 @@ def serve_cmd(
     """
     import uvicorn
 
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
     from moagraph.serve import create_app
     from moagraph.serve.config import ServeConfig
     from moagraph.serve.http import raise_fd_limit, uvicorn_config
 
+    if budget_flops is not None:
+        deprecated("--budget-flops", "--budget")
+        budget = budget if budget is not None else repr(budget_flops)
     try:
+        task_obj = resolve_task(task)
+        limit = None
+        if budget is not None:
+            limit = resolve_budget(budget, load_pool(resolve_pool(pool)), task_obj)
         config = ServeConfig.with_env(
             host=host,
             port=port,
             api_key=api_key,
             store=store,
-            task=task,
-            budget_flops=budget_flops,
+            task=task_obj.name,
+            budget_flops=limit,
             grace_s=grace,
             default_max_tokens=max_tokens,
             max_body_bytes=max_body_bytes,
@@ -118,7 +136,13 @@ def serve_cmd(
             log_bodies=log_bodies,
         )
         fastapi_app = create_app(
-            pool, graphs=graph, routers=router, router_kind=router_kind, cache=cache, config=config
+            pool,
+            graphs=graph or [],
+            routers=router or [],
+            router_kind=router_kind,
+            cache=cache,
+            config=config,
+            task=task_obj,
         )
     except ValueError as e:
         raise fail(e) from None
