@@ -248,10 +248,42 @@ def test_cli_import_error_exits_2(tmp_path: Path, user_files: tuple[Path, Path, 
     recs = _write(tmp_path / "bad.jsonl", [{"model": "small", "query_id": "q1"}])
     res = CliRunner().invoke(
         _cli(),
-        ["pool", "import", "jsonl", str(recs), "--models", str(models), "-o", str(tmp_path / "o")],
+        [
+            "pool",
+            "import",
+            "jsonl",
+            str(recs),
+            "--models-file",
+            str(models),
+            "-o",
+            str(tmp_path / "o"),
+        ],
     )
     assert res.exit_code == 2
     assert "Error:" in res.output and "line 1" in res.output and "Traceback" not in res.output
+
+
+def test_cli_import_needs_models_file_and_keeps_the_old_spelling(
+    tmp_path: Path, user_files: tuple[Path, Path, Path]
+) -> None:
+    recs, models, _ = user_files
+    base = [
+        "pool",
+        "import",
+        "jsonl",
+        str(recs),
+        "--map",
+        "model_name=model",
+        "--map",
+        "output=text",
+    ]
+    res = CliRunner().invoke(_cli(), [*base, "-o", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "--models-file" in res.output and "Traceback" not in res.output
+    # --models FILE (before --models became the a,b,c list everywhere): hidden, with a notice
+    res = CliRunner().invoke(_cli(), [*base, "--models", str(models), "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "--models FILE is deprecated" in res.output
+    assert (tmp_path / "b" / "pool.yaml").exists()
 
 
 def test_cli_import_and_show(tmp_path: Path, user_files: tuple[Path, Path, Path]) -> None:
@@ -264,7 +296,7 @@ def test_cli_import_and_show(tmp_path: Path, user_files: tuple[Path, Path, Path]
             "import",
             "jsonl",
             str(recs),
-            "--models",
+            "--models-file",
             str(models),
             "-o",
             str(out),

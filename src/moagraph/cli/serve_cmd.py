@@ -164,7 +164,14 @@ def serve_cmd(
         "bearer key required" if config.api_key else "no auth (set --api-key or $MOAGRAPH_API_KEY)"
     )
     console.print(
-        f"auth: {auth}; store: {config.store or 'none'}; budget: {config.budget_flops or 'none'}"
+        f"auth: {auth}; store: {config.store or 'none'}; budget: "
+        + (
+            f"{config.budget_flops:.4g} normalised FLOPs per request"
+            + (f" ({budget})" if budget and ":" in budget else "")
+            if config.budget_flops is not None
+            else "none"
+        ),
+        highlight=False,
     )
     if (
         config.api_key is None
