@@ -105,6 +105,7 @@ def prepare_search(
     budget: str | float = 4,
     budget_dollars: float | None = None,
     guided_iterations: int | None = None,
+    pilot: str | None = None,
     train_n: int = 10,
     heldout_n: int = 20,
     test_n: int = 100,
@@ -301,10 +302,18 @@ def prepare_search(
         kwargs["objective"] = "latency" if latency else "accuracy"
         if guided_iterations is not None:
             kwargs["guided_iterations"] = guided_iterations
+        if pilot is not None:
+            from moagraph.search.agent_reinforce import PILOT_MODES
+
+            if pilot not in PILOT_MODES:
+                raise ConfigError(f"--pilot {pilot!r}: use one of {', '.join(PILOT_MODES)}")
+            kwargs["pilot"] = pilot
     elif guided_iterations is not None:
         raise ConfigError(
             "--guided-iterations applies to --optimizer agent-reinforce only; use --iterations"
         )
+    if pilot is not None and optimizer != "agent-reinforce":
+        raise ConfigError("--pilot applies to --optimizer agent-reinforce only; drop it")
     opt = get_optimizer(optimizer, space, seed=seed, **kwargs)
     iterations = n_trials
     if guided_iterations is not None:
@@ -498,7 +507,8 @@ def optimize(
     ``budget`` (normalised FLOPs or ``"paper:b"``), ``budget_dollars``, ``seed``,
     ``train_n``, ``heldout_n``, ``test_n``, ``split``, ``split_seed``, ``max_nodes``,
     ``flat``, ``models``, ``sink``, ``output_model``, ``latency``, ``multi_objective``,
-    ``guided_iterations``, ``study_name``, ``agent`` (an ``AgentLLM``) or
+    ``guided_iterations``, ``pilot`` (agent-reinforce: ``"size"``, the default, or
+    ``"coverage"``: every model's own train accuracy in the pilot), ``study_name``, ``agent`` (an ``AgentLLM``) or
     ``agent_pool``/``agent_model``, ``cache`` (a call-cache file), ``max_tokens``,
     ``ray`` (``HOST:PORT``, ``auto`` or ``local``: model calls on a Ray cluster).
 

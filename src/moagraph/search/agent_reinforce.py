@@ -2,8 +2,18 @@
 
 Phases (each evaluation is one ask/tell; the phase is stored with every trial):
 
-1. pilot: the homogeneous, budget-filling mix of each of up to ``pilot_n``
-   models, so the agent sees how each model does alone;
+1. pilot (``pilot="size"``, the default): the homogeneous, budget-filling mix
+   of each of up to ``pilot_n`` models spread over sizes (smallest, largest,
+   then the next-smallest ...), so the agent sees how each model does alone.
+   Spreading over sizes can miss the pool's best model (zeroeval-math: the
+   smallest, largest and second-smallest of 10, never Qwen2.5-7B).
+   ``pilot="coverage"`` instead packs *every* model into as few flat pilot
+   graphs as fit the budget (one copy each, first-fit by cost) and reads each
+   model's own train accuracy from the node scores the evaluator reports
+   (:attr:`EvalResult.node_scores`; the exact replay evaluator measures them at
+   no extra cost, elsewhere each model gets its graph's reward). No test or
+   validation label is used; it takes ``ceil(models / models per graph)``
+   evaluations, e.g. 3 for 10 models at 4 nodes;
 2. mix choice: the agent reads the feasible mixes, the written insights and
    the pilot results and names ``n_candidates`` mixes (heuristic fallback);
 3. pretest: one sampled graph per candidate mix; the best mix is then
@@ -48,6 +58,9 @@ from moagraph.search.insights import insights_text
 from moagraph.search.reinforce import Adam, reinforce_grads
 from moagraph.search.space import SearchSpace, finalize_graph, graph_text
 
+PILOT_MODES = ("size", "coverage")
+"""``AgentReinforce(pilot=...)``: which models the pilot runs (see the module docs)."""
+
 GUIDED_PHASES = ("search", "proposal")
 """Trial phases that are agent-guided evaluations (pilot and pretest are not)."""
 
@@ -74,9 +87,16 @@ class AgentReinforce(Optimizer):
         guided_iterations: int | None = None,
         objective: str = "accuracy",
         fix_mix: bool | None = None,
+        pilot: str = "size",
         **kwargs: Any,
     ) -> None:
         super().__init__(space, seed, **kwargs)
+        if pilot not in PILOT_MODES:
+            raise ValueError(
+                f"pilot={pilot!r}: use one of {', '.join(PILOT_MODES)} (--pilot); 'size' runs "
+                "pilot_n models alone spread over sizes, 'coverage' scores every model"
+            )
+        self.pilot = pilot
         if objective not in ("accuracy", "latency"):
             raise ValueError(f"objective={objective!r}: use 'accuracy' or 'latency'")
         if guided_iterations is not None and guided_iterations < 1:
@@ -114,15 +134,21 @@ class AgentReinforce(Optimizer):
         self._pilot: dict[str, float] = {}
         self._pretest: dict[tuple[int, ...], float] = {}
         self._candidates: list[tuple[int, ...]] = []
-        if self.use_priors:
+        if self.use_priors and pilot == "coverage":
+            for i, group in enumerate(self._coverage_groups()):
+                cover = [int(m in group) for m in space.model_names]
+                self._queue.append(
+                    (space.flat_graph(cover, name=f"pilot-{i}"), "pilot", {"models": group})
+                )
+        elif self.use_priors:
             for name in self._pilot_models(pilot_n):
                 counts = self._homogeneous(name)
                 if counts is not None:
                     self._queue.append(
                         (space.flat_graph(counts, name=f"pilot-{name}"), "pilot", {"model": name})
                     )
-            if not self._queue:
-                self._phase = "search"
+        if self.use_priors and not self._queue:
+            self._phase = "search"
         self.planned_prior_evaluations = len(self._queue) + (n_candidates if self.use_priors else 0)
 
     @property
@@ -142,6 +168,26 @@ class AgentReinforce(Optimizer):
             if by_size[i].name not in picks:
                 picks.append(by_size[i].name)
         return picks[: max(n, 0)]
+
+    def _coverage_groups(self) -> list[list[str]]:
+        """Every model that fits alone, one copy each, packed first-fit (dearest first)
+        into as few budget-feasible flat graphs as possible."""
+        sp = self.space
+        names = sp.model_names
+        dear_first = sorted(names, key=lambda m: (-sp.node_cost(m, 0), names.index(m)))
+        groups: list[list[int]] = []
+        for m in dear_first:
+            k = names.index(m)
+            if not sp.mix_fits([int(i == k) for i in range(len(names))]):
+                continue  # too dear even alone
+            for g in groups:
+                counts = [int(i in g or i == k) for i in range(len(names))]
+                if sp.mix_fits(counts):
+                    g.append(k)
+                    break
+            else:
+                groups.append([k])
+        return [[names[i] for i in sorted(g)] for g in groups]
 
     def _homogeneous(self, name: str) -> tuple[int, ...] | None:
         k = self.space.model_names.index(name)
@@ -304,7 +350,14 @@ class AgentReinforce(Optimizer):
         )
         self.counters[key] += 1
         if phase == "pilot":
-            self._pilot[told.candidate.info["model"]] = told.reward
+            if "model" in told.candidate.info:  # pilot="size": the model alone
+                self._pilot[told.candidate.info["model"]] = told.reward
+                return
+            # pilot="coverage": each model's own answers, where the evaluator measured them
+            node_scores = told.info.get("node_scores") or {}
+            for n in self.space.workers(told.candidate.graph):
+                if n.model:
+                    self._pilot[n.model] = float(node_scores.get(n.id, told.reward))
             return
         if phase == "pretest":
             # credited to the mix actually evaluated (the same as info["mix"], unless a resumed
@@ -431,6 +484,9 @@ class AgentReinforce(Optimizer):
 
     def stats(self) -> dict[str, Any]:
         s: dict[str, Any] = dict(self.counters)
+        if self.use_priors:
+            s["pilot"] = self.pilot
+            s["pilot_models"] = sorted(self._pilot)
         if self.fixed_mix is not None:
             s["fixed_mix"] = self.space.describe_mix(self.fixed_mix)
         if self.reply_limits:

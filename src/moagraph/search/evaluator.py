@@ -121,6 +121,10 @@ class EvalResult:
     n: int
     errors: int = 0
     scores: list[float] = field(default_factory=list)
+    node_scores: dict[str, float] = field(default_factory=dict)
+    """Per worker node id: the mean score of that node's own answer on the split (the exact
+    replay evaluator measures it for free; empty where it is not measured). Agent-REINFORCE's
+    ``pilot="coverage"`` reads single-model accuracies from it."""
 
 
 class GraphEvaluator(Protocol):
@@ -323,6 +327,10 @@ class ExactReplayEvaluator:
         return n
 
     def _nodes(self, graph: Graph) -> list[tuple[str, int]]:
+        return [m for _, m in self._sink_nodes(graph)]
+
+    def _sink_nodes(self, graph: Graph) -> list[tuple[str, tuple[str, int]]]:
+        """(node id, (model, recorded sample)) of each node the sink reads, in sink order."""
         sink = graph.node(graph.sink)
         counts: dict[str, int] = {}
         sample_of: dict[str, tuple[str, int]] = {}
@@ -338,7 +346,7 @@ class ExactReplayEvaluator:
             idx = n.sample_index if n.sample_index is not None else counts.get(n.model or "", 0)
             counts[n.model or ""] = counts.get(n.model or "", 0) + 1
             sample_of[nid] = (n.model or "", idx)
-        return [sample_of[i] for i in sink.inputs]
+        return [(i, sample_of[i]) for i in sink.inputs]
 
     async def evaluate(self, graph: Graph, split: Split = "train") -> EvalResult:
         return self.evaluate_sync(graph, split)
@@ -352,9 +360,11 @@ class ExactReplayEvaluator:
             raise EvaluatorError(f"{split} ids: none given; use --heldout-n / --test-n >= 1")
         self.evaluated_ids[split].update(self.ids[split])
         self.calls += 1
-        nodes = self._nodes(graph)
+        named = self._sink_nodes(graph)
+        nodes = [m for _, m in named]
         scores: list[float] = []
         lats: list[float] = []
+        own: dict[str, list[float]] = {nid: [] for nid, _ in named}
         for qid in self.ids[split]:
             recs = []
             for model, s in nodes:
@@ -365,6 +375,8 @@ class ExactReplayEvaluator:
                         f"{self.n_samples(model)} sample(s) per query; cap copies with max_copies"
                     )
                 recs.append(rec)
+            for (nid, _), rec in zip(named, recs, strict=True):
+                own[nid].append(rec.score)
             if self.mode == "select":
                 scores.append(max(r.score for r in recs))
             else:
@@ -380,6 +392,7 @@ class ExactReplayEvaluator:
             latency_s=float(np.mean(lats)) if lats else 0.0,
             n=len(scores),
             scores=scores,
+            node_scores={nid: float(np.mean(v)) for nid, v in own.items() if v},
         )
         self._memo[key] = res
         return res

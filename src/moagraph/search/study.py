@@ -307,7 +307,15 @@ async def run_study(
         else:
             if latency_weight > 0 and not lat_ref:
                 lat_ref.append(row.latency if row.latency > 0 else 1.0)
-            await optimizer.tell(cand, row.objective, {"cost": row.cost, "latency": row.latency})
+            await optimizer.tell(
+                cand,
+                row.objective,
+                {
+                    "cost": row.cost,
+                    "latency": row.latency,
+                    "node_scores": row.state.get("node_scores", {}),
+                },
+            )
             best = max(best, row.reward)
         if on_trial:
             on_trial(row.number + 1, iterations, row, best)
@@ -338,7 +346,15 @@ async def run_study(
                 on_trial(number + 1, iterations, row, best)
             continue
         obj = objective(res.reward, res.cost, res.latency_s)
-        await optimizer.tell(cand, obj, {"cost": res.cost, "latency": res.latency_s})
+        node_scores = dict(getattr(res, "node_scores", None) or {})
+        await optimizer.tell(
+            cand,
+            obj,
+            {"cost": res.cost, "latency": res.latency_s, "node_scores": node_scores},
+        )
+        state: dict[str, Any] = {"snapshot": optimizer.snapshot(), "info": cand.info}
+        if node_scores:
+            state["node_scores"] = node_scores  # told again on resume
         row = TrialRow(
             number,
             cand.phase,
@@ -348,7 +364,7 @@ async def run_study(
             res.cost,
             res.dollars,
             res.latency_s,
-            {"snapshot": optimizer.snapshot(), "info": cand.info},
+            state,
         )
         study.add_trial(row)
         best = max(best, res.reward)
