@@ -154,4 +154,5 @@ def test_unknown_optimizer_lists_known() -> None:
         "bayesopt",
         "textgrad",
         "exhaustive",
+        "maao",
     }

@@ -31,6 +31,7 @@ from moagraph.search.bayesopt import BayesOpt
 from moagraph.search.distribution import GraphDistribution
 from moagraph.search.evaluator import EvalResult, ExactReplayEvaluator, ExecutorEvaluator
 from moagraph.search.exhaustive import Exhaustive
+from moagraph.search.maao import MaAO
 from moagraph.search.random import RandomSearch
 from moagraph.search.reinforce import Reinforce
 from moagraph.search.space import SearchSpace, SearchSpaceError
@@ -45,11 +46,12 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     BayesOpt.name: BayesOpt,
     TextGrad.name: TextGrad,
     Exhaustive.name: Exhaustive,
+    MaAO.name: MaAO,
 }
 """Every optimiser by its ``--optimizer`` name (the one registry: CLI, library, tests)."""
 
-AGENT_OPTIMIZERS = ("agent-reinforce", "textgrad")
-"""Optimisers that take an ``agent`` (an LLM proposing graphs)."""
+AGENT_OPTIMIZERS = ("agent-reinforce", "textgrad", "maao")
+"""Optimisers that take an ``agent`` (an LLM proposing graphs; MaAO also runs without one)."""
 
 
 def optimizer_names() -> list[str]:
@@ -57,7 +59,8 @@ def optimizer_names() -> list[str]:
 
 
 def get_optimizer(name: str, space: SearchSpace, seed: int = 0, **kwargs: Any) -> Optimizer:
-    """Build an optimiser by name: agent-reinforce, reinforce, random, bayesopt, textgrad, exhaustive."""
+    """Build an optimiser by name: agent-reinforce, reinforce, random, bayesopt, textgrad,
+    exhaustive, maao."""
     if name not in OPTIMIZERS:
         raise UnknownOptimizerError(
             f"--optimizer {name!r} is unknown; use one of: {', '.join(OPTIMIZERS)}"
@@ -68,7 +71,7 @@ def get_optimizer(name: str, space: SearchSpace, seed: int = 0, **kwargs: Any) -
 __all__ = [
     "AGENT_OPTIMIZERS", "OPTIMIZERS", "AgentReinforce", "BayesOpt", "Candidate", "EvalResult",
     "ExactReplayEvaluator", "ExecutorEvaluator", "Exhaustive", "GraphDistribution",
-    "InMemoryStorage", "Optimizer", "RandomSearch", "Reinforce", "SQLiteStorage", "SearchEstimate",
+    "InMemoryStorage", "MaAO", "Optimizer", "RandomSearch", "Reinforce", "SQLiteStorage", "SearchEstimate",
     "SearchExhaustedError", "SearchSetup", "SearchSpace", "SearchSpaceError", "Study",
     "StudyError", "StudyResult", "StudyStorage", "TextGrad", "TrialRow", "UnknownCandidateError",
     "UnknownOptimizerError", "aoptimize", "create_study", "estimate_search", "get_optimizer",

@@ -272,7 +272,9 @@ def prepare_search(
             test=test,
         )
     kwargs: dict[str, Any] = {}
-    if optimizer in ("agent-reinforce", "textgrad"):
+    from moagraph.search import AGENT_OPTIMIZERS
+
+    if optimizer in AGENT_OPTIMIZERS:
         if agent is None:
             pool_key = pool_arg if isinstance(pool_arg, str) else pool.name
             apool = (
@@ -503,7 +505,7 @@ def optimize(
     object. ``storage``: ``None`` (in memory), ``"sqlite:///PATH"``, a path, or a
     :class:`~moagraph.search.storage.StudyStorage`; ``resume=True`` continues the
     stored study ``study_name`` where it stopped. Options (as the CLI's): ``optimizer``
-    (agent-reinforce, reinforce, random, bayesopt, textgrad, exhaustive), ``n_trials``,
+    (agent-reinforce, reinforce, random, bayesopt, textgrad, exhaustive, maao), ``n_trials``,
     ``budget`` (normalised FLOPs or ``"paper:b"``), ``budget_dollars``, ``seed``,
     ``train_n``, ``heldout_n``, ``test_n``, ``split``, ``split_seed``, ``max_nodes``,
     ``flat``, ``models``, ``sink``, ``output_model``, ``latency``, ``multi_objective``,

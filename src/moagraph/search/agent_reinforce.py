@@ -170,24 +170,7 @@ class AgentReinforce(Optimizer):
         return picks[: max(n, 0)]
 
     def _coverage_groups(self) -> list[list[str]]:
-        """Every model that fits alone, one copy each, packed first-fit (dearest first)
-        into as few budget-feasible flat graphs as possible."""
-        sp = self.space
-        names = sp.model_names
-        dear_first = sorted(names, key=lambda m: (-sp.node_cost(m, 0), names.index(m)))
-        groups: list[list[int]] = []
-        for m in dear_first:
-            k = names.index(m)
-            if not sp.mix_fits([int(i == k) for i in range(len(names))]):
-                continue  # too dear even alone
-            for g in groups:
-                counts = [int(i in g or i == k) for i in range(len(names))]
-                if sp.mix_fits(counts):
-                    g.append(k)
-                    break
-            else:
-                groups.append([k])
-        return [[names[i] for i in sorted(g)] for g in groups]
+        return coverage_groups(self.space)
 
     def _homogeneous(self, name: str) -> tuple[int, ...] | None:
         k = self.space.model_names.index(name)
@@ -494,6 +477,27 @@ class AgentReinforce(Optimizer):
         updates = s["agent_replies_ok"] + s["parse_failures"]
         s["parse_failure_rate"] = round(s["parse_failures"] / updates, 3) if updates else None
         return s
+
+
+def coverage_groups(space: SearchSpace) -> list[list[str]]:
+    """Every model that fits alone, one copy each, packed first-fit (dearest first)
+    into as few budget-feasible flat graphs as possible (``pilot="coverage"``, MaAO's profile)."""
+    sp = space
+    names = sp.model_names
+    dear_first = sorted(names, key=lambda m: (-sp.node_cost(m, 0), names.index(m)))
+    groups: list[list[int]] = []
+    for m in dear_first:
+        k = names.index(m)
+        if not sp.mix_fits([int(i == k) for i in range(len(names))]):
+            continue  # too dear even alone
+        for g in groups:
+            counts = [int(i in g or i == k) for i in range(len(names))]
+            if sp.mix_fits(counts):
+                g.append(k)
+                break
+        else:
+            groups.append([k])
+    return [[names[i] for i in sorted(g)] for g in groups]
 
 
 def _slot(node_id: str) -> int | None:
