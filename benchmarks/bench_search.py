@@ -19,14 +19,22 @@ validation) against the best single model that fits the budget (picked on
 train + validation) on test, with a paired bootstrap 95% CI
 (``moagraph.search.compare``).
 
-Agent-REINFORCE's agent is the live local Qwen2.5-Coder-1.5B-Instruct
-(llama.cpp on the CPU), every call cached in ``--out/agent_cache.sqlite``, so
-a rerun is free. ``--agent-seeds`` seeds of it run while ``--agent-minutes``
-of wall time remain (the rest are skipped and the table says how many ran).
+Optimisers: ``random``, ``bayesopt``, ``reinforce``, ``exhaustive`` (the
+enumeration order cut at the evaluation count), ``maao`` (moagraph's MaAO
+baseline, run without an agent: its surrogate picks every mix), and
+Agent-REINFORCE once per ``--pilots`` mode (``size``: the default pilot,
+``coverage``: every model's own train accuracy). Agent-REINFORCE and TextGrad
+need an LLM agent: the live local Qwen2.5-Coder-1.5B-Instruct (llama.cpp on
+the CPU), every call cached in ``--out/agent_cache.sqlite``, so a rerun is
+free; ``--agent-seeds`` seeds run, only on ``--agent-settings`` (pool:b) and
+while ``--agent-minutes`` of wall time remain (the table says how many ran).
+With ``--no-llm-agent`` Agent-REINFORCE runs instead with no agent (rows
+``agent-reinforce[no LLM, pilot=...]``: the heuristic mix choice from the pilot,
+then REINFORCE steps with the moving-average baseline), which isolates the
+pilot and pretest; TextGrad, which is only an agent loop, is then left out.
 
-    .venv/bin/python benchmarks/bench_search.py                                   # zeroeval-math + mmlu-pro, paper:8
-    .venv/bin/python benchmarks/bench_search.py --budgets 4,8,12 --seeds 8
-    .venv/bin/python benchmarks/bench_search.py --no-llm-agent                    # replay optimisers only (seconds)
+    .venv/bin/python benchmarks/bench_search.py --no-llm-agent                    # replay only: 2 pools x paper:4/8/12
+    .venv/bin/python benchmarks/bench_search.py --budgets 8 --agent-settings zeroeval-math:8
 """
 
 from __future__ import annotations
@@ -54,8 +62,25 @@ from moagraph.search.exhaustive import enumerate_graphs
 from moagraph.search.space import SearchSpace
 from moagraph.tasks.registry import get_task
 
-AGENT_OPTS = ("agent-reinforce",)
+AGENT_OPTS = ("agent-reinforce", "textgrad")
+"""Optimisers that need an LLM agent (MaAO runs without one here)."""
 console = Console()
+
+
+class Variant:
+    """One table row kind: an optimiser with its options, and whether it calls the live agent."""
+
+    def __init__(self, opt: str, live: bool = False, **options: Any) -> None:
+        self.opt, self.live, self.options = opt, live, options
+        pilot = options.get("pilot")
+        if opt == "agent-reinforce" and not live:
+            self.label = f"agent-reinforce[no LLM, pilot={pilot}]"
+        elif pilot is not None:
+            self.label = f"{opt}[pilot={pilot}]"
+        elif opt == "maao":
+            self.label = "maao[no agent]"
+        else:
+            self.label = opt
 
 
 class Setting:
@@ -134,25 +159,27 @@ def agent_usage(stats: dict[str, Any]) -> tuple[int, int]:
 
 async def run_seed(
     st: Setting,
-    name: str,
+    var: Variant,
     seed: int,
     evals: int,
     args: argparse.Namespace,
     agent: Any,
     studies: Path,
 ) -> dict[str, Any]:
+    name = var.opt
     ev = st.evaluator(seed, args.train_n, args.heldout_n)
     scored = [(ev.evaluate_sync(g, "train").reward, g) for g in st.graphs]
     opt_train, opt_graph = max(scored, key=lambda x: x[0])
-    kw: dict[str, Any] = {}
-    if name in AGENT_OPTS:
-        kw = {"agent": agent, "task_kind": getattr(st.task, "kind", None)}
+    kw: dict[str, Any] = dict(var.options)
+    if name in AGENT_OPTS or name == "maao":
+        kw.update(agent=agent if var.live else None, task_kind=getattr(st.task, "kind", None))
     opt = get_optimizer(name, st.space, seed=seed, **kw)
     if name == "agent-reinforce":
         guided = max(1, evals - int(opt.planned_prior_evaluations))
         opt = get_optimizer(name, st.space, seed=seed, guided_iterations=guided, **kw)
         evals = guided + int(opt.planned_prior_evaluations)
-    sname = f"{st.pool_name}-paper{st.b}-{name}-s{seed}-e{evals}-t{args.train_n}"
+    slug = var.label.replace("[", "-").replace("]", "").replace(", ", "-").replace(" ", "")
+    sname = f"{st.pool_name}-paper{st.b}-{slug}-s{seed}-e{evals}-t{args.train_n}"
     study = Study.open(
         studies, sname, {"optimizer": name, "seed": seed, "pool": st.pool_name, "b": st.b}
     )
@@ -167,9 +194,10 @@ async def run_seed(
     cmp = await compare_best_single(ev, st.space, res.best_graph, seed=seed)
     assert cmp is not None
     within = next((i + 1 for i, v in enumerate(curve) if v >= opt_train - 0.02 - 1e-12), None)
-    used, asked = agent_usage(res.stats) if name in AGENT_OPTS else (0, 0)
+    used, asked = agent_usage(res.stats) if var.live else (0, 0)
     return {
-        "optimizer": name,
+        "optimizer": var.label,
+        "live_agent": var.live,
         "seed": seed,
         "evals": len(curve),
         "prior": res.phases.get("prior", 0),
@@ -258,7 +286,15 @@ def main() -> None:
     )
     ap.add_argument("--pools", default="zeroeval-math,mmlu-pro")
     ap.add_argument(
-        "--budgets", default="8", help="paper b values (4, 8, 12 = the paper's 18, 42, 80)"
+        "--budgets", default="4,8,12", help="paper b values (4, 8, 12 = the paper's 18, 42, 80)"
+    )
+    ap.add_argument(
+        "--pilots", default="size,coverage", help="Agent-REINFORCE pilot modes, one row each"
+    )
+    ap.add_argument(
+        "--agent-settings",
+        default="zeroeval-math:8",
+        help="pool:b settings where the live agent runs (comma-separated; 'all' for every one)",
     )
     ap.add_argument(
         "--evals",
@@ -272,8 +308,8 @@ def main() -> None:
         "--agent-minutes",
         type=float,
         default=35.0,
-        help="wall time for agent-reinforce, shared equally by the pool/budget settings; a seed "
-        "starts only while its setting's share lasts",
+        help="wall time for the live agent, shared equally by the --agent-settings and the live "
+        "variants; a seed starts only while its share lasts",
     )
     ap.add_argument("--max-params-b", type=float, default=DEFAULT_MAX_PARAMS_B)
     ap.add_argument("--max-nodes", type=int, default=4)
@@ -282,15 +318,32 @@ def main() -> None:
     )
     ap.add_argument("--heldout-n", type=int, default=40, help="validation questions per seed")
     ap.add_argument("--test-n", type=int, default=1000, help="cap on the test part used")
-    ap.add_argument("--optimizers", default="random,bayesopt,reinforce,agent-reinforce")
-    ap.add_argument("--no-llm-agent", action="store_true", help="skip agent-reinforce")
+    ap.add_argument(
+        "--optimizers",
+        default="random,bayesopt,reinforce,exhaustive,maao,agent-reinforce,textgrad",
+    )
+    ap.add_argument(
+        "--no-llm-agent",
+        action="store_true",
+        help="no live agent: agent-reinforce without an LLM, textgrad left out",
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    names = [n for n in args.optimizers.split(",") if not (args.no_llm_agent and n in AGENT_OPTS)]
+    names = args.optimizers.split(",")
+    pilots = args.pilots.split(",")
+    variants: list[Variant] = []
+    for n in names:
+        if n == "agent-reinforce":
+            variants += [Variant(n, live=not args.no_llm_agent, pilot=p) for p in pilots]
+        elif n == "textgrad":
+            if not args.no_llm_agent:
+                variants.append(Variant(n, live=True))
+        else:
+            variants.append(Variant(n))
     eval_counts = [int(x) for x in str(args.evals).split(",")]
     runtime = agent = None
-    if any(n in AGENT_OPTS for n in names):
+    if any(v.live for v in variants):
         from moagraph.models.cache import CallCache
         from moagraph.models.runtime import PoolRuntime
 
@@ -301,39 +354,44 @@ def main() -> None:
     settings = [
         Setting(p, int(b), args) for b in args.budgets.split(",") for p in args.pools.split(",")
     ]
-    share = 60 * args.agent_minutes / len(settings)
     all_rows: dict[str, list[dict[str, Any]]] = {}
 
+    live_at = None if args.agent_settings == "all" else set(args.agent_settings.split(","))
+    live_settings = [
+        st for st in settings if live_at is None or f"{st.pool_name}:{st.b}" in live_at
+    ]
+    share = 60 * args.agent_minutes / max(len(live_settings), 1)
+    studies = args.out / "bench_search_studies.sqlite"
+    for f in (studies, Path(f"{studies}-wal"), Path(f"{studies}-shm")):
+        f.unlink(missing_ok=True)  # rebuilt each run (agent replies come back from the call cache)
+
     async def go() -> None:
-        studies = args.out / "bench_search_studies.sqlite"
         for st in settings:
             rows = all_rows.setdefault(f"{st.pool_name}-paper{st.b}", [])
-            agent_t0: float | None = None
+            agent_t0: dict[str, float] = {}  # per live variant: its share of the setting's time
+            n_live = max(1, sum(v.live for v in variants))
             jobs = [
-                (n, e, s)
-                for n in names
-                for e in (eval_counts[:1] if n in AGENT_OPTS else eval_counts)
-                for s in range(args.agent_seeds if n in AGENT_OPTS else args.seeds)
+                (v, e, s)
+                for v in variants
+                if not v.live or st in live_settings
+                for e in (eval_counts[:1] if v.live else eval_counts)
+                for s in range(args.agent_seeds if v.live else args.seeds)
             ]
-            for n, e, s in jobs:
-                if n in AGENT_OPTS:
-                    agent_t0 = agent_t0 or time.perf_counter()
-                    if time.perf_counter() - agent_t0 > share:
+            for v, e, s in jobs:
+                if v.live:
+                    t0 = agent_t0.setdefault(v.label, time.perf_counter())
+                    if time.perf_counter() - t0 > share / n_live:
                         console.print(
-                            f"{n} seed {s} on {st.pool_name}: skipped (its share of --agent-minutes is spent)"
+                            f"{v.label} seed {s} on {st.pool_name}: skipped (its share of --agent-minutes is spent)"
                         )
                         continue
-                r = await run_seed(st, n, s, e, args, agent, studies)
+                r = await run_seed(st, v, s, e, args, agent, studies)
                 rows.append(r)
                 console.print(
-                    f"{st.pool_name} paper:{st.b} {n} e{r['evals']} s{s}: test {r['test']:.3f} "
+                    f"{st.pool_name} paper:{st.b} {v.label} e{r['evals']} s{s}: test {r['test']:.3f} "
                     f"gap {r['gap_pts']:.1f} pts, {r['graph']} vs {r['single']} {r['single_test']:.3f}, "
                     f"{r['wall_s']:.0f}s"
-                    + (
-                        f", agent {r['used']}/{r['asked']} used, {r['stats']}"
-                        if n in AGENT_OPTS
-                        else ""
-                    ),
+                    + (f", agent {r['used']}/{r['asked']} used, {r['stats']}" if v.live else ""),
                     highlight=False,
                 )
         if runtime is not None:

@@ -43,17 +43,18 @@ def test_profile_scores_every_model_then_searches_mixes_by_the_surrogate() -> No
     assert opt.profile == acc
     first = trials[len(prof)]
     # the first searched mix is the one the profile predicts best: as many m as fit
-    assert first.state["info"]["mix"] == list(max(sp.feasible_mixes(), key=opt_predict(acc, sp)))
+    mixes = sp.feasible_mixes(maximal=False)  # not only the budget-filling ones
+    assert first.state["info"]["mix"] == list(max(mixes, key=opt_predict(acc, sp, mixes)))
     assert sp.mix_of(first.graph) == tuple(first.state["info"]["mix"])
     searched = [tuple(t.state["info"]["mix"]) for t in trials[len(prof) :]]
     assert len(set(searched)) == len(searched)  # each mix once
 
 
-def opt_predict(acc: dict[str, float], sp: Any) -> Any:
+def opt_predict(acc: dict[str, float], sp: Any, mixes: list[Any]) -> Any:
     names = sp.model_names
     return lambda mix: (
         sum(c * acc[names[i]] for i, c in enumerate(mix)) / sum(mix),
-        -sp.feasible_mixes().index(mix),
+        -mixes.index(mix),
     )
 
 
@@ -74,8 +75,8 @@ def test_maao_finds_the_best_mix_of_the_synthetic_reward() -> None:
     opt = MaAO(sp, seed=0)
     ev = NodeScoring(sp, {"s": 0.3, "m": 0.5, "l": 0.4})
     trials = _study(opt, ev, 8)
-    best = max(ev.reward(sp.flat_graph(m)) for m in sp.feasible_mixes())  # budget-filling mixes
-    assert best == pytest.approx(0.9)  # 3x m + one more model
+    best = max(ev.reward(sp.flat_graph(m)) for m in sp.feasible_mixes(maximal=False))
+    assert best == pytest.approx(1.0)  # 3x m alone: not budget-filling (a 4th node fits)
     assert max(t.reward for t in trials) == pytest.approx(best)
 
 

@@ -15,7 +15,8 @@ where Agent-REINFORCE edits a graph distribution.
    corrected after every evaluation by the reward error, shared over the mix's
    models by their share of its copies (a delta rule, rate ``lr``). Each step the
    agent, shown the profile, the evaluated mixes with their rewards and the
-   unevaluated feasible mixes ranked by the surrogate, names the next mix; with
+   unevaluated feasible mixes (all of them, not only budget-filling ones) ranked
+   by the surrogate, names the next mix; with
    no agent, or a reply that names none, the surrogate's best mix is taken.
    The graph of a mix is flat on a flat space, else sampled with exactly that
    mix (edges and roles uniform).
@@ -58,7 +59,9 @@ class MaAO(Optimizer):
         self.value: dict[str, float] = {}  # per-model value of the surrogate
         self.profile: dict[str, float] = {}  # per-model own train accuracy (profile phase)
         self.evaluated: dict[tuple[int, ...], float] = {}
-        self._mixes = space.feasible_mixes(maximal=True)
+        # every feasible mix, not only the budget-filling ones Agent-REINFORCE offers: with a
+        # vote sink, a weak extra model can outvote a strong one, so "fill the budget" can hurt
+        self._mixes = space.feasible_mixes(maximal=False)
         self.counters = {"agent_calls": 0, "agent_picks": 0, "agent_errors": 0}
         groups = coverage_groups(space)
         self._queue: list[tuple[Graph, str, dict[str, Any]]] = [
