@@ -106,11 +106,22 @@ def import_alpaca_cmd(
     """Import AlpacaEval 2.0 outputs with judge win probabilities as a routing pool."""
     from moagraph.pools.importers import import_alpaca_eval
 
+    _run_import(
+        "importing AlpacaEval outputs and labels",
+        import_alpaca_eval,
+        data_dir,
+        out,
+        limit=limit,
+        include_closed=not exclude_closed,
+        tokens=tokens,
+    )
+
+
+def _run_import(status: str, importer: Any, data_dir: Path, out: Path, **kwargs: Any) -> None:
+    """Every `pool import` command: run the importer under a status line, then show the pool."""
     try:
-        with console.status("importing AlpacaEval outputs and labels"):
-            import_alpaca_eval(
-                data_dir, out, limit=limit, include_closed=not exclude_closed, tokens=tokens
-            )
+        with console.status(status):
+            importer(data_dir, out, **kwargs)
     except ValueError as e:
         raise fail(e) from None
     console.print(f"wrote {out}/pool.yaml")
@@ -119,6 +130,25 @@ def import_alpaca_cmd(
 
 def _model_list(models: str | None) -> list[str] | None:
     return [m.strip() for m in models.split(",") if m.strip()] if models else None
+
+
+def _selection(
+    name: str | None,
+    models: str | None,
+    max_params_b: float | None,
+    exclude_closed: bool,
+    limit: int | None,
+    tokens: str,
+) -> dict[str, Any]:
+    """The options the ground-truth importers share, as their keyword arguments."""
+    return {
+        "name": name,
+        "models": _model_list(models),
+        "max_params_b": max_params_b,
+        "exclude_closed": exclude_closed,
+        "limit": limit,
+        "tokens": tokens,
+    }
 
 
 @import_app.command("zeroeval")
@@ -144,23 +174,14 @@ def import_zeroeval_cmd(
     """Import ZeroEval GSM8K / MATH-L5 outputs of 40+ LLMs with 0/1 ground truth."""
     from moagraph.pools.ground_truth import import_zeroeval
 
-    try:
-        with console.status("importing ZeroEval outputs and labels"):
-            import_zeroeval(
-                data_dir,
-                out,
-                name=name,
-                models=_model_list(models),
-                max_params_b=max_params_b,
-                exclude_closed=exclude_closed,
-                full_text_max_b=full_text_max_b,
-                limit=limit,
-                tokens=tokens,
-            )
-    except ValueError as e:
-        raise fail(e) from None
-    console.print(f"wrote {out}/pool.yaml")
-    show_pool(out)
+    _run_import(
+        "importing ZeroEval outputs and labels",
+        import_zeroeval,
+        data_dir,
+        out,
+        full_text_max_b=full_text_max_b,
+        **_selection(name, models, max_params_b, exclude_closed, limit, tokens),
+    )
 
 
 @import_app.command("mmlu-pro")
@@ -177,22 +198,13 @@ def import_mmlu_pro_cmd(
     """Import MMLU-Pro letters + 0/1 correctness of 29 LLMs (synthetic texts, estimated tokens)."""
     from moagraph.pools.ground_truth import import_mmlu_pro
 
-    try:
-        with console.status("importing MMLU-Pro predictions and labels"):
-            import_mmlu_pro(
-                data_dir,
-                out,
-                name=name,
-                models=_model_list(models),
-                max_params_b=max_params_b,
-                exclude_closed=exclude_closed,
-                limit=limit,
-                tokens=tokens,
-            )
-    except ValueError as e:
-        raise fail(e) from None
-    console.print(f"wrote {out}/pool.yaml")
-    show_pool(out)
+    _run_import(
+        "importing MMLU-Pro predictions and labels",
+        import_mmlu_pro,
+        data_dir,
+        out,
+        **_selection(name, models, max_params_b, exclude_closed, limit, tokens),
+    )
 
 
 @pool_app.command("extend")
