@@ -328,6 +328,18 @@ def main() -> None:
         help="no live agent: agent-reinforce without an LLM, textgrad left out",
     )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows already in --out/bench_search.json that this run does not redo "
+        "(e.g. add live agent rows to a replay-only run)",
+    )
+    ap.add_argument(
+        "--textgrad-seeds",
+        type=int,
+        default=1,
+        help="seeds of the live textgrad row (every guided step is an agent call)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.optimizers.split(",")
@@ -375,7 +387,11 @@ def main() -> None:
                 for v in variants
                 if not v.live or st in live_settings
                 for e in (eval_counts[:1] if v.live else eval_counts)
-                for s in range(args.agent_seeds if v.live else args.seeds)
+                for s in range(
+                    (args.textgrad_seeds if v.opt == "textgrad" else args.agent_seeds)
+                    if v.live
+                    else args.seeds
+                )
             ]
             for v, e, s in jobs:
                 if v.live:
@@ -398,12 +414,22 @@ def main() -> None:
             await runtime.aclose()
 
     asyncio.run(go())
+    out = args.out / "bench_search.json"
+    by_key = {f"{st.pool_name}-paper{st.b}": st for st in settings}
+    if args.merge and out.exists():  # keep the other rows of the file (e.g. replay runs)
+        old: dict[str, list[dict[str, Any]]] = json.loads(out.read_text())
+        ran = {v.label for v in variants}
+        for key, rows in old.items():
+            keep = [r for r in rows if key not in all_rows or r["optimizer"] not in ran]
+            all_rows[key] = keep + all_rows.get(key, [])
+            if key not in by_key:
+                pool_name, b = key.rsplit("-paper", 1)
+                by_key[key] = Setting(pool_name, int(b), args)
     mds: list[str] = []
-    for st in settings:
-        md = table(st, all_rows[f"{st.pool_name}-paper{st.b}"], args)
+    for key in sorted(by_key, key=lambda k: (by_key[k].b, k)):
+        md = table(by_key[key], all_rows[key], args)
         print(md + "\n")
         mds.append(md)
-    out = args.out / "bench_search.json"
     out.write_text(json.dumps(all_rows, indent=1, default=str))
     (args.out / "bench_search.md").write_text("\n\n".join(mds) + "\n")
     console.print(f"rows: {out}; tables: {args.out / 'bench_search.md'}")

@@ -442,7 +442,9 @@ class SearchSpace:
     def trim(self, graph: Graph, keep_nodes: bool = False) -> Graph:
         """Drop the cheapest nodes until the graph fits the budget and node cap.
 
-        Dropping a node removes its edges; the role rules are re-applied and
+        Among equally cheap nodes the latest slot goes first, so the result does not
+        depend on the order nodes are listed in and slot s keeps the s-th copy (what
+        a fixed mix and :meth:`AgentReinforce.project` assume). Dropping a node removes its edges; the role rules are re-applied and
         every node left without a consumer feeds the sink, so the result is
         always a valid graph. At least one worker node is kept (the space
         guarantees one cheapest node fits). An LLM sink is never dropped.
