@@ -23,7 +23,8 @@ Optimisers: ``random``, ``bayesopt``, ``reinforce``, ``exhaustive`` (the
 enumeration order cut at the evaluation count), ``maao`` (moagraph's MaAO
 baseline, run without an agent: its surrogate picks every mix), and
 Agent-REINFORCE once per ``--pilots`` mode (``size``: the default pilot,
-``coverage``: every model's own train accuracy). Agent-REINFORCE and TextGrad
+``coverage``: every model's own train accuracy; ``coverage/all``: and every
+feasible mix offered, not only budget-filling ones). Agent-REINFORCE and TextGrad
 need an LLM agent: the live local Qwen2.5-Coder-1.5B-Instruct (llama.cpp on
 the CPU), every call cached in ``--out/agent_cache.sqlite``, so a rerun is
 free; ``--agent-seeds`` seeds run, only on ``--agent-settings`` (pool:b) and
@@ -73,10 +74,11 @@ class Variant:
     def __init__(self, opt: str, live: bool = False, **options: Any) -> None:
         self.opt, self.live, self.options = opt, live, options
         pilot = options.get("pilot")
+        extra = ", mixes=all" if options.get("mixes") == "all" else ""
         if opt == "agent-reinforce" and not live:
-            self.label = f"agent-reinforce[no LLM, pilot={pilot}]"
+            self.label = f"agent-reinforce[no LLM, pilot={pilot}{extra}]"
         elif pilot is not None:
-            self.label = f"{opt}[pilot={pilot}]"
+            self.label = f"{opt}[pilot={pilot}{extra}]"
         elif opt == "maao":
             self.label = "maao[no agent]"
         else:
@@ -289,7 +291,10 @@ def main() -> None:
         "--budgets", default="4,8,12", help="paper b values (4, 8, 12 = the paper's 18, 42, 80)"
     )
     ap.add_argument(
-        "--pilots", default="size,coverage", help="Agent-REINFORCE pilot modes, one row each"
+        "--pilots",
+        default="size,coverage,coverage/all",
+        help="Agent-REINFORCE pilot modes, one row each; '/all' adds mixes='all' (every "
+        "feasible mix offered, not only budget-filling ones)",
     )
     ap.add_argument(
         "--agent-settings",
@@ -347,7 +352,12 @@ def main() -> None:
     variants: list[Variant] = []
     for n in names:
         if n == "agent-reinforce":
-            variants += [Variant(n, live=not args.no_llm_agent, pilot=p) for p in pilots]
+            for p in pilots:  # "coverage/all": pilot=coverage, mixes="all"
+                pilot, _, mixes = p.partition("/")
+                opts: dict[str, Any] = {"pilot": pilot}
+                if mixes:
+                    opts["mixes"] = mixes
+                variants.append(Variant(n, live=not args.no_llm_agent, **opts))
         elif n == "textgrad":
             if not args.no_llm_agent:
                 variants.append(Variant(n, live=True))

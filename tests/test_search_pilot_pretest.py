@@ -182,6 +182,14 @@ def test_prepare_search_passes_pilot_to_agent_reinforce_only() -> None:
     )  # fmt: skip
     assert isinstance(setup.optimizer, AgentReinforce) and setup.optimizer.pilot == "coverage"
     assert setup.config["optimizer_options"]["pilot"] == "coverage"  # a resume key
+    assert setup.optimizer.mixes == "maximal"
+    mixed = prepare_search(
+        "zeroeval-math", "math", optimizer="agent-reinforce", agent=ScriptedAgent(),
+        mixes="all", **kw
+    )  # fmt: skip
+    assert isinstance(mixed.optimizer, AgentReinforce) and mixed.optimizer.mixes == "all"
+    with pytest.raises(ConfigError, match="--mixes applies to --optimizer agent-reinforce"):
+        prepare_search("zeroeval-math", "math", optimizer="random", mixes="all", **kw)
     with pytest.raises(ConfigError, match="--pilot applies to --optimizer agent-reinforce"):
         prepare_search("zeroeval-math", "math", optimizer="random", pilot="coverage", **kw)
     with pytest.raises(ConfigError, match="--pilot 'best'"):
@@ -189,3 +197,25 @@ def test_prepare_search_passes_pilot_to_agent_reinforce_only() -> None:
             "zeroeval-math", "math", optimizer="agent-reinforce", agent=ScriptedAgent(),
             pilot="best", **kw
         )  # fmt: skip
+
+
+def test_mixes_all_offers_mixes_that_do_not_fill_the_budget() -> None:
+    """With a vote sink one strong model can beat it plus weak voters: mixes="all" can pick it."""
+    sp = small_space(budget=7.0, flat=True)  # 1x l (3.0) leaves room: not budget-filling
+
+    class Acc(NodeScoring):
+        acc: ClassVar[dict[str, float]] = {"s": 0.1, "m": 0.2, "l": 0.9}
+
+    got = {}
+    for mixes in ("maximal", "all"):
+        opt = AgentReinforce(
+            sp, seed=0, agent=None, guided_iterations=1, pilot="coverage", mixes=mixes
+        )
+        _ = asyncio.run(run_study(Study.open(InMemoryStorage(), mixes, {}), opt, Acc(sp), 100))
+        got[mixes] = opt._candidates
+    maximal = set(sp.feasible_mixes(maximal=True))
+    assert set(got["maximal"]) <= maximal
+    assert got["all"][0] == (0, 0, 1)  # l alone: the best count-weighted pilot accuracy
+    assert (0, 0, 1) not in maximal
+    with pytest.raises(ValueError, match="mixes='some'"):
+        AgentReinforce(sp, mixes="some")

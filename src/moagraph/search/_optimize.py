@@ -106,6 +106,7 @@ def prepare_search(
     budget_dollars: float | None = None,
     guided_iterations: int | None = None,
     pilot: str | None = None,
+    mixes: str | None = None,
     train_n: int = 10,
     heldout_n: int = 20,
     test_n: int = 100,
@@ -310,12 +311,17 @@ def prepare_search(
             if pilot not in PILOT_MODES:
                 raise ConfigError(f"--pilot {pilot!r}: use one of {', '.join(PILOT_MODES)}")
             kwargs["pilot"] = pilot
+        if mixes is not None:
+            if mixes not in ("maximal", "all"):
+                raise ConfigError(f"--mixes {mixes!r}: use maximal or all")
+            kwargs["mixes"] = mixes
     elif guided_iterations is not None:
         raise ConfigError(
             "--guided-iterations applies to --optimizer agent-reinforce only; use --iterations"
         )
-    if pilot is not None and optimizer != "agent-reinforce":
-        raise ConfigError("--pilot applies to --optimizer agent-reinforce only; drop it")
+    for flag, val in (("--pilot", pilot), ("--mixes", mixes)):
+        if val is not None and optimizer != "agent-reinforce":
+            raise ConfigError(f"{flag} applies to --optimizer agent-reinforce only; drop it")
     opt = get_optimizer(optimizer, space, seed=seed, **kwargs)
     iterations = n_trials
     if guided_iterations is not None:
@@ -510,7 +516,8 @@ def optimize(
     ``train_n``, ``heldout_n``, ``test_n``, ``split``, ``split_seed``, ``max_nodes``,
     ``flat``, ``models``, ``sink``, ``output_model``, ``latency``, ``multi_objective``,
     ``guided_iterations``, ``pilot`` (agent-reinforce: ``"size"``, the default, or
-    ``"coverage"``: every model's own train accuracy in the pilot), ``study_name``, ``agent`` (an ``AgentLLM``) or
+    ``"coverage"``: every model's own train accuracy in the pilot), ``mixes``
+    (agent-reinforce: ``"maximal"``, the default, or ``"all"`` feasible mixes), ``study_name``, ``agent`` (an ``AgentLLM``) or
     ``agent_pool``/``agent_model``, ``cache`` (a call-cache file), ``max_tokens``,
     ``ray`` (``HOST:PORT``, ``auto`` or ``local``: model calls on a Ray cluster).
 

@@ -15,7 +15,10 @@ Phases (each evaluation is one ask/tell; the phase is stored with every trial):
    validation label is used; it takes ``ceil(models / models per graph)``
    evaluations, e.g. 3 for 10 models at 4 nodes;
 2. mix choice: the agent reads the feasible mixes, the written insights and
-   the pilot results and names ``n_candidates`` mixes (heuristic fallback);
+   the pilot results and names ``n_candidates`` mixes (heuristic fallback).
+   Only budget-filling mixes are offered (``mixes="maximal"``, "use the budget
+   as fully as possible"); ``mixes="all"`` offers every feasible mix, which
+   matters with a vote sink, where weak extra voters outvote a strong model;
 3. pretest: one sampled graph per candidate mix; the best mix is then
    **fixed** (``fix_mix=True``, the default): every later graph uses exactly
    that many copies of each model, as the official code does
@@ -88,9 +91,16 @@ class AgentReinforce(Optimizer):
         objective: str = "accuracy",
         fix_mix: bool | None = None,
         pilot: str = "size",
+        mixes: str = "maximal",
         **kwargs: Any,
     ) -> None:
         super().__init__(space, seed, **kwargs)
+        if mixes not in ("maximal", "all"):
+            raise ValueError(
+                f"mixes={mixes!r}: use 'maximal' (budget-filling mixes only, the paper's "
+                "choice) or 'all' (every feasible mix)"
+            )
+        self.mixes = mixes
         if pilot not in PILOT_MODES:
             raise ValueError(
                 f"pilot={pilot!r}: use one of {', '.join(PILOT_MODES)} (--pilot); 'size' runs "
@@ -192,7 +202,7 @@ class AgentReinforce(Optimizer):
         return mean + 0.01 * len(known)
 
     async def _choose_mixes(self) -> None:
-        mixes = self.space.feasible_mixes(maximal=True)
+        mixes = self.space.feasible_mixes(maximal=self.mixes == "maximal")
         mixes.sort(key=self._mix_prior, reverse=True)
         shown = mixes[: self.max_mixes_shown]
         chosen: list[int] = []
