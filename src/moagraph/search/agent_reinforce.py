@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from moagraph.errors import ConfigError
 from moagraph.graph.spec import Graph, Node, Role
 from moagraph.search.agent import (
     AgentLLM,
@@ -96,13 +97,13 @@ class AgentReinforce(Optimizer):
     ) -> None:
         super().__init__(space, seed, **kwargs)
         if mixes not in ("maximal", "all"):
-            raise ValueError(
+            raise ConfigError(
                 f"mixes={mixes!r}: use 'maximal' (budget-filling mixes only, the paper's "
                 "choice) or 'all' (every feasible mix)"
             )
         self.mixes = mixes
         if pilot not in PILOT_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"pilot={pilot!r}: use one of {', '.join(PILOT_MODES)} (--pilot); 'size' runs "
                 "pilot_n models alone spread over sizes, 'coverage' scores every model"
             )

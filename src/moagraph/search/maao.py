@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from moagraph.errors import ConfigError
 from moagraph.graph.spec import Graph
 from moagraph.search.agent import AgentLLM, mix_prompt, parse_mix_reply
 from moagraph.search.agent_reinforce import coverage_groups
@@ -51,7 +52,7 @@ class MaAO(Optimizer):
     ) -> None:
         super().__init__(space, seed, **kwargs)
         if not 0 < lr <= 1:
-            raise ValueError(f"lr={lr}: use 0 < lr <= 1")
+            raise ConfigError(f"lr={lr}: use 0 < lr <= 1 (MaAO's surrogate learning rate)")
         self.agent = agent
         self.task_kind = task_kind
         self.lr = lr
