@@ -141,9 +141,12 @@ def test_serve_example_with_the_openai_client(tmp_path: Path) -> None:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path)
         try:
             base = f"http://127.0.0.1:{port}/v1"
+            give_up = time.monotonic() + 600  # a hang guard, not a speed check
             while True:  # wait until it answers (or died)
                 if proc.poll() is not None:
                     pytest.fail(f"moagraph serve exited {proc.returncode}:\n{log.read_text()}")
+                if time.monotonic() > give_up:
+                    pytest.fail(f"moagraph serve never answered /v1/models:\n{log.read_text()}")
                 try:
                     r = httpx.get(f"{base}/models", headers={"Authorization": "Bearer KEY"})
                     if r.status_code == 200:
@@ -158,6 +161,10 @@ def test_serve_example_with_the_openai_client(tmp_path: Path) -> None:
             out = _run("serve", code)
         finally:
             proc.terminate()
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert "'flops'" in out and "'trace_id'" in out and "'dollars'" in out, out
     assert "CompletionUsage(" in out
