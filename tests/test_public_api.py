@@ -60,6 +60,7 @@ DOCUMENTED = [
     "moagraph.search.storage",
     "moagraph.load_router",
     "moagraph.serve.create_app",
+    "moagraph.graph.eval_job",
     "moagraph.route",
     "moagraph.errors",
 ]

@@ -7,14 +7,9 @@ fresh install shows a real result table within about a minute, offline.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import math
-import secrets
 import sqlite3
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -140,150 +135,81 @@ def _eval(
     dry_run: bool = False,
     budget_dollars: float | None = None,
 ) -> None:
-    from moagraph.graph.builders import single
-    from moagraph.graph.evaluate import aevaluate
-    from moagraph.graph.executor import Budget, GraphExecutor
-    from moagraph.graph.policy import GraphPolicy
-    from moagraph.graph.spec import Graph
-    from moagraph.graphs import resolve_graph
-    from moagraph.models.base import SamplingParams
+    """Parse into :func:`moagraph.graph.eval_job.prepare_eval`, run it, print."""
+    from moagraph.graph.eval_job import prepare_eval
     from moagraph.models.pool import load_pool
-    from moagraph.models.runtime import PoolRuntime
     from moagraph.pools import resolve_pool
     from moagraph.store import RunStore
 
-    if graph_path is not None and model is not None:
-        raise ValueError(
-            "--graph and --model: give one of them (a graph file, or one model to call once)"
-        )
     if resume and run_id is None:
         raise ValueError("--resume needs --run-id ID (the id printed when the run started)")
-    if not math.isfinite(temperature):
-        raise ValueError(f"--temperature {temperature}: must be a finite number >= 0")
-    if budget_dollars is not None and not (math.isfinite(budget_dollars) and budget_dollars >= 0):
-        raise ValueError(f"--budget-dollars {budget_dollars}: must be a finite number >= 0")
     pool = load_pool(resolve_pool(pool_name))
-    specs = {m.name: m for m in pool.models}  # as written in the pool file: the run's identity
-    if (
-        ray_address is not None and not dry_run
-    ):  # models as Ray replicas; the store and cache stay on this driver
-        from moagraph.scale.cluster import connect, on_cluster
-
-        connect(ray_address)
-        pool = on_cluster(pool)
-    graph = (
-        Graph.load(resolve_graph(graph_path))
-        if graph_path is not None
-        else single(model or pool.models[0].name)
-    )
-    graph.validate_against(pool)
     task = resolve_task(task_name, data_dir)
-    budget_flops = resolve_budget(budget_text, pool, task)
-    examples = task.load(split, n=n, seed=seed)
-    if not examples:
-        raise ValueError(f"--split {split!r} of task {task_name!r} has no examples")
+    job = prepare_eval(
+        pool=pool,
+        graph=graph_path,
+        model=model,
+        task=task,
+        split=split,
+        n=n,
+        seed=seed,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        budget_flops=resolve_budget(budget_text, pool, task),
+        budget_dollars=budget_dollars,
+        run_id=run_id,
+        ray=ray_address,
+        connect_ray=not dry_run,
+    )
+    est = job.estimate()
 
-    def _budget_note(est: Any) -> str:
+    def _budget_note() -> str:
         """The resolved --budget/--budget-dollars, and whether the plan fits them."""
-        if budget_flops is None and budget_dollars is None:
+        if job.budget is None:
             return ""
-        caps = [f"{budget_flops:.3g} normalised FLOPs"] if budget_flops is not None else []
-        if budget_dollars is not None:
-            caps.append(f"${budget_dollars:g}")
-        over = (budget_flops is not None and est.flops_norm > budget_flops) or (
-            budget_dollars is not None and est.dollars > budget_dollars
-        )
-        verdict = "is over it: every query would be refused" if over else "fits it"
+        b = job.budget
+        caps = [f"{b.max_flops_norm:.3g} normalised FLOPs"] if b.max_flops_norm is not None else []
+        if b.max_dollars is not None:
+            caps.append(f"${b.max_dollars:g}")
+        verdict = "is over it: every query would be refused" if job.over_budget() else "fits it"
         rule = f" ({budget_text})" if budget_text and ":" in budget_text else ""
         return f"\nbudget per query: {' and '.join(caps)}{rule}; the graph {verdict}"
 
+    name, k = job.graph.name, len(job.examples)
     if dry_run:
-        from moagraph.graph.cost import estimate_cost
-
-        est = estimate_cost(graph, pool, task)
-        calls, k = len(graph.llm_nodes), len(examples)
+        d = job.dry_run()
         console.print(
-            f"dry run of {graph.name} on {task.name}/{split} (n={k}) with pool {pool.name}: "
+            f"dry run of {name} on {task.name}/{split} (n={k}) with pool {pool.name}: "
             f"no model was called\nper query: {est.flops_norm:.3g} normalised FLOPs "
-            f"({est.flops:.3g} FLOPs), ${est.dollars:.6f}, {calls} model calls\n"
-            f"total: {k * est.flops:.3g} FLOPs, ${k * est.dollars:.4f}, {k * calls} model calls "
-            "(estimates from the task's average input/output lengths)" + _budget_note(est),
+            f"({est.flops:.3g} FLOPs), ${est.dollars:.6f}, {d.calls_per_query} model calls\n"
+            f"total: {d.total_flops:.3g} FLOPs, ${d.total_dollars:.4f}, {d.total_calls} model "
+            "calls (estimates from the task's average input/output lengths)" + _budget_note(),
             highlight=False,
         )
         return
-    call_cache = None
-    if cache_path is not None:
-        from moagraph.models.cache import CallCache
-
-        try:
-            call_cache = CallCache(cache_path)
-        except (sqlite3.Error, OSError) as e:  # the cache names no file itself
-            raise ValueError(
-                f"call cache {cache_path} cannot be used ({type(e).__name__}: {e}); pass "
-                "--cache with a new path, or move that file away (it is not deleted for you)"
-            ) from None
-    runtime = PoolRuntime(pool, cache=call_cache)
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
-    executor = GraphExecutor(runtime, task, default_params=params)
-    budget = (
-        Budget(max_flops_norm=budget_flops, max_dollars=budget_dollars)
-        if budget_flops is not None or budget_dollars is not None
-        else None
-    )
-    policy = GraphPolicy(graph, executor, budget=budget)
-    est = executor.estimate(graph)
-    run_id = (
-        run_id
-        or f"{graph.name}-{task.name}-{split}-n{n}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    )
     console.print(
-        f"[bold]{graph.name}[/bold] on {task.name}/{split} (n={len(examples)}) with pool "
+        f"[bold]{name}[/bold] on {task.name}/{split} (n={k}) with pool "
         f"[bold]{pool.name}[/bold]; planned {est.flops_norm:.3g} normalised FLOPs/query"
-        f"{_budget_note(est)}\n"
-        f"run id [cyan]{run_id}[/cyan] in {store_path} (continue with --run-id {run_id} --resume)",
+        f"{_budget_note()}\n"
+        f"run id [cyan]{job.run_id}[/cyan] in {store_path} (continue with --run-id "
+        f"{job.run_id} --resume)",
         highlight=False,
     )
-    config = {
-        "graph": graph.to_dict(),
-        "pool": pool.name,
-        "pool_models": {m: specs[m].identity_fields() for m in graph.models_used},
-        "examples_sha256": hashlib.sha256(
-            "\n".join(ex.id for ex in examples).encode("utf-8")
-        ).hexdigest(),
-        "split": split,
-        "seed": seed,
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "budget_flops": budget_flops,
-    }
-    if budget_dollars is not None:  # only when set: runs stored before the flag still resume
-        config["budget_dollars"] = budget_dollars
-
-    async def go():
-        try:
-            return await aevaluate(
-                policy,
-                task,
-                examples,
-                store=rs,
-                run_id=run_id,
-                resume=resume,
-                concurrency=concurrency,
-                progress=progress,
-                config=config,
-                retry_errors=retry_errors,
-            )
-        finally:
-            await runtime.aclose()
-
     with RunStore(store_path) as rs:
-        report = asyncio.run(go())
+        report = job.run(
+            rs,
+            cache=cache_path,
+            concurrency=concurrency,
+            progress=progress,
+            resume=resume,
+            retry_errors=retry_errors,
+        )
         console.print(report.table())
         failed = [r for r in report.rows if r.error]
         if failed and len(failed) == len(report.rows):
             raise EvalFailed(
-                f"every query failed ({len(failed)} of {len(report.rows)}; run {run_id!r} in "
-                f"{store_path}). First error ({failed[0].example_id}): {failed[0].error}"
+                f"every query failed ({len(failed)} of {len(report.rows)}; run {job.run_id!r} "
+                f"in {store_path}). First error ({failed[0].example_id}): {failed[0].error}"
             )
         if failed:
             console.print(

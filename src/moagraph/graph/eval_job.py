@@ -1,0 +1,219 @@
+"""One evaluation run, assembled the way ``moagraph eval`` starts it.
+
+Why a separate object: a run needs more than :func:`moagraph.evaluate` takes (names
+resolved to a pool, graph and examples; a run id; the config that ``--resume`` checks
+so a resumed run cannot silently mix models or sampling settings; a call cache), and
+the CLI should only parse flags and print. Scripts get the same run, resume checks
+included, without going through the CLI.
+
+>>> from moagraph.graph.eval_job import prepare_eval
+>>> job = prepare_eval(pool="zeroeval-math", model="Qwen2.5-7B-Instruct", task="math",
+...                    split="zeroeval", n=4, run_id="doc")
+>>> est = job.dry_run()
+>>> est.calls_per_query, est.queries
+(1, 4)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moagraph.errors import ConfigError
+from moagraph.graph.cost import GraphCost, estimate_cost
+from moagraph.graph.evaluate import EvalReport, aevaluate
+from moagraph.graph.executor import Budget, GraphExecutor
+from moagraph.graph.policy import GraphPolicy
+from moagraph.graph.spec import Graph
+from moagraph.models.base import SamplingParams
+from moagraph.models.pool import ModelSpec, Pool
+from moagraph.tasks.base import Example, Task
+
+__all__ = ["DryRun", "EvalJob", "prepare_eval"]
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a run would cost, from the task's average input/output lengths; nothing called."""
+
+    cost: GraphCost  # per query
+    calls_per_query: int
+    queries: int
+
+    @property
+    def total_flops(self) -> float:
+        return self.cost.flops * self.queries
+
+    @property
+    def total_dollars(self) -> float:
+        return self.cost.dollars * self.queries
+
+    @property
+    def total_calls(self) -> int:
+        return self.calls_per_query * self.queries
+
+
+@dataclass
+class EvalJob:
+    """A graph on a task's examples with a pool: ready to estimate or run."""
+
+    pool: Pool
+    graph: Graph
+    task: Task
+    split: str
+    examples: list[Example]
+    params: SamplingParams
+    budget: Budget | None
+    run_id: str
+    config: dict[str, Any]  # what --resume compares with the stored run
+
+    def estimate(self) -> GraphCost:
+        """Planned cost per query (the executor's estimate: prompt lengths from the task)."""
+        return estimate_cost(self.graph, self.pool, self.task)
+
+    def dry_run(self) -> DryRun:
+        return DryRun(self.estimate(), len(self.graph.llm_nodes), len(self.examples))
+
+    def over_budget(self) -> str | None:
+        """Why every query would be refused, or None when the plan fits the budget."""
+        return self.budget.over_estimate(self.estimate()) if self.budget is not None else None
+
+    async def arun(
+        self,
+        store: Any,
+        *,
+        cache: str | Path | None = None,
+        concurrency: int = 8,
+        progress: bool = False,
+        resume: bool = False,
+        retry_errors: bool = False,
+    ) -> EvalReport:
+        """Run (or continue) the job into ``store`` (a :class:`moagraph.RunStore`)."""
+        from moagraph.models.runtime import PoolRuntime
+
+        runtime = PoolRuntime(self.pool, cache=_open_cache(cache))
+        try:
+            executor = GraphExecutor(runtime, self.task, default_params=self.params)
+            policy = GraphPolicy(self.graph, executor, budget=self.budget)
+            return await aevaluate(
+                policy,
+                self.task,
+                self.examples,
+                store=store,
+                run_id=self.run_id,
+                resume=resume,
+                concurrency=concurrency,
+                progress=progress,
+                config=self.config,
+                retry_errors=retry_errors,
+            )
+        finally:
+            await runtime.aclose()
+
+    def run(self, store: Any, **kw: Any) -> EvalReport:
+        """:meth:`arun` from synchronous code."""
+        return asyncio.run(self.arun(store, **kw))
+
+
+def _open_cache(path: str | Path | None) -> Any:
+    if path is None:
+        return None
+    import sqlite3
+
+    from moagraph.models.cache import CallCache
+
+    try:
+        return CallCache(path)
+    except (sqlite3.Error, OSError) as e:  # the cache names no file itself
+        raise ConfigError(
+            f"call cache {path} cannot be used ({type(e).__name__}: {e}); pass --cache with a "
+            "new path, or move that file away (it is not deleted for you)"
+        ) from None
+
+
+def prepare_eval(
+    *,
+    pool: str | Path | Pool = "local",
+    graph: str | Path | Graph | None = None,
+    model: str | None = None,
+    task: str | Task = "gsm8k",
+    split: str = "sample",
+    n: int = 3,
+    seed: int = 0,
+    max_tokens: int = 128,
+    temperature: float = 0.0,
+    budget_flops: float | None = None,
+    budget_dollars: float | None = None,
+    run_id: str | None = None,
+    ray: str | None = None,
+    connect_ray: bool = True,
+) -> EvalJob:
+    """Resolve names (bundled pool/graph names or paths), pick the examples and build the
+    job's resume config. ``graph`` and ``model`` are exclusive; neither means one call of
+    the pool's first model. ``ray`` runs the pool's models as Ray replicas (HEAD:6379,
+    ``auto`` or ``local``) unless ``connect_ray`` is False (a dry run calls nothing)."""
+    from moagraph.graph.builders import single
+    from moagraph.graphs import resolve_graph
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
+    from moagraph.tasks.registry import get_task
+
+    if graph is not None and model is not None:
+        raise ConfigError(
+            "--graph and --model: give one of them (a graph file, or one model to call once)"
+        )
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ConfigError(f"--temperature {temperature}: must be a finite number >= 0")
+    if budget_dollars is not None and not (math.isfinite(budget_dollars) and budget_dollars >= 0):
+        raise ConfigError(f"--budget-dollars {budget_dollars}: must be a finite number >= 0")
+    p = pool if isinstance(pool, Pool) else load_pool(resolve_pool(str(pool)))
+    specs: dict[str, ModelSpec] = {m.name: m for m in p.models}  # as written: the identity
+    if ray is not None and connect_ray:  # the store and cache stay on this driver
+        from moagraph.scale.cluster import connect, on_cluster
+
+        connect(ray)
+        p = on_cluster(p)
+    g = (
+        graph
+        if isinstance(graph, Graph)
+        else Graph.load(resolve_graph(str(graph)))
+        if graph is not None
+        else single(model or p.models[0].name)
+    )
+    g.validate_against(p)
+    t = get_task(task) if isinstance(task, str) else task
+    examples = t.load(split, n=n, seed=seed)
+    if not examples:
+        raise ConfigError(f"--split {split!r} of task {t.name!r} has no examples")
+    budget = (
+        Budget(max_flops_norm=budget_flops, max_dollars=budget_dollars)
+        if budget_flops is not None or budget_dollars is not None
+        else None
+    )
+    run_id = run_id or (
+        f"{g.name}-{t.name}-{split}-n{n}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}-"
+        f"{secrets.token_hex(2)}"
+    )
+    config: dict[str, Any] = {
+        "graph": g.to_dict(),
+        "pool": p.name,
+        "pool_models": {m: specs[m].identity_fields() for m in g.models_used},
+        "examples_sha256": hashlib.sha256(
+            "\n".join(ex.id for ex in examples).encode("utf-8")
+        ).hexdigest(),
+        "split": split,
+        "seed": seed,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "budget_flops": budget_flops,
+    }
+    if budget_dollars is not None:  # only when set: runs stored before the flag still resume
+        config["budget_dollars"] = budget_dollars
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    return EvalJob(p, g, t, split, examples, params, budget, run_id, config)
