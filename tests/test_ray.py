@@ -361,7 +361,7 @@ def test_cli_search_on_cluster_resumes_after_driver_killed(
     opts = dict(split="zeroeval", optimizer="random", n_trials=8, budget=4, flat=True,
                 models=models, train_n=4, heldout_n=2, test_n=2, seed=3)  # fmt: skip
     common = ["search", "--pool", str(pool_file), "--task", "math", "--split", "zeroeval",
-              "--optimizer", "random", "-n", "8", "--budget", "4", "--flat",
+              "--optimizer", "random", "--iterations", "8", "--budget", "4", "--flat",
               "--models", ",".join(models), "--train-n", "4", "--heldout-n", "2", "--test-n", "2",
               "--seed", "3", "--study", str(study), "--study-name", "s", "--no-compare",
               "--cache", str(tmp_path / "cache.sqlite"), "--ray", cluster.address]  # fmt: skip
