@@ -144,15 +144,34 @@ async def test_budget_refused_before_any_call() -> None:
     assert issubclass(BudgetExceeded, ValueError)
 
 
-async def test_measured_overrun_stops_with_partial_trace() -> None:
+async def test_guard_refuses_a_node_whose_bound_no_longer_fits() -> None:
+    """A graph that passes the estimate still cannot spend past the budget: each node's
+    upper-bound cost (prompt bytes + max_tokens) is reserved before it starts, so the
+    node after a long reply is not started (the query run of moagraph.graph.run)."""
     long = " ".join(["word"] * 400)  # far longer than the task's average output
     be = ScriptedBackend(respond=lambda r: long + " 7")
     ex = GraphExecutor(runtime(be, "m1"), TASK)
     graph = builders.chain("m1", 4)
+    cap = ex.estimate(graph).flops_norm * 1.01  # passes the estimate
+    trace = await ex.run(graph, EX, budget=Budget(max_flops_norm=cap))
+    assert trace.error is not None and trace.error.startswith("budget exceeded: node 'c1'")
+    assert "not started" in trace.error and "max_flops_norm" in trace.error
+    assert [s["node"] for s in trace.meta["skipped_calls"]] == ["c1"]
+    assert len(trace.nodes) == 1 and len(be.calls) == 1
+    assert trace.output == "" and trace.meta["flops_norm"] <= cap
+
+
+async def test_measured_overrun_stops_with_partial_trace() -> None:
+    """A backend that returns more than max_tokens (a replay of longer recordings) can pass
+    the reserved bound; the measured cost then stops the query."""
+    long = " ".join(["word"] * 2000)  # ignores max_tokens=8 below, passes the budget alone
+    be = ScriptedBackend(respond=lambda r: long + " 7")
+    ex = GraphExecutor(runtime(be, "m1"), TASK, default_params=SamplingParams(max_tokens=8))
+    graph = builders.chain("m1", 4)
     budget = Budget(max_flops_norm=ex.estimate(graph).flops_norm * 1.01)  # passes the estimate
     trace = await ex.run(graph, EX, budget=budget)
     assert trace.error is not None and trace.error.startswith("budget exceeded: measured")
-    assert 1 <= len(trace.nodes) < 4 and len(be.calls) == len(trace.nodes)
+    assert len(trace.nodes) == 1 and len(be.calls) == 1 and "skipped_calls" not in trace.meta
     assert trace.output == "" and trace.flops == sum(n.flops for n in trace.nodes)
 
 
@@ -228,3 +247,25 @@ async def test_vote_clusters_equivalent_math_answers() -> None:
     assert trace.output == "thus \\boxed{1/2}"  # earliest member of the 3-strong cluster
     assert sorted(trace.nodes[-1].meta["votes"].values()) == [2, 3]
     assert task.grade(trace.output, example) == 1.0
+
+
+async def test_every_node_call_gets_the_full_sampling_params() -> None:
+    """The graph's calls go through the shared query run with their own SamplingParams:
+    json_schema and seed reach the backend, and a node's max_tokens overrides the default."""
+    schema = {"type": "object", "properties": {"answer": {"type": "number"}}}
+    seen: list[tuple[object, object, int]] = []
+
+    def respond(r: LLMRequest) -> str:
+        seen.append((r.params.json_schema, r.params.seed, r.params.max_tokens))
+        return "7"
+
+    be = ScriptedBackend(respond=respond)
+    params = SamplingParams(max_tokens=64, seed=5, json_schema=schema)
+    graph = Graph(
+        name="two",
+        nodes=[Node(id="a", model="m1"), Node(id="b", model="m1", inputs=["a"], max_tokens=9)],
+        sink="b",
+    )
+    trace = await GraphExecutor(runtime(be, "m1"), TASK, default_params=params).run(graph, EX)
+    assert trace.ok, trace.error
+    assert seen == [(schema, 5, 64), (schema, 5, 9)]

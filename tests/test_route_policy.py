@@ -15,6 +15,7 @@ from moagraph.route import get_router_class, load_router, router_names
 from moagraph.route.baselines import parse_moderator
 from moagraph.route.encoders import HashingEncoder
 from moagraph.route.judges import normalised
+from moagraph.route.ranking import rank_models
 from moagraph.route.routemoa import (
     RoundsState,
     RouteMoA,
@@ -24,7 +25,6 @@ from moagraph.route.routemoa import (
     parse_assessment,
     replay_rounds,
 )
-from moagraph.route.runner import rank_models
 from moagraph.route.scorer import Scorer
 
 NAMES = ("m1", "m2", "m3", "m4", "m5")

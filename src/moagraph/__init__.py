@@ -42,7 +42,7 @@ _EXPORTS = {
     "Node": "moagraph.graph.spec",
     "Role": "moagraph.graph.spec",
     "GraphExecutor": "moagraph.graph.executor",
-    "Budget": "moagraph.graph.executor",
+    "Budget": "moagraph.graph.budget",
     "GraphPolicy": "moagraph.graph.policy",
     "evaluate": "moagraph.graph.evaluate",
     "aevaluate": "moagraph.graph.evaluate",

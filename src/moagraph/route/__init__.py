@@ -4,8 +4,10 @@ One registry, listed here (Optuna style: implementations in their modules, the
 package names them): :data:`ROUTERS` maps a name to a router class; the SDK
 (:func:`load_router`, :func:`build_policies`), the server and the evaluation all
 resolve names through it. A router implements :class:`~moagraph.route.base.Router`
-(``plan``, ``answer``, ``estimate_flops``); every registered router passes the
-conformance suite in :mod:`moagraph.testing.route`.
+(``plan``, ``answer``, ``estimate_flops``); every registered router is a
+:class:`~moagraph.route.layered.LayeredRouter` (one layer loop, budget guard and trace,
+shared with the graph executor's call path) and passes the conformance suite in
+:mod:`moagraph.testing.route`.
 
 >>> from moagraph.route import router_names
 >>> router_names()
@@ -17,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moagraph.graph.budget import Budget, budget_scope
 from moagraph.route.base import RoutePlan, Router, RouterError
 from moagraph.route.baselines import (
     DenseMoA,
@@ -27,15 +30,16 @@ from moagraph.route.baselines import (
     SparseMoA,
     ThresholdRouter,
 )
+from moagraph.route.layered import LayeredRouter, plan_flops
 from moagraph.route.routemoa import RouteMoA, RouteMoAConfig
-from moagraph.route.runner import RouteBudget, budget_scope, plan_flops
 
 if TYPE_CHECKING:
     from moagraph.models.runtime import PoolRuntime
 
 __all__ = [
     "ROUTERS",
-    "RouteBudget",
+    "Budget",
+    "LayeredRouter",
     "RouteMoA",
     "RouteMoAConfig",
     "RoutePlan",

@@ -1,4 +1,4 @@
-"""Baselines RouteMoA is measured against, run by the same layered runner.
+"""Baselines RouteMoA is measured against, all on the layered router base (:mod:`.layered`).
 
 All share one shape: some models answer in layer 1, the same models refine
 for ``layers - 1`` more layers, an aggregator fuses (or not). They differ
@@ -20,23 +20,30 @@ only in which models, chosen how:
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
+from moagraph.graph.budget import Budget
 from moagraph.graph.prompts import aggregator_messages, refine_messages
-from moagraph.graph.trace import Trace
-from moagraph.models.base import SamplingParams
+from moagraph.graph.run import Call, QueryRun
+from moagraph.models.base import ChatMessage, SamplingParams
 from moagraph.models.cost import node_flops
 from moagraph.models.runtime import PoolRuntime
 from moagraph.route.base import RoutePlan, RouterError
-from moagraph.route.runner import Call, QueryRun, RouteBudget, plan_flops
+from moagraph.route.layered import FinalChoice, LayerChoice, LayeredRouter, LayerState
 from moagraph.route.scorer import Scorer
 from moagraph.tasks.base import Example, Task
 
+S = TypeVar("S", bound=LayerState)
 
-class _LayeredBaseline:
-    """Fixed-shape MoA: subclasses only choose the models (``choose``)."""
+
+class _Baseline(LayeredRouter[S]):
+    """Settings, training prior and fixed-shape plan shared by the baselines; subclasses
+    choose the models (``choose``)."""
 
     kind = "baseline"
 
@@ -51,6 +58,7 @@ class _LayeredBaseline:
         max_tokens: int = 512,
         temperature: float = 0.0,
         stop: tuple[str, ...] = (),
+        json_schema: dict[str, Any] | None = None,
         max_flops_norm: float | None = None,
         max_dollars: float | None = None,
         name: str | None = None,
@@ -60,39 +68,27 @@ class _LayeredBaseline:
             raise RouterError(f"layers={layers}: must be >= 1")
         if scorer is not None:
             scorer.check_pool(runtime.pool)
-        self.runtime = runtime
+        super().__init__(
+            runtime,
+            params=SamplingParams(
+                temperature=temperature,
+                max_tokens=max_tokens,
+                stop=tuple(stop),
+                json_schema=json_schema,
+            ),
+            budget=Budget(max_flops_norm=max_flops_norm, max_dollars=max_dollars),
+            name=name or self.kind,
+        )
         self.scorer = scorer
         self.layers = layers
         self.aggregate = aggregate
         self.n_inputs = n_inputs
-        self.params = SamplingParams(
-            temperature=temperature, max_tokens=max_tokens, stop=tuple(stop)
-        )
-        self.budget = RouteBudget(max_flops_norm, max_dollars)
-        self.name = name or self.kind
         if aggregator is not None and aggregator not in runtime.pool:
             raise RouterError(
                 f"aggregator {aggregator!r} is not in pool {runtime.pool.name!r}; "
                 f"models: {', '.join(runtime.pool.names)}"
             )
         self.aggregator = aggregator  # None: the policy's own choice (``choose``)
-
-    def estimate_flops(
-        self,
-        example: Example,
-        task: Task,
-        *,
-        prompt_tokens: float | None = None,
-        max_tokens: int | None = None,
-    ) -> float:
-        """Normalised FLOPs of this query's plan (no LLM call); see :func:`plan_flops`."""
-        return plan_flops(
-            self.plan(example, task),
-            self.runtime.pool,
-            task,
-            prompt_tokens=prompt_tokens,
-            max_tokens=min(max_tokens or self.params.max_tokens, self.params.max_tokens),
-        )
 
     # helpers -------------------------------------------------------------
     def prior(self) -> dict[str, float]:
@@ -121,58 +117,48 @@ class _LayeredBaseline:
             scores=self.prior(),
         )
 
-    async def answer(self, example: Example, task: Task, on_token: Any = None) -> Trace:
+
+@dataclass
+class _FixedState(LayerState):
+    plan: RoutePlan = field(default_factory=lambda: RoutePlan([], None, []))
+
+
+class _LayeredBaseline(_Baseline[_FixedState]):
+    """Fixed-shape MoA: the plan's models answer every layer; later layers refine the
+    previous layer's answers (best by the plan's ranking first, at most ``n_inputs``);
+    the plan's aggregator fuses the last layer's."""
+
+    def new_state(self, run: QueryRun, example: Example, task: Task) -> _FixedState:
         plan = self.plan(example, task)
-        run = QueryRun(self.runtime, task, example, self.name, self.params, self.budget)
-        current: dict[str, str] = {}
-        nodes: dict[str, str] = {}
-        for layer, models in enumerate(plan.layers, 1):
-            if layer == 1:
-                calls = [
-                    Call(f"L1:{m}", "assistant", m, task.prompt(example), query_bound=True)
-                    for m in models
-                ]
-            else:
-                keep = [m for m in plan.ranked if m in current][: self.n_inputs]
-                msgs = refine_messages(task, example, [current[m] for m in keep])
-                calls = [
-                    Call(f"L{layer}:{m}", "assistant", m, msgs, inputs=[nodes[k] for k in keep])
-                    for m in models
-                ]
-            res = await run.run_calls(calls)
-            got = {c.model: r for c, r in zip(calls, res) if r is not None and r.error is None}
-            if not got:
-                break
-            current = {m: r.output for m, r in got.items()}
-            nodes = {m: r.node_id for m, r in got.items()}
-        ranked_here = [m for m in plan.ranked if m in current]
-        output = current[ranked_here[0]] if ranked_here else ""
-        final = f"top answer ({ranked_here[0]})" if ranked_here else "none"
-        if ranked_here and plan.aggregator is not None and len(plan.ranked) > 1:
-            keep = ranked_here[: self.n_inputs]
-            msgs = aggregator_messages(task, example, [current[m] for m in keep])
-            (r,) = await run.run_calls(
-                [
-                    Call(
-                        "aggregator",
-                        "aggregator",
-                        plan.aggregator,
-                        msgs,
-                        inputs=[nodes[m] for m in keep],
-                    )
-                ]
-            )
-            if r is not None and r.error is None:
-                output, final = r.output, f"aggregator ({plan.aggregator})"
-        return run.finish(
-            output,
-            {
-                "router": self.kind,
-                "plan": plan.layers[0],
-                "final": final,
-                "aggregator": plan.aggregator,
-            },
+        return _FixedState(
+            run, example, task, meta={"router": self.kind, "plan": plan.layers[0]}, plan=plan
         )
+
+    async def choose_layer(self, state: _FixedState) -> LayerChoice | None:
+        plan, n = state.plan, state.layer
+        if n == len(plan.layers):
+            return None
+        if n == 0:
+            return LayerChoice(plan.layers[0], state.task.prompt(state.example))
+        current = state.last
+        keep = [m for m in plan.ranked if m in current][: self.n_inputs]
+        msgs = refine_messages(state.task, state.example, [current[m].output for m in keep])
+        return LayerChoice(plan.layers[n], msgs, inputs=[current[m].node_id for m in keep])
+
+    def choose_final(self, state: _FixedState) -> FinalChoice:
+        plan, current = state.plan, state.last
+        ranked_here = [m for m in plan.ranked if m in current]
+        if not ranked_here:
+            return FinalChoice("", "none", aggregator=plan.aggregator)
+        top = ranked_here[0]
+        final = FinalChoice(current[top].output, f"top answer ({top})", aggregator=plan.aggregator)
+        if plan.aggregator is not None and len(plan.ranked) > 1:
+            keep = ranked_here[: self.n_inputs]
+            final.messages = aggregator_messages(
+                state.task, state.example, [current[m].output for m in keep]
+            )
+            final.inputs = [current[m].node_id for m in keep]
+        return final
 
 
 class DenseMoA(_LayeredBaseline):
@@ -305,9 +291,6 @@ ROLE_PROMPT = (
 
 def parse_moderator(text: str, n: int, k: int) -> tuple[list[int], bool]:
     """Official ``parse_judge_output``: chosen indexes (default the first k) and the stop flag."""
-    import json
-    import re
-
     idx_m = re.search(r'"chosen responses"\s*:\s*(?:list:)?\s*(\[[^\]]*\])', text or "")
     stop_m = re.search(r'"end debate"\s*:\s*(true|false)', text or "", re.I)
     try:
@@ -319,11 +302,21 @@ def parse_moderator(text: str, n: int, k: int) -> tuple[list[int], bool]:
     return idx, bool(stop_m and stop_m.group(1).lower() == "true")
 
 
-class SMoA(_LayeredBaseline):
+@dataclass
+class _SMoAState(LayerState):
+    roles: list[str] = field(default_factory=list)
+    role_node: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)  # the moderator's chosen answers
+    ref_nodes: list[str] = field(default_factory=list)
+
+
+class SMoA(_Baseline[_SMoAState]):
     """SMoA: all models answer, a moderator (the aggregator model) selects ``k`` responses
     and may end the debate; the next round reads the selected ones; the aggregator fuses."""
 
     kind = "smoa"
+    node_prefix = "R"
+    layer_word = "round"
 
     def __init__(
         self,
@@ -344,108 +337,72 @@ class SMoA(_LayeredBaseline):
     def choose(self, example: Example) -> tuple[list[str], str | None]:
         return self.by_prior(), self.agg
 
-    async def answer(self, example: Example, task: Task, on_token: Any = None) -> Trace:
-        import re
+    def new_state(self, run: QueryRun, example: Example, task: Task) -> _SMoAState:
+        return _SMoAState(
+            run, example, task, meta={"router": self.kind, "rounds": [], "aggregator": self.agg}
+        )
 
+    async def choose_layer(self, state: _SMoAState) -> LayerChoice | None:
+        """Round 1 (after the role generation call), or the moderator's verdict on the
+        last round and then the next round over the responses it chose."""
+        task, example, rnd = state.task, state.example, state.layer
         models = list(self.runtime.pool.names)
-        run = QueryRun(self.runtime, task, example, self.name, self.params, self.budget)
-        question = task.format_question(example)
-        roles: list[str] = []
-        role_node: list[str] = []
-        if self.roles:
-            (r,) = await run.run_calls(
-                [
-                    Call(
-                        "roles",
-                        "assistant",
-                        self.agg,
-                        [
-                            {
-                                "role": "user",
-                                "content": ROLE_PROMPT.format(n=len(models), task=question),
-                            }
-                        ],
-                    )
-                ]
-            )
+        if rnd == 0 and self.roles:
+            msg: ChatMessage = {
+                "role": "user",
+                "content": ROLE_PROMPT.format(n=len(models), task=task.format_question(example)),
+            }
+            r = await state.run.call(Call("roles", "assistant", self.agg, [msg]))
             if r is not None and r.error is None:
-                roles = [
+                state.roles = [
                     p.strip()
                     for p in re.split(r"\[Generated Role Description\]", r.output)
                     if p.strip()
                 ]
-                role_node = [r.node_id]
-        refs: list[str] = []
-        ref_nodes: list[str] = []
-        rounds_meta: list[dict[str, Any]] = []
-        for rnd in range(1, self.layers + 1):
-            calls = []
-            for i, m in enumerate(models):
-                msgs = task.prompt(example) if rnd == 1 else refine_messages(task, example, refs)
-                if i < len(roles):
-                    msgs = [{"role": "system", "content": roles[i]}, *msgs]
-                calls.append(
-                    Call(
-                        f"R{rnd}:{m}",
-                        "assistant",
-                        m,
-                        msgs,
-                        inputs=role_node + ref_nodes,
-                        query_bound=rnd == 1,
-                    )
-                )
-            res = await run.run_calls(calls)
-            got = [
-                (c.model, r)
-                for c, r in zip(calls, res)
-                if r is not None and r.error is None and r.output
-            ]
+                state.role_node = [r.node_id]
+        if rnd > 0:
+            got = [(m, r) for m, r in state.last.items() if r.output]
             if not got:
-                break
+                return None
             prompt = SMOA_JUDGE_PROMPT.format(n=len(got), k=self.k)
             for i, (_, r) in enumerate(got):
                 prompt += f"\nResponse {i}:\n{r.output}\n"
-            (j,) = await run.run_calls(
-                [
-                    Call(
-                        f"R{rnd}:moderator",
-                        "judge",
-                        self.agg,
-                        [{"role": "user", "content": prompt}],
-                        inputs=[r.node_id for _, r in got],
-                        max_tokens=1024,
-                    )
-                ]
+            j = await state.run.call(
+                Call(
+                    f"R{rnd}:moderator",
+                    "judge",
+                    self.agg,
+                    [{"role": "user", "content": prompt}],
+                    inputs=[r.node_id for _, r in got],
+                    max_tokens=1024,
+                )
             )
             chosen, stop = parse_moderator(
                 j.output if j is not None and j.error is None else "", len(got), self.k
             )
-            refs = [got[i][1].output for i in chosen]
-            ref_nodes = [got[i][1].node_id for i in chosen]
-            rounds_meta.append(
+            state.refs = [got[i][1].output for i in chosen]
+            state.ref_nodes = [got[i][1].node_id for i in chosen]
+            state.meta["rounds"].append(
                 {"round": rnd, "chosen": [got[i][0] for i in chosen], "end_debate": stop}
             )
-            if stop:
-                break
-        output, final = (refs[0], "first chosen response") if refs else ("", "none")
-        if refs and self.aggregate:
-            (r,) = await run.run_calls(
-                [
-                    Call(
-                        "aggregator",
-                        "aggregator",
-                        self.agg,
-                        aggregator_messages(task, example, refs),
-                        inputs=ref_nodes,
-                    )
-                ]
-            )
-            if r is not None and r.error is None:
-                output, final = r.output, f"aggregator ({self.agg})"
-        return run.finish(
-            output,
-            {"router": self.kind, "rounds": rounds_meta, "final": final, "aggregator": self.agg},
-        )
+            if stop or rnd == self.layers:
+                return None
+        messages: dict[str, list[ChatMessage]] = {}
+        for i, m in enumerate(models):
+            msgs = task.prompt(example) if rnd == 0 else refine_messages(task, example, state.refs)
+            if i < len(state.roles):
+                msgs = [{"role": "system", "content": state.roles[i]}, *msgs]
+            messages[m] = msgs
+        return LayerChoice(models, messages, inputs=state.role_node + state.ref_nodes)
+
+    def choose_final(self, state: _SMoAState) -> FinalChoice:
+        if not state.refs:
+            return FinalChoice("", "none", aggregator=self.agg)
+        final = FinalChoice(state.refs[0], "first chosen response", aggregator=self.agg)
+        if self.aggregate:
+            final.messages = aggregator_messages(state.task, state.example, state.refs)
+            final.inputs = list(state.ref_nodes)
+        return final
 
 
 class Oracle(_LayeredBaseline):

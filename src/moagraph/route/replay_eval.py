@@ -17,7 +17,7 @@ What can be measured from the recordings, and what cannot:
   query + answer + 60 template tokens and writes ``judge_max_tokens``.
   RouteMoA's judges cannot run on a replay, so no early stop is simulated:
   its cost here is the upper bound of ``max_layers`` layers + judges.
-- Latency is the documented model of :func:`moagraph.route.runner.model_latency_s`
+- Latency is the documented model of :func:`moagraph.route.ranking.model_latency_s`
   (params x tokens), summed along the critical path: per layer the slowest
   node, then judges, then the aggregator.
 """
@@ -35,7 +35,7 @@ from moagraph.models.cost import call_dollars, call_flops, unit_flops
 from moagraph.models.pool import Pool
 from moagraph.route.base import RoutePlan, Router
 from moagraph.route.data import LabelTable, estimate_tokens
-from moagraph.route.runner import model_latency_s
+from moagraph.route.ranking import model_latency_s
 from moagraph.tasks.base import Example
 
 JUDGE_TEMPLATE_TOKENS = 60

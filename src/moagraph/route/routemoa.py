@@ -47,7 +47,8 @@ unless said):
   ``aggregator_prompt`` ("official", or "moa": dense MoA's aggregator prompt);
   ``rounds``; ``k``; weights and threshold are all overridable.
 
-Every call is budget-guarded (see :mod:`runner`); every decision (prior,
+The layer loop, budget guard and trace are the shared router base's
+(:mod:`moagraph.route.layered`); every decision (prior,
 mapped prior, parsed scores, combined scores, stop reason) is in ``Trace.meta``.
 """
 
@@ -63,15 +64,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from moagraph.graph.budget import Budget
 from moagraph.graph.prompts import aggregator_messages
-from moagraph.graph.trace import Trace
+from moagraph.graph.run import Call, QueryRun
 from moagraph.models.base import ChatMessage, SamplingParams
 from moagraph.models.cost import call_dollars, node_flops
 from moagraph.models.pool import Pool
 from moagraph.models.runtime import PoolRuntime
 from moagraph.route.base import RoutePlan, RouterError
 from moagraph.route.judges import judge_messages, normalised, parse_score
-from moagraph.route.runner import Call, QueryRun, RouteBudget, plan_flops
+from moagraph.route.layered import FinalChoice, LayerChoice, LayeredRouter, LayerState
 from moagraph.route.scorer import Scorer
 from moagraph.tasks.base import Example, Task
 
@@ -272,6 +274,9 @@ class RouteMoAConfig(BaseModel):
     judge_max_tokens: int = Field(8, ge=1)
     temperature: float = Field(0.0, ge=0, description="official routemoa.json: 0")
     stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = Field(
+        None, description="Constrain every reply to this JSON schema (None: free decoding)."
+    )
     max_flops_norm: float | None = Field(
         None, gt=0, description="Hard budget: normalised FLOPs per query."
     )
@@ -410,10 +415,26 @@ def replay_rounds(
     return rounds, "3 rounds"
 
 
-class RouteMoA:
-    """The RouteMoA policy (implements :class:`moagraph.graph.trace.Policy`)."""
+@dataclass
+class _RouteMoAState(LayerState):
+    question: str = ""
+    st: RoundsState | None = None
+    ranked: list[str] = field(default_factory=list)
+    selfs: dict[int, dict[str, float | None]] = field(default_factory=dict)
+    r1_models: list[str] = field(default_factory=list)
+
+    @property
+    def rounds_state(self) -> RoundsState:
+        assert self.st is not None
+        return self.st
+
+
+class RouteMoA(LayeredRouter[_RouteMoAState]):
+    """The RouteMoA policy (implements :class:`moagraph.route.base.Router`)."""
 
     kind = "routemoa"
+    node_prefix = "R"
+    layer_word = "round"
 
     def __init__(
         self,
@@ -424,17 +445,27 @@ class RouteMoA:
         **overrides: Any,
     ) -> None:
         scorer.check_pool(runtime.pool)
-        self.scorer = scorer
-        self.runtime = runtime
         base = config or RouteMoAConfig()
         # Validate the merged settings and keep the *validated* model (model_copy skips validation).
-        self.config = RouteMoAConfig.model_validate({**base.model_dump(), **overrides})
-        if self.config.aggregator is not None and self.config.aggregator not in runtime.pool:
+        c = RouteMoAConfig.model_validate({**base.model_dump(), **overrides})
+        if c.aggregator is not None and c.aggregator not in runtime.pool:
             raise RouterError(
-                f"aggregator {self.config.aggregator!r} is not in pool {runtime.pool.name!r}; "
+                f"aggregator {c.aggregator!r} is not in pool {runtime.pool.name!r}; "
                 f"models: {', '.join(runtime.pool.names)}"
             )
-        self.name = name
+        super().__init__(
+            runtime,
+            params=SamplingParams(
+                temperature=c.temperature,
+                max_tokens=c.max_tokens,
+                stop=tuple(c.stop),
+                json_schema=c.json_schema,
+            ),
+            budget=Budget(max_flops_norm=c.max_flops_norm, max_dollars=c.max_dollars),
+            name=name,
+        )
+        self.scorer = scorer
+        self.config = c
 
     # --- decisions without LLM calls ----------------------------------------
     def score(self, text: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -481,37 +512,9 @@ class RouteMoA:
             },
         )
 
-    def estimate_flops(
-        self,
-        example: Example,
-        task: Task,
-        *,
-        prompt_tokens: float | None = None,
-        max_tokens: int | None = None,
-    ) -> float:
-        """Normalised FLOPs of this query's plan (no LLM call); see :func:`plan_flops`."""
-        return plan_flops(
-            self.plan(example, task),
-            self.runtime.pool,
-            task,
-            prompt_tokens=prompt_tokens,
-            max_tokens=min(max_tokens or self.config.max_tokens, self.config.max_tokens),
-        )
-
-    # --- the full policy -----------------------------------------------------
-    async def answer(self, example: Example, task: Task, on_token: Any = None) -> Trace:
+    # --- the per-round choice (the layer loop is LayeredRouter.answer) -------
+    def new_state(self, run: QueryRun, example: Example, task: Task) -> _RouteMoAState:
         c = self.config
-        params = SamplingParams(
-            temperature=c.temperature, max_tokens=c.max_tokens, stop=tuple(c.stop)
-        )
-        run = QueryRun(
-            self.runtime,
-            task,
-            example,
-            self.name,
-            params,
-            RouteBudget(c.max_flops_norm, c.max_dollars),
-        )
         question = task.format_question(example)
         scores, timing = self.score(question)
         t0 = time.perf_counter()
@@ -527,150 +530,120 @@ class RouteMoA:
             "timing": timing,
             "rounds": [],
         }
-        models = ranked[: c.k]
-        answers: dict[int, dict[str, str]] = {}
-        nodes: dict[int, dict[str, str]] = {}
-        selfs: dict[int, dict[str, float | None]] = {}
-        stop_reason = ""
-        r1_models: list[str] = []
-        last = 0
-        for rnd in range(1, c.rounds + 1):
-            prev_models = r1_models if rnd == 2 else list(answers.get(rnd - 1, {}))
-            prev = [answers[rnd - 1][m] for m in prev_models] if rnd > 1 else []
-            prev_nodes = [nodes[rnd - 1][m] for m in prev_models] if rnd > 1 else []
-            inline = c.assessment == "inline" and rnd < 3
+        return _RouteMoAState(
+            run, example, task, meta=meta, question=question, st=st, ranked=ranked
+        )
+
+    async def choose_layer(self, state: _RouteMoAState) -> LayerChoice | None:
+        """Round 1 = the top ``k`` by prior; after a round, its assessment (inline scores
+        or judge calls), the combined scores and the stop rule; then the top ``k``."""
+        c, st, task, example = self.config, state.rounds_state, state.task, state.example
+        rnd = state.layer  # rounds answered so far
+        if rnd == 0:
+            models = state.ranked[: c.k]
+        else:
+            got = state.last
+            info = state.meta["rounds"][-1]
             if rnd == 1:
-                msgs = with_system(task, example, ROUND1_PROMPT) if inline else task.prompt(example)
-            elif rnd == 2 and inline:
-                msgs = with_system(task, example, round2_prompt(prev))
-            else:
-                msgs = with_system(task, example, round3_prompt(prev))
-            calls = [
-                Call(
-                    f"R{rnd}:{m}",
-                    "assistant",
-                    m,
-                    msgs,
-                    inputs=list(prev_nodes),
-                    query_bound=rnd == 1,
-                )
-                for m in models
-            ]
-            results = await run.run_calls(calls)
-            got = {
-                call.model: r
-                for call, r in zip(calls, results)
-                if r is not None and r.error is None
-            }
-            info: dict[str, Any] = {"round": rnd, "models": models, "answered": list(got)}
-            meta["rounds"].append(info)
-            if not got:
-                info["note"] = "no answers (budget or errors)"
-                stop_reason = (
-                    "budget: no call of this round fits" if run.skipped else "every call failed"
-                )
-                break
-            last = rnd
-            answers[rnd] = {m: r.output for m, r in got.items()}
-            nodes[rnd] = {m: r.node_id for m, r in got.items()}
-            if rnd == 1:
-                r1_models = list(got)
+                state.r1_models = list(got)
             if rnd == c.rounds or rnd == 3:
-                stop_reason = f"rounds={c.rounds} reached"
-                break
+                state.stop_reason = f"rounds={c.rounds} reached"
+                return None
             peers: dict[str, list[float | None]] = {}
             if c.assessment == "inline":
-                parsed = {m: parse_assessment(t) for m, t in answers[rnd].items()}
-                selfs[rnd] = {m: p[0] for m, p in parsed.items()}
+                parsed = {m: parse_assessment(r.output) for m, r in got.items()}
+                state.selfs[rnd] = {m: p[0] for m, p in parsed.items()}
                 peers = {m: p[1] for m, p in parsed.items()}
             elif c.assessment == "judge":
-                selfs[rnd], peers = await self._judge(run, question, rnd, answers, nodes, r1_models)
+                state.selfs[rnd], peers = await self._judge(state, rnd)
             else:
-                selfs[rnd] = {}
-            info["self_scores"] = selfs[rnd]
+                state.selfs[rnd] = {}
+            info["self_scores"] = state.selfs[rnd]
             if rnd == 1:
-                upd = st.after_round1(list(got), selfs[1])
+                upd = st.after_round1(list(got), state.selfs[1])
             else:
                 cross: dict[str, float | None] = {}
-                readable = {m: s for m, s in selfs[2].items() if s is not None and peers.get(m)}
+                selfs2 = state.selfs[2]
+                readable = {m: s for m, s in selfs2.items() if s is not None and peers.get(m)}
                 if readable:
                     best = max(readable, key=lambda m: readable[m] or 0.0)
                     row = peers[best]
-                    cross = {m: (row[i] if i < len(row) else None) for i, m in enumerate(r1_models)}
+                    cross = {
+                        m: (row[i] if i < len(row) else None) for i, m in enumerate(state.r1_models)
+                    }
                     info["cross_from"] = best
                 info["cross_scores"] = cross
-                upd = st.after_round2(r1_models, list(got), selfs.get(1, {}), selfs[2], cross)
+                upd = st.after_round2(
+                    state.r1_models, list(got), state.selfs.get(1, {}), selfs2, cross
+                )
             info["combined"] = upd
             stop, why = st.stops(upd)
             info["stop_check"] = why
             if stop:
-                stop_reason = f"early stop after round {rnd}: {why}"
-                break
+                state.stop_reason = f"early stop after round {rnd}: {why}"
+                return None
             models = st.top()
+        nxt = rnd + 1
+        prev = [r.output for r in state.last.values()]
+        inline = c.assessment == "inline" and nxt < 3
+        if nxt == 1:
+            msgs = with_system(task, example, ROUND1_PROMPT) if inline else task.prompt(example)
+        elif nxt == 2 and inline:
+            msgs = with_system(task, example, round2_prompt(prev))
+        else:
+            msgs = with_system(task, example, round3_prompt(prev))
+        info = {"round": nxt, "models": models}
+        state.meta["rounds"].append(info)
+        inputs = [r.node_id for r in state.last.values()]
+        return LayerChoice(models, msgs, inputs=inputs, info=info)
 
-        final_models = list(answers.get(last, {}))
+    def choose_final(self, state: _RouteMoAState) -> FinalChoice:
+        """The fixed aggregator over the last round's answers (the top answer by combined
+        score when it is off, skipped or fails)."""
+        c, st = self.config, state.rounds_state
+        last = state.last
+        final_models = list(last)
         order = sorted(final_models, key=lambda m: -st.combined.get(m, 0.0))
-        output, source = (
-            (answers[last][order[0]], f"top answer ({order[0]})") if order else ("", "none")
-        )
-        if order and c.aggregate:
+        state.meta["combined"] = st.combined
+        state.meta["stop_reason"] = state.stop_reason
+        if not order:
+            return FinalChoice("", "none")
+        final = FinalChoice(last[order[0]].output, f"top answer ({order[0]})")
+        if c.aggregate:
             agg = self.aggregator_model()
-            refs = [answers[last][m] for m in final_models]
-            msgs = (
-                aggregator_messages(task, example, refs)
+            refs = [last[m].output for m in final_models]
+            final.aggregator = agg
+            final.messages = (
+                aggregator_messages(state.task, state.example, refs)
                 if c.aggregator_prompt == "moa"
-                else with_system(task, example, AGGREGATOR_PROMPT, refs)
+                else with_system(state.task, state.example, AGGREGATOR_PROMPT, refs)
             )
-            (res,) = await run.run_calls(
-                [
-                    Call(
-                        "aggregator",
-                        "aggregator",
-                        agg,
-                        msgs,
-                        inputs=[nodes[last][m] for m in final_models],
-                    )
-                ]
-            )
-            if res is not None and res.error is None:
-                output, source = res.output, f"aggregator ({agg}) over round {last}: {final_models}"
-            elif res is None:
-                source += "; aggregator skipped: budget"
-            else:
-                source += f"; aggregator failed: {res.error}"
-            meta["aggregator"] = agg
-        meta["combined"] = st.combined
-        meta["stop_reason"] = stop_reason
-        meta["final"] = source
-        return run.finish(output, meta)
+            final.inputs = [last[m].node_id for m in final_models]
+            final.aggregated_label = f"aggregator ({agg}) over round {state.layer}: {final_models}"
+            state.meta["aggregator"] = agg
+        return final
 
     async def _judge(
-        self,
-        run: QueryRun,
-        question: str,
-        rnd: int,
-        answers: dict[int, dict[str, str]],
-        nodes: dict[int, dict[str, str]],
-        r1_models: list[str],
+        self, state: _RouteMoAState, rnd: int
     ) -> tuple[dict[str, float | None], dict[str, list[float | None]]]:
         """Option ``assessment='judge'``: separate calls, 1-10 scale normalised to [0, 1].
 
         Each answering model judges its own answer (self); in round 2 the model with the
         best self-score judges every round-1 answer (cross), as the inline peer scores do."""
-        c = self.config
-        cur = answers[rnd]
+        c, question = self.config, state.question
+        cur = state.layers[rnd - 1]
         calls = [
             Call(
                 f"R{rnd}:judge:{m}->{m}",
                 "judge",
                 m,
-                judge_messages(question, t),
-                inputs=[nodes[rnd][m]],
+                judge_messages(question, r.output),
+                inputs=[r.node_id],
                 max_tokens=c.judge_max_tokens,
             )
-            for m, t in cur.items()
+            for m, r in cur.items()
         ]
-        res = await run.run_calls(calls)
+        res = await state.run.run_calls(calls)
         selfs = {
             m: (normalised(parse_score(r.output)) if r is not None and r.error is None else None)
             for m, r in zip(cur, res)
@@ -680,18 +653,19 @@ class RouteMoA:
             ok = {m: s for m, s in selfs.items() if s is not None}
             if ok:
                 best = max(ok, key=lambda m: ok[m] or 0.0)
+                r1 = state.layers[0]
                 calls = [
                     Call(
                         f"R2:judge:{best}->R1:{m}",
                         "judge",
                         best,
-                        judge_messages(question, answers[1][m]),
-                        inputs=[nodes[1][m]],
+                        judge_messages(question, r1[m].output),
+                        inputs=[r1[m].node_id],
                         max_tokens=c.judge_max_tokens,
                     )
-                    for m in r1_models
+                    for m in state.r1_models
                 ]
-                res = await run.run_calls(calls)
+                res = await state.run.run_calls(calls)
                 peers[best] = [
                     normalised(parse_score(r.output)) if r is not None and r.error is None else None
                     for r in res

@@ -39,13 +39,13 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moagraph.errors import ConfigError
+from moagraph.graph.budget import Budget, budget_scope
 from moagraph.graph.spec import Graph, Node
 from moagraph.graph.trace import Policy, Trace
 from moagraph.models.base import BackendError, estimate_tokens
 from moagraph.models.pool import Pool
 from moagraph.models.redact import redact, register_secret
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route.runner import RouteBudget, budget_scope
 from moagraph.serve.auth import check_bearer
 from moagraph.serve.build import Named, PoolLike, resolve_served, serve_runtime
 from moagraph.serve.config import ServeConfig
@@ -125,7 +125,7 @@ class Served:
         (``Router.estimate_flops(example, task, prompt_tokens=, max_tokens=)``); for a
         router without one, a lower bound: one call of the cheapest model it may use.
         Either way a router's run is also capped at the budget while it runs
-        (:func:`moagraph.route.runner.budget_scope`).
+        (:func:`moagraph.graph.budget.budget_scope`).
         """
         from moagraph.graph.cost import graph_flops, task_unit_flops
         from moagraph.models.cost import call_flops
@@ -535,9 +535,9 @@ def create_app(
             stop=req.stop_list,
         )
         limit = _budget_limit(req) if entry.kind == "router" else None
-        # a router's run stops at the budget too: its query run skips any call that might
-        # pass it (graphs were checked whole, before the run)
-        scope = budget_scope(RouteBudget(max_flops_norm=limit) if limit else None)
+        # a router's run stops at the budget too: its query run (moagraph.graph.run) refuses
+        # any call that might pass it (graphs were checked whole, before the run)
+        scope = budget_scope(Budget(max_flops_norm=limit) if limit else None)
         with rt.overrides(ov), scope:
             if req.stream:
                 return await _stream(entry, req, example, row, t0)

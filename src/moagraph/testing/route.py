@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from moagraph.graph.budget import Budget, budget_scope
+from moagraph.graph.run import prompt_token_bound
 from moagraph.graph.testing import ArithmeticTask, ScriptedBackend, fake_pool
 from moagraph.graph.trace import Trace
 from moagraph.models.base import LLMRequest
@@ -25,7 +27,6 @@ from moagraph.models.pool import Pool
 from moagraph.models.runtime import PoolRuntime
 from moagraph.route import get_router_class
 from moagraph.route.encoders import HashingEncoder
-from moagraph.route.runner import RouteBudget, budget_scope, prompt_token_bound
 from moagraph.route.scorer import Scorer
 from moagraph.tasks.base import Example, Task
 
@@ -50,6 +51,13 @@ def _respond(r: LLMRequest) -> str:
     return f"{r.model.name} says the answer is 3."
 
 
+def _long_respond(r: LLMRequest) -> str:
+    """A reply exactly ``max_tokens`` words long (the scripted backend counts words)."""
+    if "Score (1-10):" in r.messages[-1]["content"]:
+        return "7"
+    return " ".join(["so"] * (r.params.max_tokens - 1) + ["3"])
+
+
 def make_router(kind: str, runtime: Any, scorer: Scorer, **settings: Any) -> Any:
     """Router ``kind`` on ``runtime``, dropping settings its constructor does not take
     (``k`` for the fixed baselines, ``seed`` for the deterministic ones). RouteMoA's
@@ -62,7 +70,7 @@ def make_router(kind: str, runtime: Any, scorer: Scorer, **settings: Any) -> Any
     own = {n for n in params if n != "self"}
     if kind != "routemoa" and takes_kw:  # baselines pass **kw to the layered base
         own |= {"layers", "aggregate", "max_tokens", "max_flops_norm", "max_dollars", "name"}
-        own |= {"n_inputs", "temperature", "stop"}
+        own |= {"n_inputs", "temperature", "stop", "json_schema"}
     if kind == "routemoa":
         from moagraph.route.routemoa import RouteMoAConfig
 
@@ -156,10 +164,43 @@ class RouterConformance:
         budget = (
             1.05 * one_call / unit_flops(pool.models, task.avg_input_tokens, task.avg_output_tokens)
         )
-        with budget_scope(RouteBudget(max_flops_norm=budget)):  # as the server applies it
+        with budget_scope(Budget(max_flops_norm=budget)):  # as the server applies it
             trace = self.run(router, ex, task)
         assert backend.calls, "under a budget that allows a call, the router made none"
         assert 0 < trace.meta["flops_norm"] <= budget + 1e-9
+
+    def test_every_call_is_reserved_within_the_budget(self, kind: str) -> None:
+        """Under a sweep of budgets below and above an unbudgeted run's cost, the measured
+        cost stays within each (every call, concurrent ones too, was reserved before it
+        started) and every backend call is in the trace (none bypassed the query run)."""
+        router, backend, task = self.scripted(kind, max_tokens=512)
+        backend.respond = _long_respond  # replies of max_tokens: measured cost ~ the bound
+        ex = task.load(n=1)[0]
+        full = self.run(router, ex, task).meta["flops_norm"]
+        capped_runs = 0
+        for frac in (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.5):
+            budget = full * frac
+            router, backend, task = self.scripted(kind, max_tokens=512, max_flops_norm=budget)
+            backend.respond = _long_respond
+            trace = self.run(router, ex, task)
+            assert trace.meta["flops_norm"] <= budget * (1 + 1e-9), (frac, trace.meta)
+            assert len(backend.calls) == len([n for n in trace.nodes if n.model])
+            capped_runs += bool(trace.meta.get("skipped_calls"))
+        assert capped_runs, "no budget of the sweep refused a call: the sweep checked nothing"
+
+    def test_json_schema_reaches_the_backend(self, kind: str) -> None:
+        schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+        seen: list[Any] = []
+
+        def respond(r: LLMRequest) -> str:
+            seen.append(r.params.json_schema)
+            return _respond(r)
+
+        router, backend, task = self.scripted(kind, json_schema=schema)
+        backend.respond = respond
+        self.run(router, task.load(n=1)[0], task)
+        assert seen, "the router made no call"
+        assert all(s == schema for s in seen), seen
 
     def test_estimate_flops_covers_an_unbudgeted_plan(self, kind: str) -> None:
         router, _, task = self.scripted(kind)
