@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 MESSAGE_OVERHEAD_TOKENS = 16
+_UNCAPPED = Budget()
 
 
 def prompt_token_bound(messages: Sequence[ChatMessage]) -> int:
@@ -113,7 +114,7 @@ class QueryRun:
         self.example = example
         self.params = params or SamplingParams()
         # the policy's own caps, tightened by any scoped (per-request) budget
-        self.budget = (budget or Budget()).tighter(scoped_budget())
+        self.budget = (budget or _UNCAPPED).tighter(scoped_budget())
         self.unit = (
             unit
             if unit is not None
@@ -125,17 +126,19 @@ class QueryRun:
         self._cp_end: dict[str, float] = {}  # critical-path finish time per node
         self._reserved_flops = 0.0
         self._reserved_dollars = 0.0
+        self._spent_flops = 0.0  # running sums of the recorded nodes (admission is per call)
+        self._spent_dollars = 0.0
         self._samples: dict[str, int] = {}
         self.t0 = time.perf_counter()
 
     # --- cost --------------------------------------------------------------
     @property
     def spent_flops(self) -> float:
-        return sum(n.flops for n in self.trace.nodes)
+        return self._spent_flops
 
     @property
     def spent_dollars(self) -> float:
-        return sum(n.dollars for n in self.trace.nodes)
+        return self._spent_dollars
 
     @property
     def elapsed_s(self) -> float:
@@ -193,7 +196,9 @@ class QueryRun:
         mt = c.max_tokens or params.max_tokens
         if mt != params.max_tokens:
             params = dataclasses.replace(params, max_tokens=mt)
-        f, d = self.bound(c.model, c.messages, mt)
+        f = d = 0.0
+        if self.budget.capped:  # nothing to bound against otherwise
+            f, d = self.bound(c.model, c.messages, mt)
         why = self.fits(f, d)
         if why is not None:
             self.skipped.append({"node": c.node_id, "model": c.model, "role": c.role, "why": why})
@@ -270,6 +275,8 @@ class QueryRun:
         """Add a finished node (an LLM call, or a node without one such as a vote)."""
         ready = max((self._cp_end.get(i, 0.0) for i in inputs), default=0.0)
         self._cp_end[nt.node_id] = ready + nt.latency_s
+        self._spent_flops += nt.flops
+        self._spent_dollars += nt.dollars
         self.nodes[nt.node_id] = nt
         self.trace.nodes.append(nt)
 
