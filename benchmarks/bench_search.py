@@ -112,7 +112,7 @@ class Setting:
         copies = recorded_copies(recs, self.models, qids)
         kw: dict[str, Any] = dict(
             models=self.models,
-            max_nodes=args.max_nodes,
+            max_nodes=b if str(args.max_nodes) == "b" else int(args.max_nodes),
             flat=True,
             sink_mode="vote",
             max_copies=copies,
@@ -121,6 +121,18 @@ class Setting:
         self.budget = probe.paper_budget(b)
         self.space = SearchSpace.from_pool(self.pool, self.task, budget=self.budget, **kw)
         self.graphs = enumerate_graphs(self.space)
+        self._optimum: dict[tuple[int, int, int], tuple[float, Any, float]] = {}
+
+    def optimum(self, seed: int, train_n: int, heldout_n: int) -> tuple[float, Any, float]:
+        """The exhaustive optimum on this seed's train questions: (train, graph, test);
+        computed once per seed (every optimiser row of the seed compares with it)."""
+        key = (seed, train_n, heldout_n)
+        if key not in self._optimum:
+            ev = self.evaluator(seed, train_n, heldout_n)
+            scored = [(ev.evaluate_sync(g, "train").reward, g) for g in self.graphs]
+            tr, g = max(scored, key=lambda x: x[0])
+            self._optimum[key] = (tr, g, ev.evaluate_sync(g, "test").reward)
+        return self._optimum[key]
 
     def evaluator(self, seed: int, train_n: int, heldout_n: int) -> ExactReplayEvaluator:
         def draw(part: str, n: int, salt: int) -> list[Any]:
@@ -170,8 +182,7 @@ async def run_seed(
 ) -> dict[str, Any]:
     name = var.opt
     ev = st.evaluator(seed, args.train_n, args.heldout_n)
-    scored = [(ev.evaluate_sync(g, "train").reward, g) for g in st.graphs]
-    opt_train, opt_graph = max(scored, key=lambda x: x[0])
+    opt_train, opt_graph, opt_test = st.optimum(seed, args.train_n, args.heldout_n)
     kw: dict[str, Any] = dict(var.options)
     if name in AGENT_OPTS or name == "maao":
         kw.update(agent=agent if var.live else None, task_kind=getattr(st.task, "kind", None))
@@ -209,7 +220,7 @@ async def run_seed(
         "test": cmp.graph_test,
         "graph": st.space.describe_mix(st.space.mix_of(res.best_graph)),
         "opt_train": opt_train,
-        "opt_test": ev.evaluate_sync(opt_graph, "test").reward,
+        "opt_test": opt_test,
         "opt_graph": st.space.describe_mix(st.space.mix_of(opt_graph)),
         "single": cmp.single.model,
         "single_test": cmp.single_test,
@@ -234,7 +245,8 @@ def table(st: Setting, rows: list[dict[str, Any]], args: argparse.Namespace) -> 
     """A markdown table (what the README shows)."""
     head = (
         f"**{st.pool_name}, paper:{st.b}** = {st.budget:.1f} normalised FLOPs, {len(st.models)} open "
-        f"models <= {args.max_params_b:g}B, {len(st.graphs)} flat graphs, train {args.train_n} / "
+        f"models <= {args.max_params_b:g}B, at most {st.space.max_nodes} nodes, "
+        f"{len(st.graphs)} flat graphs, train {args.train_n} / "
         f"validation {args.heldout_n} questions per seed, test {len(st.test)} questions\n\n"
     )
     cols = (
@@ -317,7 +329,13 @@ def main() -> None:
         "variants; a seed starts only while its share lasts",
     )
     ap.add_argument("--max-params-b", type=float, default=DEFAULT_MAX_PARAMS_B)
-    ap.add_argument("--max-nodes", type=int, default=4)
+    ap.add_argument(
+        "--max-nodes",
+        default="b",
+        help="node cap; 'b' (default): b of paper:b, the node count of the budget's complete DAG "
+        "(a fixed cap of 4 makes paper:4/8/12 the same space on these pools: every 4-model mix "
+        "fits paper:4)",
+    )
     ap.add_argument(
         "--train-n", type=int, default=80, help="training questions per seed (replay: free)"
     )
@@ -333,6 +351,12 @@ def main() -> None:
         help="no live agent: agent-reinforce without an LLM, textgrad left out",
     )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    ap.add_argument(
+        "--studies",
+        type=Path,
+        default=None,
+        help="study file, rebuilt each run (default --out/bench_search_studies.sqlite)",
+    )
     ap.add_argument(
         "--merge",
         action="store_true",
@@ -383,7 +407,7 @@ def main() -> None:
         st for st in settings if live_at is None or f"{st.pool_name}:{st.b}" in live_at
     ]
     share = 60 * args.agent_minutes / max(len(live_settings), 1)
-    studies = args.out / "bench_search_studies.sqlite"
+    studies = args.studies or args.out / "bench_search_studies.sqlite"
     for f in (studies, Path(f"{studies}-wal"), Path(f"{studies}-shm")):
         f.unlink(missing_ok=True)  # rebuilt each run (agent replies come back from the call cache)
 
