@@ -11,7 +11,7 @@ from moagraph.graph.testing import ArithmeticTask, ScriptedBackend, fake_pool
 from moagraph.models.base import LLMRequest
 from moagraph.models.pool import Pool
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route import get_router_class, load_router, router_names
+from moagraph.route import RouterError, get_router_class, load_router, router_names
 from moagraph.route.baselines import parse_moderator
 from moagraph.route.encoders import HashingEncoder
 from moagraph.route.judges import normalised
@@ -247,6 +247,21 @@ async def test_dollar_cap_never_exceeded() -> None:
     # the cap was met by spending, not by refusing everything: some calls ran, some were skipped
     assert trace.ok and trace.dollars > 0 and [n for n in trace.nodes if n.model]
     assert trace.meta.get("skipped_calls")
+
+
+@pytest.mark.parametrize("cap", ["max_flops_norm", "max_dollars"])
+def test_a_non_positive_router_budget_is_refused_naming_it(cap: str) -> None:
+    pool = fake_pool(*NAMES)
+    rt = runtime_for(pool, scripted(lambda r: "5"))
+    scorer = const_scorer(pool, [0.5, 0.9, 0.8, 0.1, 0.7])
+    for kind in router_names():
+        settings = {cap: 0.0}
+        if kind == "routemoa":
+            with pytest.raises(ValueError, match=cap):
+                RouteMoA(scorer, rt, **settings)
+            continue
+        with pytest.raises(RouterError, match=f"{cap}=0.0: must be > 0"):
+            get_router_class(kind)(rt, scorer, **settings)
 
 
 @pytest.mark.parametrize("kind", ["dense", "sparse", "single", "random", "threshold", "oracle"])

@@ -66,6 +66,9 @@ class _Baseline(LayeredRouter[S]):
     ) -> None:
         if layers < 1:
             raise RouterError(f"layers={layers}: must be >= 1")
+        for cap, v in (("max_flops_norm", max_flops_norm), ("max_dollars", max_dollars)):
+            if v is not None and v <= 0:
+                raise RouterError(f"budget {cap}={v}: must be > 0 (or unset for no cap)")
         if scorer is not None:
             scorer.check_pool(runtime.pool)
         super().__init__(
