@@ -161,6 +161,9 @@ class _SentenceTransformerEncoder:
     def _load(self) -> Any:
         if self._model is None:
             path = self._model_path()
+            # before the import: huggingface_hub reads these when it is first imported
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as e:  # pragma: no cover - depends on the install
@@ -168,8 +171,6 @@ class _SentenceTransformerEncoder:
                     f"encoder {self.name!r} needs the 'encoder' extra: pip install "
                     "'moagraph[encoder]' (or use --encoder hashing)"
                 ) from e
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
         return self._model
 
