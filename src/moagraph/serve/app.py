@@ -621,7 +621,7 @@ def create_app(
         return tokens
 
     def _budget_limit(req: ChatCompletionRequest) -> float | None:
-        """The tighter of the server's --budget-flops and the request's own budget."""
+        """The tighter of the server's --budget and the request's own budget."""
         limits = [b for b in (config.budget_flops, req.moagraph and req.moagraph.budget_flops) if b]
         return min(limits) if limits else None
 
@@ -646,7 +646,7 @@ def create_app(
                 400,
                 f"{entry.name!r} is estimated at {est:.3g} normalised FLOPs for this "
                 f"{prompt_tokens:,}-token prompt, over the budget of {limit:.3g}; raise "
-                f"moagraph.budget_flops / --budget-flops, shorten the prompt, lower max_tokens, "
+                f"moagraph.budget_flops / --budget, shorten the prompt, lower max_tokens, "
                 f"or pick a smaller model (served: {', '.join(entries)})",
                 param=param,
                 code="budget_exceeded",
