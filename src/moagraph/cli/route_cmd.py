@@ -90,7 +90,7 @@ def train(
         str,
         typer.Option(
             "--encoder",
-            help="Query encoder: minilm (sentence embeddings) | hashing (fast, no model).",
+            help="Query encoder: minilm | mpnet (sentence embeddings) | hashing (fast, no model).",
         ),
     ] = "minilm",
     head: Annotated[
