@@ -219,3 +219,20 @@ def test_mixes_all_offers_mixes_that_do_not_fill_the_budget() -> None:
     assert (0, 0, 1) not in maximal
     with pytest.raises(ValueError, match="mixes='some'"):
         AgentReinforce(sp, mixes="some")
+
+
+def test_planned_prior_evaluations_count_only_the_mixes_that_exist() -> None:
+    """One budget-filling mix (every model once): one pretest, not n_candidates."""
+    from moagraph.graph.testing import fake_pool
+
+    sp = SearchSpace.from_pool(  # one copy each: s + m + l (5.98) is the only full mix
+        fake_pool("s", "m", "l"), avg_in=202, avg_out=275, budget=6.0, max_nodes=3, flat=True,
+        max_copies=1,
+    )  # fmt: skip
+    assert sp.feasible_mixes(maximal=True) == [(1, 1, 1)]
+    opt = AgentReinforce(sp, seed=0, agent=None, guided_iterations=2, n_candidates=3)
+    trials = _run(opt)
+    pilots = sum(t.phase == "pilot" for t in trials)
+    assert sum(t.phase == "pretest" for t in trials) == 1
+    assert opt.planned_prior_evaluations == pilots + 1
+    assert len(trials) == opt.planned_prior_evaluations + 2

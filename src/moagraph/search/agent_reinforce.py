@@ -160,7 +160,11 @@ class AgentReinforce(Optimizer):
                     )
         if self.use_priors and not self._queue:
             self._phase = "search"
-        self.planned_prior_evaluations = len(self._queue) + (n_candidates if self.use_priors else 0)
+        self._offered: list[tuple[int, ...]] | None = None
+        n_pretest = 0
+        if self.use_priors:  # one pretest per candidate mix, and there may be fewer mixes
+            n_pretest = min(n_candidates, len(self._offered_mixes()))
+        self.planned_prior_evaluations = len(self._queue) + n_pretest
 
     @property
     def finished(self) -> bool:
@@ -202,8 +206,14 @@ class AgentReinforce(Optimizer):
         mean = sum(c * r for c, r in known) / max(tot, 1)
         return mean + 0.01 * len(known)
 
+    def _offered_mixes(self) -> list[tuple[int, ...]]:
+        """The mixes the mix choice may pick from (enumerated once)."""
+        if self._offered is None:
+            self._offered = self.space.feasible_mixes(maximal=self.mixes == "maximal")
+        return self._offered
+
     async def _choose_mixes(self) -> None:
-        mixes = self.space.feasible_mixes(maximal=self.mixes == "maximal")
+        mixes = list(self._offered_mixes())
         mixes.sort(key=self._mix_prior, reverse=True)
         shown = mixes[: self.max_mixes_shown]
         chosen: list[int] = []
