@@ -45,3 +45,14 @@ def test_record_dry_run(tmp_path) -> None:
     assert f"{calls} model calls" in out and f"{3 * calls} model calls" in out
     assert f"total, at most: {3 * per_query:.3g} FLOPs" in out
     assert not dest.exists()
+
+
+def test_search_pilot_and_mixes_flags_reach_the_search() -> None:
+    """--pilot/--mixes are parsed into prepare_search: a bad value is refused by name,
+    good ones are accepted (the errors come from prepare_search, so the values reach it)."""
+    _register()
+    bad = CliRunner().invoke(app, ["search", "--pilot", "nope", "--dry-run"], terminal_width=200)
+    assert bad.exit_code != 0 and "--pilot 'nope'" in bad.output
+    bad = CliRunner().invoke(app, ["search", "--mixes", "some", "--dry-run"], terminal_width=200)
+    assert bad.exit_code != 0 and "--mixes 'some'" in bad.output
+    assert "agent:" in _invoke("search", "--pilot", "coverage", "--mixes", "all", "--dry-run")

@@ -56,6 +56,20 @@ def search_command(
             help="agent-reinforce: agent-guided evaluations after the pilot/pretest ones (the paper: 10); overrides --iterations.",
         ),
     ] = None,
+    pilot: Annotated[
+        str | None,
+        typer.Option(
+            "--pilot",
+            help="agent-reinforce pilot: size (default, the paper's: models alone, spread over sizes) or coverage (every model's own train accuracy from as few flat pilot graphs as fit).",
+        ),
+    ] = None,
+    mixes: Annotated[
+        str | None,
+        typer.Option(
+            "--mixes",
+            help="agent-reinforce mix choice: maximal (default, the paper's: budget-filling mixes) or all (every feasible mix).",
+        ),
+    ] = None,
     train_n: Annotated[
         int | None,
         typer.Option(
@@ -236,6 +250,8 @@ def search_command(
                 max_tokens,
                 out,
                 guided_iterations=guided_iterations,
+                pilot=pilot,
+                mixes=mixes,
                 test_n=test_n,
                 split_seed=split_seed,
                 sink=sink,
@@ -275,6 +291,8 @@ async def _search(
     out: Path | None,
     *,
     guided_iterations: int | None = None,
+    pilot: str | None = None,
+    mixes: str | None = None,
     test_n: int = 100,
     split_seed: int = 0,
     sink: str = "auto",
@@ -299,6 +317,8 @@ async def _search(
         budget=budget_text,
         budget_dollars=budget_dollars,
         guided_iterations=guided_iterations,
+        pilot=pilot,
+        mixes=mixes,
         train_n=train_n,
         heldout_n=heldout_n,
         test_n=test_n,
