@@ -313,6 +313,47 @@ def random_seed_for(qid: str, seed: int) -> int:
     return int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16)
 
 
+def _live_setup(
+    pool_name: str,
+    aggregator: str,
+    seed: int,
+    cache: str | None,
+    overrides: dict[str, Any] | None,
+    models: list[str] | None = None,
+    threads: int | None = None,
+) -> tuple[GroundTruth, dict[str, Any], Any, Any]:
+    """What every live-aggregator run shares: the ground truth (restricted to ``models``),
+    its split, a hashing/logistic scorer fitted on the train ids, and a runtime over the
+    recorded models plus the local aggregator (``threads`` CPU threads when given)."""
+    from moagraph.models.cache import CallCache
+    from moagraph.models.runtime import PoolRuntime
+    from moagraph.pools.combine import extend_pool
+    from moagraph.route.encoders import make_encoder
+    from moagraph.route.gt import load_ground_truth
+    from moagraph.route.scorer import Scorer
+
+    gt = load_ground_truth(pool_name)
+    if models is not None:
+        gt = gt.subset_models(models)
+    sp = gt.split(seed)
+    tr = gt.table.subset(gt.rows(sp["train"]))
+    scorer = Scorer(make_encoder("hashing"), gt.models, head="logistic", alpha=10.0, seed=seed)
+    scorer.fit(tr.texts, tr.labels)  # no pool fingerprint: the hybrid pool adds the aggregator
+    pool = extend_pool(pool_name, ["local"])
+    if aggregator not in pool:
+        raise ValueError(
+            f"aggregator {aggregator!r} is not in the hybrid pool; models: {', '.join(pool.names)}"
+        )
+    keep = [
+        m.model_copy(update={"n_threads": threads}) if m.name == aggregator and threads else m
+        for m in pool.models
+        if m.name in set(gt.models) or m.name == aggregator
+    ]
+    pool = pool.model_copy(update={"models": keep})
+    runtime = PoolRuntime(pool, cache=CallCache(cache) if cache else None, overrides=overrides)
+    return gt, sp, scorer, runtime
+
+
 async def live_routemoa(
     n: int,
     seed: int = 0,
@@ -331,26 +372,7 @@ async def live_routemoa(
     Returns per-query graded accuracy of the aggregated answer next to the vote/select
     proxies on the same queries.
     """
-    from moagraph.models.cache import CallCache
-    from moagraph.models.runtime import PoolRuntime
-    from moagraph.pools.combine import extend_pool
-    from moagraph.route.encoders import make_encoder
-    from moagraph.route.gt import load_ground_truth
-    from moagraph.route.scorer import Scorer
-
-    gt = load_ground_truth(pool_name)
-    sp = gt.split(seed)
-    tr = gt.table.subset(gt.rows(sp["train"]))
-    scorer = Scorer(make_encoder("hashing"), gt.models, head="logistic", alpha=10.0, seed=seed)
-    scorer.fit(tr.texts, tr.labels)  # no pool fingerprint: the hybrid pool adds the aggregator
-    pool = extend_pool(pool_name, ["local"])
-    if aggregator not in pool:
-        raise ValueError(
-            f"aggregator {aggregator!r} is not in the hybrid pool; models: {', '.join(pool.names)}"
-        )
-    keep = [m for m in pool.models if m.name in set(gt.models) or m.name == aggregator]
-    pool = pool.model_copy(update={"models": keep})
-    runtime = PoolRuntime(pool, cache=CallCache(cache) if cache else None, overrides=overrides)
+    gt, sp, scorer, runtime = _live_setup(pool_name, aggregator, seed, cache, overrides)
     router = RouteMoA(
         scorer,
         runtime,
@@ -446,32 +468,9 @@ async def live_compare(
     the pool (e.g. ``small_open_models``); ``threads`` sets the local aggregator's CPU
     threads (not part of the cache key).
     """
-    from moagraph.models.cache import CallCache
-    from moagraph.models.runtime import PoolRuntime
-    from moagraph.pools.combine import extend_pool
-    from moagraph.route.encoders import make_encoder
-    from moagraph.route.gt import load_ground_truth
-    from moagraph.route.scorer import Scorer
-
-    gt = load_ground_truth(pool_name)
-    if models is not None:
-        gt = gt.subset_models(models)
-    sp = gt.split(seed)
-    tr = gt.table.subset(gt.rows(sp["train"]))
-    scorer = Scorer(make_encoder("hashing"), gt.models, head="logistic", alpha=10.0, seed=seed)
-    scorer.fit(tr.texts, tr.labels)  # no pool fingerprint: the hybrid pool adds the aggregator
-    pool = extend_pool(pool_name, ["local"])
-    if aggregator not in pool:
-        raise ValueError(
-            f"aggregator {aggregator!r} is not in the hybrid pool; models: {', '.join(pool.names)}"
-        )
-    keep = [
-        m.model_copy(update={"n_threads": threads}) if m.name == aggregator and threads else m
-        for m in pool.models
-        if m.name in set(gt.models) or m.name == aggregator
-    ]
-    pool = pool.model_copy(update={"models": keep})
-    runtime = PoolRuntime(pool, cache=CallCache(cache) if cache else None, overrides=overrides)
+    gt, sp, scorer, runtime = _live_setup(
+        pool_name, aggregator, seed, cache, overrides, models=models, threads=threads
+    )
     routers: dict[str, Any] = {}
     if "routemoa" in policies:
         routers["routemoa"] = RouteMoA(
