@@ -29,7 +29,13 @@ from moagraph.models.runtime import PoolRuntime
 from moagraph.route import RouteMoA, build_policies
 from moagraph.route.encoders import make_encoder
 from moagraph.route.evaluate import evaluate_scorer, top_k
-from moagraph.route.gt import GroundTruth, load_ground_truth, small_open_models
+from moagraph.route.gt import (
+    SETTINGS,
+    GroundTruth,
+    load_ground_truth,
+    load_setting,
+    small_open_models,
+)
 from moagraph.route.gt_eval import (
     FINAL_ANSWER_NOTE,
     bootstrap_ci,
@@ -42,20 +48,6 @@ from moagraph.route.scorer import Scorer
 
 console = Console(width=200)
 OUT = Path(__file__).parent / "out"
-SETTINGS = {
-    "mmlu-pro-small": ("mmlu-pro", 8.6),
-    "mmlu-pro": ("mmlu-pro", None),
-    "zeroeval-math": ("zeroeval-math", None),
-    "zeroeval-gsm8k": ("zeroeval-gsm8k", None),
-}
-
-
-def setting(name: str) -> GroundTruth:
-    pool, max_b = SETTINGS[name]
-    gt = load_ground_truth(pool)
-    if max_b is not None:
-        gt = gt.subset_models(small_open_models(gt, max_b))
-    return gt
 
 
 def train_scorer(
@@ -110,7 +102,7 @@ def policies(
 
 def run_setting(name: str, encoder: str, seed: int) -> dict[str, Any]:
     t0 = time.time()
-    gt = setting(name)
+    gt = load_setting(name)
     split = gt.split(seed)
     s, cands = train_scorer(gt, split, encoder, seed)
     test_rows = gt.rows(split["test"])

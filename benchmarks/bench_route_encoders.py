@@ -53,30 +53,23 @@ from moagraph.pools.splits import split_ids
 from moagraph.route import RouteMoA
 from moagraph.route.encoders import Encoder, make_encoder
 from moagraph.route.evaluate import calibration, hit_rate, top_k
-from moagraph.route.gt import SPLIT_FRACTIONS, GroundTruth, load_ground_truth, small_open_models
+from moagraph.route.gt import (
+    SETTINGS,
+    SPLIT_FRACTIONS,
+    GroundTruth,
+    load_setting,
+)
 from moagraph.route.gt_eval import evaluate_gt, paired_bootstrap
 from moagraph.route.scorer import Scorer, pool_fingerprint
 
 console = Console(width=220)
 OUT = Path(__file__).parent / "out"
-SETTINGS = {
-    "mmlu-pro-small": ("mmlu-pro", 8.6),
-    "mmlu-pro": ("mmlu-pro", None),
-    "zeroeval-math": ("zeroeval-math", None),
-    "zeroeval-gsm8k": ("zeroeval-gsm8k", None),
-}
 ENCODERS = ("hashing", "minilm", "mpnet")
 HEAD_GRID: dict[str, list[dict[str, Any]]] = {
     "logistic": [{"alpha": a} for a in (1.0, 10.0, 100.0)],
     "routerdc": [{"hidden": h} for h in (64, 256)],
 }
 METRICS = ("top1", "top3", "select", "brier", "vote")  # per-query arrays, paired CIs
-
-
-def setting(name: str) -> GroundTruth:
-    pool, max_b = SETTINGS[name]
-    gt = load_ground_truth(pool)
-    return gt.subset_models(small_open_models(gt, max_b)) if max_b is not None else gt
 
 
 def setting_split(
@@ -88,7 +81,7 @@ def setting_split(
     ``split_ids`` with another seed, so independent of the split) before splitting:
     mpnet encodes ~0.5-3 queries/s on the shared 2-core development machine.
     """
-    gt = setting(name)
+    gt = load_setting(name)
     ids = gt.table.query_ids
     if SETTINGS[name][0] == "mmlu-pro" and mmlu_frac < 1.0:
         keep = split_ids(ids, seed + 7919, (mmlu_frac, 1.0 - mmlu_frac), ("keep", "rest"))

@@ -216,3 +216,22 @@ def small_open_models(gt: GroundTruth, max_params_b: float = 8.5) -> list[str]:
         if spec.params_b <= max_params_b:
             out.append(spec.name)
     return out
+
+
+SETTINGS: dict[str, tuple[str, float | None]] = {
+    "mmlu-pro-small": ("mmlu-pro", 8.6),
+    "mmlu-pro": ("mmlu-pro", None),
+    "zeroeval-math": ("zeroeval-math", None),
+    "zeroeval-gsm8k": ("zeroeval-gsm8k", None),
+}
+"""The benchmark settings: name -> (bundled ground-truth pool, largest open model in B or
+None for all models). ``mmlu-pro-small`` is the 14 open models of at most 8.54B."""
+
+
+def load_setting(name: str) -> GroundTruth:
+    """The ground truth of one of :data:`SETTINGS`."""
+    if name not in SETTINGS:
+        raise ValueError(f"setting {name!r}: use one of {', '.join(SETTINGS)}")
+    pool, max_b = SETTINGS[name]
+    gt = load_ground_truth(pool)
+    return gt.subset_models(small_open_models(gt, max_b)) if max_b is not None else gt
