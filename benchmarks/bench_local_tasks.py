@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from rich.table import Table
 
 from moagraph.graph.evaluate import wilson_interval
 from moagraph.pools import resolve_pool
+from moagraph.store import RunStore
 
 OUT = Path(__file__).parent / "out"
 SAMPLE_SIZES = {"humaneval": 20, "mbpp": 20, "gsm8k": 40, "math": 40}
@@ -54,8 +54,8 @@ def pool_file(pool: str, threads: int | None, work: Path) -> str:
 def run_exists(store: Path, run_id: str) -> bool:
     if not store.exists():
         return False
-    with sqlite3.connect(store) as db:
-        return db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+    with RunStore(store) as rs:
+        return rs.run(run_id) is not None
 
 
 def run_task(args: argparse.Namespace, pool: str, task: str, run_id: str) -> None:
@@ -93,22 +93,21 @@ def run_task(args: argparse.Namespace, pool: str, task: str, run_id: str) -> Non
 
 
 def summarise(store: Path, run_id: str, max_tokens: int) -> dict[str, Any]:
-    with sqlite3.connect(store) as db:
-        rows = db.execute(
-            "SELECT score, error, trace FROM results WHERE run_id = ?", (run_id,)
-        ).fetchall()
-    scores = [float(s) for s, err, _ in rows if s is not None and err is None]
-    errors = sum(1 for _, err, _ in rows if err)
+    with RunStore(store) as rs:
+        rows = rs.results(run_id)
+        traces = [r.trace(rs, run_id) for r in rows]
+    scores = [float(r.score) for r in rows if r.score is not None and r.error is None]
+    errors = sum(1 for r in rows if r.error)
     ptok, ctok, lat, truncated = [], [], [], 0
-    for _, _, tr in rows:
-        for node in json.loads(tr).get("nodes", []):
-            if node.get("model") is None:
+    for tr in traces:
+        for node in tr.nodes:
+            if node.model is None:
                 continue
-            ptok.append(node["prompt_tokens"])
-            ctok.append(node["completion_tokens"])
-            truncated += node["completion_tokens"] >= max_tokens
-            if not node.get("cached") and node.get("latency_s", 0) > 0:
-                lat.append((node["completion_tokens"], node["latency_s"]))
+            ptok.append(node.prompt_tokens)
+            ctok.append(node.completion_tokens)
+            truncated += node.completion_tokens >= max_tokens
+            if not node.cached and node.latency_s > 0:
+                lat.append((node.completion_tokens, node.latency_s))
     lo, hi = wilson_interval(sum(scores), len(scores)) if scores else (None, None)
     return {
         "n": len(rows),
