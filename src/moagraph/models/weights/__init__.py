@@ -94,7 +94,6 @@ class SplitGGUF:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         digest = hashlib.sha256()
-        written = 0
         bar = _progress(progress, f"assembling {self.file_name}", self.size)
         try:
             written = join_files(chunks, tmp, digest, bar)

@@ -120,7 +120,6 @@ def assemble(directory: Path | None = None, progress: bool = True) -> Path:
     tmp_zip = target.with_name(f"{NAME}.zip.{tag}")
     tmp_dir = target.with_name(f"{NAME}.{tag}")
     digest = hashlib.sha256()
-    written = 0
     bar = _progress(progress, f"assembling {NAME}", ZIP_SIZE)
     try:
         written = join_files(volumes, tmp_zip, digest, bar)
