@@ -294,6 +294,41 @@ def table(st: Setting, rows: list[dict[str, Any]], args: argparse.Namespace) -> 
     return head + "\n".join(lines)
 
 
+def summary(settings: dict[str, Setting], all_rows: dict[str, list[dict[str, Any]]]) -> str:
+    """One markdown matrix: optimiser x setting, mean test accuracy (graph - best single in
+    points; seeds significantly better / worse), for the README."""
+    keys = sorted(settings, key=lambda k: (settings[k].pool_name, settings[k].b))
+    cols = [f"{settings[k].pool_name} paper:{settings[k].b}" for k in keys]
+    lines = ["| optimiser (evals) | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    labels = sorted({(r["optimizer"], r["evals"]) for k in keys for r in all_rows.get(k, [])})
+    for n, e in labels:
+        cells = []
+        for k in keys:
+            rs = [r for r in all_rows.get(k, []) if r["optimizer"] == n and r["evals"] == e]
+            if not rs:
+                cells.append("-")
+                continue
+            better = sum(r["diff_ci"][0] > 0 for r in rs)
+            worse = sum(r["diff_ci"][1] < 0 for r in rs)
+            diff = statistics.mean(r["diff"] for r in rs) * 100
+            cells.append(
+                f"{statistics.mean(r['test'] for r in rs):.3f} ({diff:+.1f}; {better}/{worse} of {len(rs)})"
+            )
+        lines.append(f"| {n} ({e}) | " + " | ".join(cells) + " |")
+    for label, field in (
+        ("exhaustive optimum (train)", "opt_test"),
+        ("best single", "single_test"),
+    ):
+        cells = []
+        for k in keys:
+            first = {r["seed"]: r for r in all_rows.get(k, [])}
+            cells.append(
+                f"{statistics.mean(r[field] for r in first.values()):.3f}" if first else "-"
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -369,6 +404,9 @@ def main() -> None:
         default=1,
         help="seeds of the live textgrad row (every guided step is an agent call)",
     )
+    ap.add_argument(
+        "--agent-threads", type=int, default=0, help="CPU threads of the live agent (0 = all cores)"
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.optimizers.split(",")
@@ -393,9 +431,16 @@ def main() -> None:
         from moagraph.models.cache import CallCache
         from moagraph.models.runtime import PoolRuntime
 
-        runtime = PoolRuntime(
-            load_pool(resolve_pool("local")), cache=CallCache(args.out / "agent_cache.sqlite")
-        )
+        local = load_pool(resolve_pool("local"))
+        if args.agent_threads:  # CPU threads of the agent (not part of the call cache key)
+            local = local.model_copy(
+                update={
+                    "models": [
+                        m.model_copy(update={"n_threads": args.agent_threads}) for m in local.models
+                    ]
+                }
+            )
+        runtime = PoolRuntime(local, cache=CallCache(args.out / "agent_cache.sqlite"))
         agent = RuntimeAgent(runtime, "qwen-coder-1.5b")
     settings = [
         Setting(p, int(b), args) for b in args.budgets.split(",") for p in args.pools.split(",")
@@ -464,8 +509,10 @@ def main() -> None:
         md = table(by_key[key], all_rows[key], args)
         print(md + "\n")
         mds.append(md)
+    summ = summary(by_key, all_rows)
+    print(summ + "\n")
     out.write_text(json.dumps(all_rows, indent=1, default=str))
-    (args.out / "bench_search.md").write_text("\n\n".join(mds) + "\n")
+    (args.out / "bench_search.md").write_text(summ + "\n\n" + "\n\n".join(mds) + "\n")
     console.print(f"rows: {out}; tables: {args.out / 'bench_search.md'}")
 
 

@@ -182,12 +182,13 @@ def test_prepare_search_passes_pilot_to_agent_reinforce_only() -> None:
     )  # fmt: skip
     assert isinstance(setup.optimizer, AgentReinforce) and setup.optimizer.pilot == "coverage"
     assert setup.config["optimizer_options"]["pilot"] == "coverage"  # a resume key
-    assert setup.optimizer.mixes == "maximal"
+    assert setup.optimizer.mixes == "all"  # auto: the replay pool's sink is a vote
     mixed = prepare_search(
         "zeroeval-math", "math", optimizer="agent-reinforce", agent=ScriptedAgent(),
-        mixes="all", **kw
+        mixes="maximal", **kw
     )  # fmt: skip
-    assert isinstance(mixed.optimizer, AgentReinforce) and mixed.optimizer.mixes == "all"
+    assert isinstance(mixed.optimizer, AgentReinforce) and mixed.optimizer.mixes == "maximal"
+    assert mixed.optimizer.pilot == "coverage"  # auto, independently of --mixes
     with pytest.raises(ConfigError, match="--mixes applies to --optimizer agent-reinforce"):
         prepare_search("zeroeval-math", "math", optimizer="random", mixes="all", **kw)
     with pytest.raises(ConfigError, match="--pilot applies to --optimizer agent-reinforce"):
@@ -230,9 +231,25 @@ def test_planned_prior_evaluations_count_only_the_mixes_that_exist() -> None:
         max_copies=1,
     )  # fmt: skip
     assert sp.feasible_mixes(maximal=True) == [(1, 1, 1)]
-    opt = AgentReinforce(sp, seed=0, agent=None, guided_iterations=2, n_candidates=3)
+    opt = AgentReinforce(
+        sp, seed=0, agent=None, guided_iterations=2, n_candidates=3, mixes="maximal"
+    )
     trials = _run(opt)
     pilots = sum(t.phase == "pilot" for t in trials)
     assert sum(t.phase == "pretest" for t in trials) == 1
     assert opt.planned_prior_evaluations == pilots + 1
     assert len(trials) == opt.planned_prior_evaluations + 2
+
+
+def test_auto_pilot_and_mixes_follow_the_sink() -> None:
+    """Paper's size/maximal with an LLM output node; coverage/all with a free vote sink."""
+    from moagraph.graph.testing import fake_pool
+
+    kw: dict[str, Any] = dict(avg_in=202, avg_out=275, budget=6.0, max_nodes=3, flat=True)
+    vote = SearchSpace.from_pool(fake_pool("s", "m", "l"), sink_mode="vote", **kw)
+    llm = SearchSpace.from_pool(fake_pool("s", "m", "l"), sink_mode="llm", output_model="m", **kw)
+    v, m = AgentReinforce(vote, agent=None), AgentReinforce(llm, agent=None)
+    assert (v.pilot, v.mixes) == ("coverage", "all")
+    assert (m.pilot, m.mixes) == ("size", "maximal")
+    explicit = AgentReinforce(vote, agent=None, pilot="size", mixes="maximal")
+    assert (explicit.pilot, explicit.mixes) == ("size", "maximal")

@@ -60,14 +60,14 @@ def search_command(
         str | None,
         typer.Option(
             "--pilot",
-            help="agent-reinforce pilot: size (default, the paper's: models alone, spread over sizes) or coverage (every model's own train accuracy from as few flat pilot graphs as fit).",
+            help="agent-reinforce pilot: size (the paper's: models alone, spread over sizes), coverage (every model's own train accuracy from as few flat pilot graphs as fit) or auto (default: size with an LLM output node, coverage with a vote sink).",
         ),
     ] = None,
     mixes: Annotated[
         str | None,
         typer.Option(
             "--mixes",
-            help="agent-reinforce mix choice: maximal (default, the paper's: budget-filling mixes) or all (every feasible mix).",
+            help="agent-reinforce mix choice: maximal (the paper's: budget-filling mixes), all (every feasible mix) or auto (default: maximal with an LLM output node, all with a vote sink).",
         ),
     ] = None,
     train_n: Annotated[

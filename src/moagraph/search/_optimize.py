@@ -198,14 +198,31 @@ def prepare_search(
     plan = plan_evaluation(task_obj, task_name, pool, wanted, flat, [e.id for e in examples])
     sink_mode = plan["sink_mode"]
     replay_only = is_replay_pool(pool, plan["models"] or wanted)
+    if output_model is not None and output_model not in pool:
+        raise ConfigError(
+            f"--output-model: {output_model!r} is not in pool {pool.name!r} ({', '.join(pool.names)})"
+        )
+    # a hybrid pool (``moagraph pool extend``): recorded node answers, a live output node reads them
+    live_output = output_model is not None and pool[output_model].backend != "replay"
     if sink_mode == "vote":
-        if sink == "llm" and replay_only:
+        if sink == "llm" and replay_only and not live_output:
             raise ConfigError(
                 f"--sink llm: pool {pool.name!r} is replay-only, so nothing can run the output node on the "
-                "graph's answers; use --sink vote (or auto) or a pool with live models"
+                "graph's answers; use --sink vote (or auto), a pool with live models, or a hybrid pool "
+                "(moagraph pool extend POOL --add local -o hybrid.yaml) with --output-model naming its live model"
             )
-        if sink == "llm" or (sink == "auto" and not replay_only):
+        if sink == "llm" or (sink == "auto" and (not replay_only or live_output)):
             sink_mode = "llm"
+            if plan["evaluator"].startswith("exact-replay"):
+                plan.update(
+                    evaluator="executor",
+                    objective=f"mean task score of the output node's ({output_model}) answer",
+                    evaluator_text=(
+                        "graph executor: the nodes' answers come from the recordings, the live output "
+                        f"node {output_model} reads them (every call through the call cache); copies per "
+                        "model capped at the recorded samples per query"
+                    ),
+                )
         elif sink == "auto":
             plan["notes"].append(
                 "sink: a free vote (the pool is replay-only, so no LLM output node can read the graph's answers); "
@@ -305,22 +322,27 @@ def prepare_search(
         kwargs["objective"] = "latency" if latency else "accuracy"
         if guided_iterations is not None:
             kwargs["guided_iterations"] = guided_iterations
-        if pilot is not None:
-            from moagraph.search.agent_reinforce import PILOT_MODES
+        from moagraph.search.agent_reinforce import MIX_MODES, PILOT_MODES, auto_pilot_mixes
 
-            if pilot not in PILOT_MODES:
-                raise ConfigError(f"--pilot {pilot!r}: use one of {', '.join(PILOT_MODES)}")
-            kwargs["pilot"] = pilot
-        if mixes is not None:
-            if mixes not in ("maximal", "all"):
-                raise ConfigError(f"--mixes {mixes!r}: use maximal or all")
-            kwargs["mixes"] = mixes
+        auto_pilot, auto_mixes = auto_pilot_mixes(space.sink_mode)
+        if pilot not in (None, "auto", *PILOT_MODES):
+            raise ConfigError(f"--pilot {pilot!r}: use one of auto, {', '.join(PILOT_MODES)}")
+        if mixes not in (None, "auto", *MIX_MODES):
+            raise ConfigError(f"--mixes {mixes!r}: use one of auto, {', '.join(MIX_MODES)}")
+        kwargs["pilot"] = auto_pilot if pilot in (None, "auto") else pilot
+        kwargs["mixes"] = auto_mixes if mixes in (None, "auto") else mixes
+        if (pilot in (None, "auto") or mixes in (None, "auto")) and space.sink_mode != "llm":
+            say(
+                f"agent-reinforce: pilot={kwargs['pilot']}, mixes={kwargs['mixes']} (auto: with a free "
+                "vote sink, weak budget-filling voters outvote the best model; the paper's "
+                "size/maximal apply to graphs with an LLM output node: --pilot size --mixes maximal)"
+            )
     elif guided_iterations is not None:
         raise ConfigError(
             "--guided-iterations applies to --optimizer agent-reinforce only; use --iterations"
         )
     for flag, val in (("--pilot", pilot), ("--mixes", mixes)):
-        if val is not None and optimizer != "agent-reinforce":
+        if val not in (None, "auto") and optimizer != "agent-reinforce":
             raise ConfigError(f"{flag} applies to --optimizer agent-reinforce only; drop it")
     opt = get_optimizer(optimizer, space, seed=seed, **kwargs)
     iterations = n_trials
@@ -515,9 +537,10 @@ def optimize(
     ``budget`` (normalised FLOPs or ``"paper:b"``), ``budget_dollars``, ``seed``,
     ``train_n``, ``heldout_n``, ``test_n``, ``split``, ``split_seed``, ``max_nodes``,
     ``flat``, ``models``, ``sink``, ``output_model``, ``latency``, ``multi_objective``,
-    ``guided_iterations``, ``pilot`` (agent-reinforce: ``"size"``, the default, or
+    ``guided_iterations``, ``pilot`` (agent-reinforce: ``"size"``, the paper's, or
     ``"coverage"``: every model's own train accuracy in the pilot), ``mixes``
-    (agent-reinforce: ``"maximal"``, the default, or ``"all"`` feasible mixes), ``study_name``, ``agent`` (an ``AgentLLM``) or
+    (agent-reinforce: ``"maximal"``, the paper's, or ``"all"`` feasible mixes; both
+    default to ``"auto"``: the paper's with an LLM sink, coverage/all with a vote sink), ``study_name``, ``agent`` (an ``AgentLLM``) or
     ``agent_pool``/``agent_model``, ``cache`` (a call-cache file), ``max_tokens``,
     ``ray`` (``HOST:PORT``, ``auto`` or ``local``: model calls on a Ray cluster).
 

@@ -2,7 +2,11 @@
 
 Phases (each evaluation is one ask/tell; the phase is stored with every trial):
 
-1. pilot (``pilot="size"``, the default): the homogeneous, budget-filling mix
+``pilot`` and ``mixes`` default to ``"auto"`` (:func:`auto_pilot_mixes`): the paper's
+``size``/``maximal`` when graphs end in a charged LLM output node, ``coverage``/``all``
+when the sink is a free vote (replay-only pools), where the paper's rule loses.
+
+1. pilot (``pilot="size"``, the paper's): the homogeneous, budget-filling mix
    of each of up to ``pilot_n`` models spread over sizes (smallest, largest,
    then the next-smallest ...), so the agent sees how each model does alone.
    Spreading over sizes can miss the pool's best model (zeroeval-math: the
@@ -65,6 +69,22 @@ from moagraph.search.space import SearchSpace, finalize_graph, graph_text
 PILOT_MODES = ("size", "coverage")
 """``AgentReinforce(pilot=...)``: which models the pilot runs (see the module docs)."""
 
+MIX_MODES = ("maximal", "all")
+"""``AgentReinforce(mixes=...)``: which mixes the agent is offered (see the module docs)."""
+
+
+def auto_pilot_mixes(sink_mode: str) -> tuple[str, str]:
+    """``pilot="auto"`` / ``mixes="auto"``: the paper's ``size``/``maximal`` when graphs end in
+    an LLM output node; ``coverage``/``all`` with a free vote sink (replay-only pools).
+
+    Why: the official rule "use the budget as fully as possible" assumes an output node
+    that can ignore weak inputs; a majority vote cannot, so a budget-filling mix of weak
+    voters outvotes the pool's best model (zeroeval-math, paper:8: 0.20 vs 0.43 on test).
+    Scoring every model in the pilot costs nothing extra on an exact replay pool.
+    """
+    return ("size", "maximal") if sink_mode == "llm" else ("coverage", "all")
+
+
 GUIDED_PHASES = ("search", "proposal")
 """Trial phases that are agent-guided evaluations (pilot and pretest are not)."""
 
@@ -91,21 +111,24 @@ class AgentReinforce(Optimizer):
         guided_iterations: int | None = None,
         objective: str = "accuracy",
         fix_mix: bool | None = None,
-        pilot: str = "size",
-        mixes: str = "maximal",
+        pilot: str = "auto",
+        mixes: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(space, seed, **kwargs)
-        if mixes not in ("maximal", "all"):
+        auto_pilot, auto_mixes = auto_pilot_mixes(space.sink_mode)
+        mixes = auto_mixes if mixes == "auto" else mixes
+        if mixes not in MIX_MODES:
             raise ConfigError(
                 f"mixes={mixes!r}: use 'maximal' (budget-filling mixes only, the paper's "
-                "choice) or 'all' (every feasible mix)"
+                "choice), 'all' (every feasible mix) or 'auto' (--mixes)"
             )
         self.mixes = mixes
+        pilot = auto_pilot if pilot == "auto" else pilot
         if pilot not in PILOT_MODES:
             raise ConfigError(
-                f"pilot={pilot!r}: use one of {', '.join(PILOT_MODES)} (--pilot); 'size' runs "
-                "pilot_n models alone spread over sizes, 'coverage' scores every model"
+                f"pilot={pilot!r}: use one of {', '.join(PILOT_MODES)} or 'auto' (--pilot); 'size' "
+                "runs pilot_n models alone spread over sizes, 'coverage' scores every model"
             )
         self.pilot = pilot
         if objective not in ("accuracy", "latency"):
