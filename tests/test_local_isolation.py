@@ -277,26 +277,36 @@ SCRIPT = textwrap.dedent(
     print(b.worker_pid, flush=True)
     if sys.argv[2] == "hang":
         time.sleep(60)
+    if sys.argv[2] == "busy":  # the worker is inside a 60 s call when the parent dies
+        async def busy():
+            call = asyncio.ensure_future(b.complete(LLMRequest(
+                model=spec, messages=({"role": "user", "content": "sleep"},))))
+            await asyncio.sleep(0.5)
+            print("busy", flush=True)
+            await call
+        asyncio.run(busy())
     """
 )
 
 
-@pytest.mark.parametrize("how", ["exit", "parent-sigkill"])
+@pytest.mark.parametrize("how", ["exit", "parent-sigkill", "parent-sigkill-mid-call"])
 def test_no_orphan_worker_when_the_parent_goes(fake: ModelSpec, how: str) -> None:
     """Interpreter exit without aclose(): atexit stops the worker. Parent SIGKILLed (no
-    atexit): the worker sees its stdin close and exits."""
+    atexit): the worker sees its stdin close and exits; mid-call (stdin unread for the
+    call's 60 s) it sees its parent's pid change and exits within seconds."""
+    mode = {"exit": "exit", "parent-sigkill": "hang", "parent-sigkill-mid-call": "busy"}[how]
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, fake.model, "exit" if how == "exit" else "hang"],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", SCRIPT, fake.model, mode], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     worker = int(proc.stdout.readline())
     assert alive(worker)
-    if how == "parent-sigkill":
+    if mode == "busy":
+        assert proc.stdout.readline().strip() == "busy"
+    if how != "exit":
         proc.kill()
     proc.wait(timeout=60)
-    assert wait_gone(worker), f"worker {worker} outlived its parent ({how})"
+    assert wait_gone(worker, limit_s=20), f"worker {worker} outlived its parent ({how})"
 
 
 # --- (2) the real local model ------------------------------------------------------------------

@@ -21,7 +21,9 @@ child → parent: ``{"type": "token", "text": ...}`` while streaming, then one
 ``{"type": "error", "config": bool, "message": ...}``.
 
 The child exits when its stdin closes, so it cannot outlive a parent that
-was killed; the parent also stops every child on ``aclose()`` and at exit.
+was killed; a child busy in a long generation (it reads stdin only between
+calls) also watches its parent's pid and exits within a second of the parent's
+death. The parent also stops every child on ``aclose()`` and at exit.
 """
 
 from __future__ import annotations
@@ -97,9 +99,28 @@ def _test_crash_hook(spec: str | None) -> tuple[int, signal.Signals] | None:
     return int(call or 1), signal.Signals[sig.strip().upper()]
 
 
+def _exit_with_parent(period_s: float = 0.5) -> None:
+    """Exit as soon as the parent is gone, even mid-call.
+
+    Stdin's EOF is seen only between calls, and one generation can take minutes on a
+    CPU: without this, a killed search leaves its worker computing for nobody. llama.cpp
+    releases the GIL while it computes, so this thread runs during a generation.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(period_s)
+            if os.getppid() != parent:  # re-parented: the parent died
+                os._exit(0)
+
+    threading.Thread(target=watch, name="moagraph-parent-watch", daemon=True).start()
+
+
 def main() -> int:
     """Serve one model over stdin/stdout until stdin closes or ``shutdown`` arrives."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _exit_with_parent()
     inp = os.fdopen(os.dup(0), "rb", buffering=0)
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # anything native code prints goes to stderr, not into the protocol
