@@ -208,7 +208,7 @@ async def test_textgrad_applies_parsed_updates_and_passes_the_schema(tmp_path) -
     sp = space()
     reply = '{"probabilities": {"models": {"n0": {"m": 0.9}, "n1": {"off": 0.9}, "n2": {"off": 0.9}, "n3": {"off": 0.9}}}}'
     agent = SchemaAgent([reply])
-    opt = TextGrad(sp, seed=0, agent=agent)
+    opt = TextGrad(sp, seed=0, agent=agent, mix="free")  # model probabilities are updated
     st = Study.open(tmp_path / "s.sqlite", "x", {})
     res = await run_study(st, opt, Synthetic(sp), 4)
     assert res.stats["agent_replies_ok"] == 4 and res.stats["fallback_steps"] == 0

@@ -156,7 +156,7 @@ def test_resume_counts_proposals_that_differ_from_the_stored_trials() -> None:
     storage = InMemoryStorage()
 
     def run(agent: ScriptedAgent, n: int) -> tuple[Any, TextGrad]:
-        opt = TextGrad(sp, seed=0, agent=agent)
+        opt = TextGrad(sp, seed=0, agent=agent, mix="free")  # proposals choose models
         st = Study.open(storage, "r", {"optimizer": "textgrad"}, resume=True)
         return asyncio.run(run_study(st, opt, SyntheticEvaluator(sp), n)), opt
 

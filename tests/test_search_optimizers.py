@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from moagraph.errors import ConfigError
 from moagraph.graph.testing import fake_pool
 from moagraph.search import UnknownOptimizerError, get_optimizer, optimizer_names
 from moagraph.search.evaluator import EvalResult
@@ -45,7 +46,8 @@ class Synthetic:
 
 async def _run(tmp_path, name: str, seed: int, n: int, study_name: str = "s", flat: bool = False):
     sp = space(flat)
-    opt = get_optimizer(name, sp, seed=seed)
+    # textgrad: the agent-chosen mix variant (the default fixes one random mix, tested below)
+    opt = get_optimizer(name, sp, seed=seed, **({"mix": "free"} if name == "textgrad" else {}))
     st = Study.open(
         tmp_path / "st.sqlite", study_name, {"optimizer": name, "seed": seed}, resume=True
     )
@@ -156,3 +158,23 @@ def test_unknown_optimizer_lists_known() -> None:
         "exhaustive",
         "maao",
     }
+
+
+async def test_textgrad_fixes_one_seeded_random_mix_as_the_official_baseline(tmp_path) -> None:
+    """model_initialize_textgrad (FairyFali/AgentRE): one random mix, fixed for the whole run."""
+    sp = space(flat=True)
+    offered = set(sp.feasible_mixes(maximal=False))  # vote sink: auto offers every feasible mix
+    picks = {}
+    for seed in range(6):
+        opt = get_optimizer("textgrad", sp, seed=seed)
+        st = Study.open(tmp_path / "tg.sqlite", f"tg-{seed}", {}, resume=True)
+        await run_study(st, opt, Synthetic(sp), 6)
+        mixes = {sp.mix_of(t.graph) for t in st.trials()}
+        st.close()
+        assert mixes == {opt.fixed_mix} and opt.fixed_mix in offered
+        assert opt.stats()["mix"] == "random"
+        picks[seed] = opt.fixed_mix
+    assert get_optimizer("textgrad", sp, seed=3).fixed_mix == picks[3]  # same seed, same mix
+    assert len(set(picks.values())) > 1  # a random draw, not a fixed choice
+    with pytest.raises(ConfigError, match="mix='some'"):
+        get_optimizer("textgrad", sp, mix="some")
