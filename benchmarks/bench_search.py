@@ -341,7 +341,8 @@ def main() -> None:
         "--pilots",
         default="size,coverage,coverage/all",
         help="Agent-REINFORCE pilot modes, one row each; '/all' adds mixes='all' (every "
-        "feasible mix offered, not only budget-filling ones)",
+        "feasible mix offered, not only budget-filling ones); without it mixes='maximal' "
+        "(the paper's). 'coverage/all' is what the default 'auto' picks on these vote-sink pools",
     )
     ap.add_argument(
         "--agent-settings",
@@ -416,9 +417,8 @@ def main() -> None:
         if n == "agent-reinforce":
             for p in pilots:  # "coverage/all": pilot=coverage, mixes="all"
                 pilot, _, mixes = p.partition("/")
-                opts: dict[str, Any] = {"pilot": pilot}
-                if mixes:
-                    opts["mixes"] = mixes
+                # explicit mixes: the optimiser's default ("auto") would follow the sink
+                opts: dict[str, Any] = {"pilot": pilot, "mixes": mixes or "maximal"}
                 variants.append(Variant(n, live=not args.no_llm_agent, **opts))
         elif n == "textgrad":
             if not args.no_llm_agent:
