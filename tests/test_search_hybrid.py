@@ -50,6 +50,11 @@ def test_hybrid_pool_searches_with_a_charged_live_output_node() -> None:
     # the same pool without a live output model stays an exact-replay vote search
     plain = prepare_search(hybrid, "math", optimizer="random", **KW)
     assert plain.space.sink_mode == "vote" and isinstance(plain.evaluator, ExactReplayEvaluator)
+    voted = prepare_search(
+        hybrid, "math", optimizer="random", sink="vote", output_model="qwen-coder-1.5b", **KW
+    )  # fmt: skip
+    assert voted.space.sink_mode == "vote" and voted.space.output_model is None
+    assert any("--output-model qwen-coder-1.5b is unused" in n for n in voted.notes)
 
 
 def test_the_output_node_reads_the_recorded_answers() -> None:

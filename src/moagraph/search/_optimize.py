@@ -228,6 +228,8 @@ def prepare_search(
                 "sink: a free vote (the pool is replay-only, so no LLM output node can read the graph's answers); "
                 "the paper's graphs end in a charged LLM output node (--sink llm on a live pool)"
             )
+    if output_model is not None and sink_mode != "llm":
+        plan["notes"].append(f"--output-model {output_model} is unused: the sink is a {sink_mode}")
     if ray is not None and plan["evaluator"] == "exact-replay-vote":
         # exact replay calls no model; on a cluster, score through the executor so the calls
         # go to the replicas (the same scores: exact replay reproduces the executor's)
