@@ -407,7 +407,8 @@ def test_locked_call_cache_does_not_freeze_the_server(start: Any, tmp_path: Path
     s = start(cache=cache)
     with s.client() as c:
         c.chat.completions.create(model="small", messages=MSGS)  # warm: file exists, WAL
-    locker = sqlite3.connect(cache, timeout=0, isolation_level=None)
+    # waits for the warm request's cache write (the writer thread) to land, then holds the file
+    locker = sqlite3.connect(cache, timeout=30, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
     try:
         with s.client() as c:

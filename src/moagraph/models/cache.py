@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from moagraph._sqlite import enable_wal
 from moagraph.models.base import Completion, LLMRequest
 
 log = logging.getLogger("moagraph.cache")
@@ -112,7 +113,7 @@ class CallCache:
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._conn, busy_timeout_s)
         self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against app crashes
         self._conn.execute(_SCHEMA)
 

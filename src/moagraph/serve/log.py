@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moagraph._sqlite import enable_wal
 from moagraph.graph.trace import Trace
 
 log = logging.getLogger("moagraph.serve")
@@ -144,7 +145,7 @@ class RequestLog:
         self._store = RunStore(self.path)
         self._store.create_run(self.run_id, {"kind": "serve", **run_config}, resume=True)
         self._conn = sqlite3.connect(str(self.path), timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._conn)
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
         self._conn.commit()
