@@ -294,30 +294,63 @@ def table(st: Setting, rows: list[dict[str, Any]], args: argparse.Namespace) -> 
     return head + "\n".join(lines)
 
 
-def summary(settings: dict[str, Setting], all_rows: dict[str, list[dict[str, Any]]]) -> str:
-    """One markdown matrix: optimiser x setting, mean test accuracy (graph - best single in
-    points; seeds significantly better / worse), for the README."""
-    keys = sorted(settings, key=lambda k: (settings[k].pool_name, settings[k].b))
+SUMMARY_ROWS: tuple[tuple[str, int, str], ...] = (
+    ("agent-reinforce[pilot=coverage, mixes=all]", 8,
+     "**Agent-REINFORCE**, live Qwen agent, `auto` (= coverage/all here)"),
+    ("textgrad", 8, "TextGrad, live Qwen agent, random fixed mix"),
+    ("agent-reinforce[no LLM, pilot=coverage, mixes=all]", 30,
+     "Agent-REINFORCE, no LLM, coverage/all"),
+    ("agent-reinforce[no LLM, pilot=size]", 30,
+     "Agent-REINFORCE, no LLM, the paper's size/maximal"),
+    ("maao[no agent]", 8, "MaAO (moagraph's reading), no agent"),
+    ("maao[no agent]", 30, "MaAO (moagraph's reading), no agent"),
+    ("bayesopt", 8, "Bayesian optimisation (Optuna TPE)"),
+    ("bayesopt", 30, "Bayesian optimisation (Optuna TPE)"),
+    ("random", 8, "random"),
+    ("random", 30, "random"),
+    ("reinforce", 8, "REINFORCE (GPTSwarm style)"),
+    ("reinforce", 30, "REINFORCE (GPTSwarm style)"),
+)  # fmt: skip
+"""The README's matrix: (row label, evaluations, name shown); every row is in the full tables."""
+
+
+def summary(
+    settings: dict[str, Setting], all_rows: dict[str, list[dict[str, Any]]], pools: list[str]
+) -> str:
+    """The README's matrix: optimiser x setting, mean test accuracy over the seeds (graph -
+    best single in points; seeds whose paired 95% CI is above / below 0), then the live
+    agents' replies used as written."""
+    keys = sorted(
+        settings,
+        key=lambda k: (
+            pools.index(settings[k].pool_name) if settings[k].pool_name in pools else len(pools),
+            settings[k].pool_name,
+            settings[k].b,
+        ),
+    )
     cols = [f"{settings[k].pool_name} paper:{settings[k].b}" for k in keys]
-    lines = ["| optimiser (evals) | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    labels = sorted({(r["optimizer"], r["evals"]) for k in keys for r in all_rows.get(k, [])})
-    for n, e in labels:
-        cells = []
-        for k in keys:
-            rs = [r for r in all_rows.get(k, []) if r["optimizer"] == n and r["evals"] == e]
-            if not rs:
-                cells.append("-")
-                continue
-            better = sum(r["diff_ci"][0] > 0 for r in rs)
-            worse = sum(r["diff_ci"][1] < 0 for r in rs)
-            diff = statistics.mean(r["diff"] for r in rs) * 100
-            cells.append(
-                f"{statistics.mean(r['test'] for r in rs):.3f} ({diff:+.1f}; {better}/{worse} of {len(rs)})"
-            )
-        lines.append(f"| {n} ({e}) | " + " | ".join(cells) + " |")
-    for label, field in (
-        ("exhaustive optimum (train)", "opt_test"),
-        ("best single", "single_test"),
+    lines = ["| optimiser | evals | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+
+    def cell(rs: list[dict[str, Any]]) -> str:
+        if not rs:
+            return "-"
+        better = sum(r["diff_ci"][0] > 0 for r in rs)
+        worse = sum(r["diff_ci"][1] < 0 for r in rs)
+        diff = statistics.mean(r["diff"] for r in rs) * 100
+        seeds = "" if len(rs) == 4 else f" [{len(rs)} seeds]"
+        return (
+            f"{statistics.mean(r['test'] for r in rs):.3f} ({diff:+.1f}; {better}/{worse}){seeds}"
+        )
+
+    for label, e, name in SUMMARY_ROWS:
+        cells = [
+            cell([r for r in all_rows.get(k, []) if r["optimizer"] == label and r["evals"] == e])
+            for k in keys
+        ]
+        lines.append(f"| {name} | {e} | " + " | ".join(cells) + " |")
+    for name, field in (
+        ("exhaustive optimum of the space (picked on train)", "opt_test"),
+        ("best single model that fits the budget", "single_test"),
     ):
         cells = []
         for k in keys:
@@ -325,7 +358,11 @@ def summary(settings: dict[str, Setting], all_rows: dict[str, list[dict[str, Any
             cells.append(
                 f"{statistics.mean(r[field] for r in first.values()):.3f}" if first else "-"
             )
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | - | " + " | ".join(cells) + " |")
+    live = {label for label, _, name in SUMMARY_ROWS if "live" in name}
+    shown = [r for k in keys for r in all_rows.get(k, []) if r["optimizer"] in live]
+    used, asked = sum(r["used"] for r in shown), sum(r["asked"] for r in shown)
+    lines.append(f"\nLive agent replies used as written: {used}/{asked}.")
     return "\n".join(lines)
 
 
@@ -509,7 +546,7 @@ def main() -> None:
         md = table(by_key[key], all_rows[key], args)
         print(md + "\n")
         mds.append(md)
-    summ = summary(by_key, all_rows)
+    summ = summary(by_key, all_rows, args.pools.split(","))
     print(summ + "\n")
     out.write_text(json.dumps(all_rows, indent=1, default=str))
     (args.out / "bench_search.md").write_text(summ + "\n\n" + "\n\n".join(mds) + "\n")
