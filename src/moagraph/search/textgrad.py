@@ -37,7 +37,7 @@ class TextGrad(AgentReinforce):
             )
         self.mix = mix
         if mix == "random":
-            mixes = self.space.feasible_mixes(maximal=self.mixes == "maximal")
+            mixes = self._offered_mixes()
             if mixes:
                 chosen = tuple(mixes[int(self.rng.integers(len(mixes)))])
                 self.dist.fix_mix(chosen)
