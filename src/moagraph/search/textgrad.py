@@ -10,7 +10,8 @@ budget-filling combinations). It is drawn from the same mixes Agent-REINFORCE
 offers (``mixes``: budget-filling with an LLM output node, every feasible mix
 with a vote sink). ``mix="free"`` lets the agent choose the models too
 (moagraph's earlier baseline); its replies then carry a model distribution per
-node, about ten times longer (1,373 tokens against ~100 on zeroeval-math).
+node, about ten times longer (one measured: 1,373 tokens in 422 s, against 138 tokens
+and 47 s on average with the mix fixed).
 """
 
 from __future__ import annotations
