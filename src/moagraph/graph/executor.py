@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moagraph.errors import BudgetError
+from moagraph.graph.agreement import condition_holds, majority
 from moagraph.graph.budget import Budget
 from moagraph.graph.cost import GraphCost, estimate_cost, task_unit_flops
 from moagraph.graph.prompts import node_messages, parse_judge_choice
 from moagraph.graph.run import Call, QueryRun, is_transient
-from moagraph.graph.spec import Graph, Role
+from moagraph.graph.spec import Condition, Graph, Role
 from moagraph.graph.trace import NodeTrace, Trace
 from moagraph.models.base import SamplingParams, TokenCallback, emit
 from moagraph.models.runtime import PoolRuntime
@@ -40,10 +41,12 @@ class _PlanNode:
     role: Role
     model: str | None
     inputs: list[str]
-    consumers: list[str]
+    consumers: list[str]  # nodes that depend on this one (its inputs' readers and conditions)
     params: SamplingParams
     sample_index: int
     query_bound: bool  # first-layer node: the replay pool may answer it by query id
+    depends: list[str] = field(default_factory=list)  # inputs + condition nodes
+    condition: Condition | None = None
 
 
 @dataclass
@@ -63,20 +66,7 @@ def vote(task: Task, answers: list[Any]) -> tuple[int, dict[str, int]]:
     and the cluster sizes keyed by their representative answer. With no
     extractable answer at all the first input wins.
     """
-    clusters: list[tuple[Any, list[int]]] = []
-    for i, a in enumerate(answers):
-        if a is None:
-            continue
-        for rep, members in clusters:
-            if task.equivalent(rep, a):
-                members.append(i)
-                break
-        else:
-            clusters.append((a, [i]))
-    if not clusters:
-        return 0, {}
-    best = max(clusters, key=lambda c: (len(c[1]), -c[1][0]))
-    return best[1][0], {str(rep): len(m) for rep, m in clusters}
+    return majority(answers, task.equivalent)
 
 
 class GraphExecutor:
@@ -108,11 +98,16 @@ class GraphExecutor:
             return cached
         graph.validate_against(self.runtime.pool)
         order = graph.topological_order()
+        by_id = {n.id: n for n in graph.nodes}
+        consumers: dict[str, list[str]] = {n.id: [] for n in graph.nodes}
+        for n in graph.nodes:  # one pass (a lookup per node was quadratic on long graphs)
+            for src in n.depends_on:
+                consumers[src].append(n.id)
         seen_first: dict[str, int] = {}
         seen_inner: dict[str, int] = {}
         nodes: list[_PlanNode] = []
         for nid in order:
-            n = graph.node(nid)
+            n = by_id[nid]
             params = self.default_params
             if n.temperature is not None or n.max_tokens is not None:
                 params = dataclasses.replace(
@@ -129,10 +124,12 @@ class GraphExecutor:
                     role=n.role,
                     model=n.model,
                     inputs=list(n.inputs),
-                    consumers=graph.successors(nid),
+                    consumers=consumers[nid],
                     params=params,
                     sample_index=n.sample_index if n.sample_index is not None else idx,
                     query_bound=not n.inputs,
+                    depends=list(n.depends_on),
+                    condition=n.condition,
                 )
             )
         plan = _Plan(graph, nodes, graph.sink, estimate_cost(graph, self.runtime.pool, self.task))
@@ -181,7 +178,7 @@ class GraphExecutor:
         trace = run.trace
         trace.meta.update(est_flops_norm=plan.estimate.flops_norm, unit_flops=self.unit_flops)
         done: dict[str, NodeTrace] = {}
-        waiting = {p.id: len(p.inputs) for p in plan.order}
+        waiting = {p.id: len(p.depends) for p in plan.order}
         running: dict[asyncio.Task[NodeTrace | None], str] = {}
 
         def start(p: _PlanNode) -> None:
@@ -190,7 +187,7 @@ class GraphExecutor:
             running[t] = p.id
 
         for p in plan.order:
-            if not p.inputs:
+            if not p.depends:
                 start(p)
         max_latency_s = run.budget.max_latency_s
         try:
@@ -237,6 +234,11 @@ class GraphExecutor:
                 t.cancel()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+        skipped = [nid for nid, nt in done.items() if nt.skipped]
+        if skipped:
+            trace.meta["skipped_nodes"] = skipped
+            if plan.sink in skipped and trace.error is None:
+                trace.error = f"no answer: every input of the sink {plan.sink!r} was skipped"
         run.finish(sink=plan.sink)
         sink = done.get(plan.sink)
         if sink is not None and trace.error is None:
@@ -257,17 +259,29 @@ class GraphExecutor:
         on_token: TokenCallback | None,
     ) -> NodeTrace | None:
         """One node: a vote here, an LLM call through the query run (None: refused by
-        its budget guard). Never raises: a failure is the node's ``error``."""
-        inputs = [done[i] for i in p.inputs]
+        its budget guard), or a skip (its condition is false, or none of its inputs ran:
+        no call, no cost). Never raises: a failure is the node's ``error``."""
+        why_skip = self._skip_reason(p, done)
+        if why_skip is not None:
+            nt = NodeTrace(node_id=p.id, role=p.role.value, model=p.model, skipped=True)
+            nt.start_s = nt.end_s = run.elapsed_s
+            nt.meta = {"skipped": why_skip}
+            run.record(nt, p.depends)
+            return nt
+        inputs = [done[i] for i in p.inputs if not done[i].skipped]
         if p.role is Role.VOTE:
             nt = NodeTrace(node_id=p.id, role=p.role.value, model=p.model)
             nt.start_s = run.elapsed_s
+            if not inputs:
+                nt.error = "no input ran: every input was skipped by its condition"
+                run.record(nt, p.depends)
+                return nt
             win, counts = vote(self.task, [x.answer for x in inputs])
             nt.output, nt.answer = inputs[win].output, inputs[win].answer
             nt.meta = {"votes": counts, "source": _source(inputs[win])}
             nt.end_s = run.elapsed_s
             nt.latency_s = nt.end_s - nt.start_s
-            run.record(nt, p.inputs)
+            run.record(nt, p.depends)
             return nt
         assert p.model is not None
         try:
@@ -276,7 +290,7 @@ class GraphExecutor:
             nt = NodeTrace(node_id=p.id, role=p.role.value, model=p.model)
             nt.start_s = nt.end_s = run.elapsed_s
             nt.error = f"{type(e).__name__}: {e}"
-            run.record(nt, p.inputs)
+            run.record(nt, p.depends)
             return nt
         nt_or_none = await run.call(
             Call(
@@ -284,7 +298,7 @@ class GraphExecutor:
                 p.role.value,
                 p.model,
                 messages,
-                inputs=list(p.inputs),
+                inputs=list(p.depends),
                 query_bound=p.query_bound,
                 params=p.params,
                 sample_index=p.sample_index,
@@ -300,6 +314,17 @@ class GraphExecutor:
         nt.output, nt.answer = chosen.output, chosen.answer
         nt.meta["source"] = _source(chosen)
         return nt
+
+    def _skip_reason(self, p: _PlanNode, done: dict[str, NodeTrace]) -> str | None:
+        """Why ``p`` does not run (None: it runs). The sink is never skipped here: with
+        no input left it fails (a vote) or answers from the query alone is not its job."""
+        if p.condition is not None:
+            ran = [done[i].answer for i in p.condition.among if not done[i].skipped]
+            if not condition_holds(p.condition, ran, self.task.equivalent):
+                return f"condition false: {p.condition.text()}"
+        if p.inputs and all(done[i].skipped for i in p.inputs) and p.role is not Role.VOTE:
+            return "no input ran: every input was skipped by its condition"
+        return None
 
 
 def _source(nt: NodeTrace) -> str:

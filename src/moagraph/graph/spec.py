@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import networkx as nx
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from moagraph.errors import ConfigError
 
@@ -36,6 +36,53 @@ class Role(str, Enum):
 
 class GraphError(ConfigError):
     """A graph breaks a rule; the message names the node and the rule."""
+
+
+class Condition(BaseModel):
+    """Run a node only when the answers of earlier nodes disagree.
+
+    ``among`` names nodes that run before this one (a condition edge makes each an
+    ancestor, as an input does, but passes no text). *Agreement* is the size of the
+    largest cluster of equivalent answers (the task's answer equivalence, the one the
+    vote uses) over the number of ``among`` nodes that ran; an answer that cannot be
+    extracted agrees with nothing. ``disagree`` holds when agreement < 1;
+    ``agreement_below`` when agreement < ``threshold``. With none of ``among`` run
+    there is nothing to escalate from, and the condition is false.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    when: Literal["disagree", "agreement_below"] = "disagree"
+    among: list[str] = Field(
+        min_length=1, description="Ids of earlier nodes whose answers are compared."
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="agreement_below: run when agreement < threshold (0 < t <= 1).",
+    )
+
+    @model_validator(mode="after")
+    def _threshold_rule(self) -> Condition:
+        if self.when == "agreement_below" and self.threshold is None:
+            raise ValueError("`when: agreement_below` needs `threshold` (0 < t <= 1)")
+        if self.when == "disagree" and self.threshold is not None:
+            raise ValueError(
+                "`when: disagree` takes no `threshold`; use `when: agreement_below` for one"
+            )
+        return self
+
+    @property
+    def cutoff(self) -> float:
+        """Run when agreement is below this (``disagree`` = 1.0)."""
+        return 1.0 if self.when == "disagree" else float(self.threshold or 1.0)
+
+    def text(self) -> str:
+        who = ", ".join(self.among)
+        if self.when == "disagree":
+            return f"if {who} disagree"
+        return f"if agreement of {who} < {self.threshold:g}"
 
 
 class Node(BaseModel):
@@ -60,6 +107,17 @@ class Node(BaseModel):
         ge=0,
         description="Which sample of this model to draw (replay, >= 0); default: by node order.",
     )
+    condition: Condition | None = Field(
+        None,
+        description="Run only when earlier answers disagree (see Condition); default: always.",
+    )
+
+    @property
+    def depends_on(self) -> list[str]:
+        """Inputs, then the condition's nodes: everything that must finish before this node."""
+        if self.condition is None:
+            return self.inputs
+        return [*self.inputs, *(i for i in self.condition.among if i not in self.inputs)]
 
 
 class Graph(BaseModel):
@@ -78,13 +136,23 @@ class Graph(BaseModel):
         raise KeyError(f"graph {self.name!r} has no node {node_id!r}")
 
     def to_networkx(self) -> nx.DiGraph:
+        """Nodes and edges; an edge's ``kind`` is ``input`` (carries text) or ``condition``
+        (orders only: the target runs after the source and may be skipped by its answer)."""
         g = nx.DiGraph()
         for n in self.nodes:
             g.add_node(n.id, role=n.role.value, model=n.model)
         for n in self.nodes:
             for src in n.inputs:
-                g.add_edge(src, n.id)
+                g.add_edge(src, n.id, kind="input")
+            for src in n.condition.among if n.condition else ():
+                if src not in n.inputs:
+                    g.add_edge(src, n.id, kind="condition")
         return g
+
+    @property
+    def conditional(self) -> bool:
+        """True when some node runs only on a condition (its cost varies per query)."""
+        return any(n.condition is not None for n in self.nodes)
 
     def topological_order(self) -> list[str]:
         """Deterministic topological order: ties broken by the order nodes are listed."""
@@ -110,7 +178,7 @@ class Graph(BaseModel):
         for nid in self.topological_order():
             node = by_id[nid]
             here = 1 if node.role.uses_llm else 0
-            best[nid] = here + max((best[i] for i in node.inputs), default=0)
+            best[nid] = here + max((best[i] for i in node.depends_on), default=0)
         return max(best.values(), default=0)
 
     @property
@@ -153,6 +221,8 @@ class Graph(BaseModel):
                 raise GraphError(f"{where}: node {n.id!r} lists the same input twice; list it once")
             if n.id in n.inputs:
                 raise GraphError(f"{where}: node {n.id!r} feeds itself (rule: acyclic)")
+            if n.condition is not None:
+                _check_condition(n, ids, where, self.sink)
         if self.sink not in ids:
             raise GraphError(
                 f"{where}: sink {self.sink!r} is not a node (rule: the sink must exist); "
@@ -161,7 +231,10 @@ class Graph(BaseModel):
         cycle = _find_cycle(self.nodes)
         if cycle:
             path = " -> ".join([*cycle, cycle[0]])
-            raise GraphError(f"{where}: nodes form a cycle {path} (rule: acyclic); remove one edge")
+            raise GraphError(
+                f"{where}: nodes form a cycle {path} (rule: acyclic, inputs and conditions "
+                "together); remove one input or condition"
+            )
         # Nodes that reach the sink = the sink's ancestors: one walk up the inputs
         # (linear in nodes + edges; a has_path per node was quadratic on long chains).
         reaches = {self.sink}
@@ -272,6 +345,31 @@ class Graph(BaseModel):
         return cls.from_dict(raw, str(p))
 
 
+def _check_condition(n: Node, ids: dict[str, Node], where: str, sink: str) -> None:
+    """A condition names existing, distinct, earlier nodes (cycles are caught with the inputs)."""
+    cond = n.condition
+    assert cond is not None
+    field = f"node {n.id!r} `condition.among`"
+    if n.id == sink:
+        raise GraphError(
+            f"{where}: the sink {n.id!r} has a condition (rule: the sink always runs); "
+            "remove `condition` from the sink, or condition the nodes that feed it"
+        )
+    for src in cond.among:
+        if src not in ids:
+            raise GraphError(
+                f"{where}: {field} names {src!r}, which is not a node (rule: a condition "
+                f"names earlier nodes); known: {', '.join(ids)}"
+            )
+        if src == n.id:
+            raise GraphError(
+                f"{where}: {field} names the node itself (rule: a condition names earlier "
+                "nodes); remove it"
+            )
+    if len(set(cond.among)) != len(cond.among):
+        raise GraphError(f"{where}: {field} lists a node twice; list it once")
+
+
 def _format_error(err: Any, raw: Any) -> str:
     """``nodes.3.temperature: <msg>`` plus the node's id and the fix, when it is a node field."""
     loc = err["loc"]
@@ -295,7 +393,7 @@ def _find_cycle(nodes: list[Node]) -> list[str] | None:
     """
     succ: dict[str, list[str]] = {n.id: [] for n in nodes}
     for n in nodes:
-        for src in n.inputs:
+        for src in n.depends_on:
             succ[src].append(n.id)
     state: dict[str, int] = {}  # absent: unseen, 1: on the DFS path, 2: done
     for start in succ:

@@ -31,7 +31,8 @@ class NodeTrace:
     error: str | None = None
     meta: dict[str, Any] = field(
         default_factory=dict
-    )  # e.g. sample_index, votes, judge choice, replay score
+    )  # e.g. sample_index, votes, judge choice, replay score, why it was skipped
+    skipped: bool = False  # its condition was false (or no input ran): no call, no cost
 
 
 @dataclass

@@ -118,6 +118,9 @@ def prepare_search(
     seed: int = 0,
     max_nodes: int = 4,
     flat: bool = False,
+    stages: int = 1,
+    thresholds: Sequence[float] = (1.0, 0.5),
+    updates: bool = True,
     models: Sequence[str] | None = None,
     study_name: str | None = None,
     agent: Any = None,
@@ -245,6 +248,8 @@ def prepare_search(
         sink_mode=sink_mode,
         max_copies=plan["max_copies"],
         output_model=output_model if sink_mode == "llm" else None,
+        stages=stages,
+        thresholds=thresholds,
     )
     if paper_b is not None:
         probe = SearchSpace.from_pool(pool, task_obj, budget=None, **space_kw)
@@ -333,6 +338,10 @@ def prepare_search(
             raise ConfigError(f"--mixes {mixes!r}: use one of auto, {', '.join(MIX_MODES)}")
         kwargs["pilot"] = auto_pilot if pilot in (None, "auto") else pilot
         kwargs["mixes"] = auto_mixes if mixes in (None, "auto") else mixes
+        if space.conditional and mixes in (None, "auto"):
+            kwargs["mixes"] = "all"  # a mix escalates: only its cheapest model must fit
+        if not updates:
+            kwargs["updates"] = False
         if (pilot in (None, "auto") or mixes in (None, "auto")) and space.sink_mode != "llm":
             say(
                 f"agent-reinforce: pilot={kwargs['pilot']}, mixes={kwargs['mixes']} (auto: with a free "
@@ -343,6 +352,8 @@ def prepare_search(
         raise ConfigError(
             "--guided-iterations applies to --optimizer agent-reinforce only; use --iterations"
         )
+    if not updates and optimizer != "agent-reinforce":
+        raise ConfigError("--no-updates applies to --optimizer agent-reinforce only; drop it")
     for flag, val in (("--pilot", pilot), ("--mixes", mixes)):
         if val not in (None, "auto") and optimizer != "agent-reinforce":
             raise ConfigError(f"{flag} applies to --optimizer agent-reinforce only; drop it")
@@ -538,7 +549,11 @@ def optimize(
     (agent-reinforce, reinforce, random, bayesopt, textgrad, exhaustive, maao), ``n_trials``,
     ``budget`` (normalised FLOPs or ``"paper:b"``), ``budget_dollars``, ``seed``,
     ``train_n``, ``heldout_n``, ``test_n``, ``split``, ``split_seed``, ``max_nodes``,
-    ``flat``, ``models``, ``sink``, ``output_model``, ``latency``, ``multi_objective``,
+    ``flat``, ``stages`` (> 1: conditional graphs, a cascade whose later stages run only when
+    earlier answers disagree; the budget then applies to the expected cost), ``thresholds``
+    (the escalation thresholds a stage may use), ``updates`` (agent-reinforce: False = the
+    pilot + mix choice ablation), ``models``, ``sink``, ``output_model``, ``latency``,
+    ``multi_objective``,
     ``guided_iterations``, ``pilot`` (agent-reinforce: ``"size"``, the paper's, or
     ``"coverage"``: every model's own train accuracy in the pilot), ``mixes``
     (agent-reinforce: ``"maximal"``, the paper's, or ``"all"`` feasible mixes; both

@@ -168,8 +168,12 @@ def update_prompt(
     model_selection: str | None = None,
     latency_s: float | None = None,
     latency: bool = False,
+    cascade_note: str = "",
 ) -> str:
     """Feedback prompt after one evaluation; ends inside the JSON reply it asks for.
+
+    ``cascade_note``: for conditional spaces, what stages and thresholds mean and the
+    latest graph's expected cost and escalation rate.
 
     ``model_selection``: the fixed mix (the agent may not change it; its model
     entries are ignored). ``latency=True`` adds the paper's latency prompt
@@ -180,6 +184,7 @@ def update_prompt(
         f"{task_kind or 'generic'} task. Nodes are sampled from the probabilities below; "
         f"edges nX->nY feed X's answer to Y; {sink_note}",
         budget_note,
+        cascade_note,
     ]
     if model_selection:
         parts.append(
@@ -270,9 +275,47 @@ def update_schema(space: SearchSpace, fixed_nodes: int | None = None) -> dict[st
         }
         node["role"] = {"type": "string", "enum": roles}
         node["inputs"] = {"type": "array", "items": {"type": "string", "enum": slots}}
+    escalate: dict[str, Any] = {}
+    if space.conditional:
+        stage_labels = [str(i) for i in range(space.stages)]
+        later = [f"stage{s}" for s in range(1, space.stages)]
+        thr = [f"{t:g}" for t in space.thresholds]
+        per_stage = {
+            "type": "object",
+            "properties": {lab: prob for lab in stage_labels},
+            "additionalProperties": False,
+        }
+        probs["stages"] = {
+            "type": "object",
+            "properties": {n: per_stage for n in slots},
+            "additionalProperties": False,
+        }
+        probs["escalate_below"] = {
+            "type": "object",
+            "properties": {
+                st: {
+                    "type": "object",
+                    "properties": {t: prob for t in thr},
+                    "additionalProperties": False,
+                }
+                for st in later
+            },
+            "additionalProperties": False,
+        }
+        node["stage"] = {"type": "integer", "enum": list(range(space.stages))}
+        escalate = {
+            "escalate_below": {
+                "type": "object",
+                "properties": {
+                    st: {"type": "number", "enum": list(space.thresholds)} for st in later
+                },
+                "additionalProperties": False,
+            }
+        }
     graph = {
         "type": "object",
         "properties": {
+            **escalate,
             "nodes": {
                 "type": "array",
                 "items": {
@@ -296,7 +339,7 @@ def update_schema(space: SearchSpace, fixed_nodes: int | None = None) -> dict[st
             "required": ["graph"],
             "additionalProperties": False,
         }
-    first = "models" if "models" in probs else "edges"
+    first = "models" if "models" in probs else ("edges" if "edges" in probs else "stages")
     return {
         "type": "object",
         "properties": {
@@ -334,7 +377,7 @@ def compact_probabilities(probs: dict[str, Any], floor: float = 0.05) -> dict[st
     """Shorter prompt: drop tiny categorical entries (a small agent's context is short)."""
     out: dict[str, Any] = {}
     for k, v in probs.items():
-        if k in ("models", "roles") and isinstance(v, dict):
+        if k in ("models", "roles", "stages", "escalate_below") and isinstance(v, dict):
             out[k] = {n: {m: round(p, 2) for m, p in d.items() if p >= floor} for n, d in v.items()}
         elif isinstance(v, dict):
             out[k] = {e: round(p, 2) for e, p in v.items()}
@@ -467,6 +510,8 @@ def _prose_edges(text: str) -> dict[str, float]:
 # --- replies -------------------------------------------------------------------
 _PROB_KEYS = ("probabilities", "probs", "updated_probabilities", "distribution")
 _GRAPH_KEYS = ("graph", "proposed_graph", "next_graph", "new_graph")
+_SECTIONS = ("models", "roles", "edges", "sink", "stages", "escalate_below")
+"""The probability sections of an update (``GraphDistribution.probabilities``)."""
 
 
 def parse_update_reply(text: str, space: SearchSpace, prefix: str = REPLY_PREFIX) -> AgentReply:
@@ -496,8 +541,8 @@ def _parse_update(text: str, space: SearchSpace, prefix: str) -> AgentReply:
             if isinstance(obj.get(k), dict):
                 probs = obj[k]
                 break
-        if probs is None and any(k in obj for k in ("models", "roles", "edges", "sink")):
-            probs = {k: obj[k] for k in ("models", "roles", "edges", "sink") if k in obj}
+        if probs is None and any(k in obj for k in _SECTIONS):
+            probs = {k: obj[k] for k in _SECTIONS if k in obj}
         for k in _GRAPH_KEYS:
             if isinstance(obj.get(k), dict):
                 graph = graph_from_reply(obj[k], space)
@@ -524,7 +569,7 @@ def _parse_update(text: str, space: SearchSpace, prefix: str) -> AgentReply:
 
 
 def _has_content(d: dict[str, Any]) -> bool:
-    for k in ("models", "roles", "edges", "sink", *_PROB_KEYS, *_GRAPH_KEYS):
+    for k in (*_SECTIONS, *_PROB_KEYS, *_GRAPH_KEYS):
         v = d.get(k)
         if isinstance(v, dict) and v:
             return True
@@ -580,6 +625,8 @@ def graph_from_reply(raw: dict[str, Any], space: SearchSpace) -> Graph | None:
             n.inputs = []
             n.role = Role.ASSISTANT
     nodes.sort(key=lambda n: idx[n.id])
+    if space.conditional:
+        nodes = _reply_cascade(nodes, items, raw, space)
     sink = raw.get("sink") or raw.get("sink_inputs") or []
     sink_inputs = [_nid(x) for x in sink] if isinstance(sink, list) else []
     return space.trim(
@@ -587,6 +634,30 @@ def graph_from_reply(raw: dict[str, Any], space: SearchSpace) -> Graph | None:
             nodes, sink_inputs, sink_mode=space.sink_mode, output_model=space.output_model
         )
     )
+
+
+def _reply_cascade(
+    nodes: list[Node], items: list[tuple[str, dict[str, Any]]], raw: dict[str, Any], space: Any
+) -> list[Node]:
+    """Stages (``"stage": s`` per node) and ``escalate_below`` thresholds of a reply's graph,
+    snapped to the space's stages and thresholds; a node without a stage is in stage 0."""
+    from moagraph.search.space import cascade_nodes
+
+    stage: dict[str, int] = {}
+    for nid, n in items:
+        m = re.fullmatch(r"n?(\d+)", nid.strip())
+        v = n.get("stage")
+        if m is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+            stage[f"n{int(m.group(1))}"] = min(max(int(v), 0), space.stages - 1)
+    cutoffs: dict[int, float] = {}
+    given = raw.get("escalate_below")
+    if isinstance(given, dict):
+        for key, val in given.items():
+            m = re.fullmatch(r"(?:stage)?\s*(\d+)", str(key).strip().lower())
+            if m is None or not isinstance(val, (int, float)) or isinstance(val, bool):
+                continue
+            cutoffs[int(m.group(1))] = min(space.thresholds, key=lambda t: abs(t - float(val)))
+    return cascade_nodes(nodes, stage, cutoffs)
 
 
 def _nid(x: Any) -> str:

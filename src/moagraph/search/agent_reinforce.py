@@ -42,6 +42,14 @@ when the sink is a free vote (replay-only pools), where the paper's rule loses.
 
 The study returns the best graph by validation re-evaluation, not the last one
 (the official code returns the last graph).
+
+Conditional spaces (``space.stages > 1``, moagraph's extension): a mix feasible when its
+cheapest model fits the budget; each pretest graph is the insight's cascade (the mix's
+best pilot model in the last stage, the others in stage 0, escalating on any
+disagreement); the agent's updates then move nodes between stages and change the
+escalation thresholds, seeing each graph's expected cost and escalation rate.
+``updates=False`` is the ablation that keeps pilot + mix choice and samples later
+graphs from the unchanged distribution.
 """
 
 from __future__ import annotations
@@ -113,9 +121,11 @@ class AgentReinforce(Optimizer):
         fix_mix: bool | None = None,
         pilot: str = "auto",
         mixes: str = "auto",
+        updates: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(space, seed, **kwargs)
+        self.updates = updates
         auto_pilot, auto_mixes = auto_pilot_mixes(space.sink_mode)
         mixes = auto_mixes if mixes == "auto" else mixes
         if mixes not in MIX_MODES:
@@ -222,9 +232,15 @@ class AgentReinforce(Optimizer):
         return best
 
     def _mix_prior(self, mix: tuple[int, ...]) -> float:
-        """Heuristic fallback score: count-weighted pilot reward + a small diversity bonus."""
+        """Heuristic fallback score: count-weighted pilot reward + a small diversity bonus
+        (conditional spaces: the best model's reward, which escalation can reach, plus a
+        quarter of the others')."""
         names = self.space.model_names
         known = [(c, self._pilot.get(names[i], 0.0)) for i, c in enumerate(mix) if c]
+        if self.space.conditional and known:
+            rs = sorted((r for c, r in known for _ in range(c)), reverse=True)
+            rest = rs[1:]
+            return rs[0] + 0.25 * (sum(rest) / len(rest) if rest else 0.0) + 0.01 * len(known)
         tot = sum(c for c, _ in known)
         mean = sum(c * r for c, r in known) / max(tot, 1)
         return mean + 0.01 * len(known)
@@ -245,7 +261,9 @@ class AgentReinforce(Optimizer):
                 task_kind=self.task_kind,
                 mixes=[self.space.describe_mix(m) for m in shown],
                 pilot=[(m, r) for m, r in self._pilot.items()],
-                insights=insights_text(self.task_kind) if self.use_insights else None,
+                insights=insights_text(self.task_kind, self.space.sink_mode, self.space.conditional)
+                if self.use_insights
+                else None,
                 k=self.n_candidates,
             )
             sch = (
@@ -269,8 +287,23 @@ class AgentReinforce(Optimizer):
             d = GraphDistribution(self.space)
             d.load_state_dict(self.dist.state_dict())
             d.fix_mix(mix)
-            g = d.sample(self.rng)
+            if self.space.conditional:  # the insight's cascade: the best model escalated to
+                d.focus_stages(self._cascade_stages(mix), strength=0.999)
+                g = d.argmax_graph()
+            else:
+                g = d.sample(self.rng)
             self._queue.append((g, "pretest", {"mix": list(mix)}))
+
+    def _cascade_stages(self, mix: tuple[int, ...]) -> list[int]:
+        """Slot stages for a mix (slot s = its s-th copy): the model with the best pilot
+        score in the last stage, every other node in stage 0; a mix of under 3 nodes has
+        nothing to escalate from and stays in stage 0."""
+        names = self.space.model_names
+        order = [i for i, c in enumerate(mix) for _ in range(c)]
+        if len(order) < 3:
+            return [0] * len(order)
+        best = max(range(len(order)), key=lambda s: self._pilot.get(names[order[s]], 0.0))
+        return [self.space.stages - 1 if s == best else 0 for s in range(len(order))]
 
     # --- ask / tell ------------------------------------------------------------------
     async def _propose(self) -> tuple[Graph, str, dict[str, Any]]:
@@ -305,6 +338,8 @@ class AgentReinforce(Optimizer):
                 self.fixed_mix = tuple(best)
             else:
                 self.dist.focus_mix(best, strength=0.8)
+            if self.space.conditional:
+                self.dist.focus_stages(self._cascade_stages(best), strength=0.7)
 
     def project(self, g: Graph) -> Graph:
         """Re-project a graph onto the fixed mix: slot i keeps the mix's model for slot i.
@@ -393,12 +428,36 @@ class AgentReinforce(Optimizer):
             return
         if self.finished:
             return  # the last guided evaluation: no further graph will be asked for, so no agent call
+        if not self.updates:
+            return  # the ablation: pilot + mix choice only, later graphs sampled unchanged
         await self._agent_update(told)
 
     def _reinforce_step(self, told: Told) -> None:
         b = self._baseline if self._baseline is not None else told.reward
         grads = reinforce_grads(self.dist, [(told.candidate.graph, told.reward)], baseline=b)
         self.opt.step(self.dist.params(), grads)
+
+    def _cascade_note(self, told: Told) -> str:
+        """Conditional spaces: what stages and thresholds mean, and what the last graph spent."""
+        sp = self.space
+        if not sp.conditional:
+            return ""
+        thr = ", ".join(f"{t:g}" for t in sp.thresholds)
+        note = (
+            f"Stages: each node has a stage 0..{sp.stages - 1} (probabilities `stages`). Stage-0 "
+            "nodes always answer; a node of stage s > 0 answers only when the answers of all "
+            "earlier stages agree less than `escalate_below` of stage s (choices: "
+            f"{thr}; 1 = on any disagreement), so it costs nothing where they agree. The budget "
+            "applies to the expected cost per question. Give each graph node a `stage`."
+        )
+        cost, esc = told.info.get("cost"), told.info.get("escalated")
+        if cost is not None:
+            note += f" Latest graph: expected cost {float(cost):.3g}"
+            if esc is not None:
+                note += f", later stages ran on {100 * float(esc):.0f}% of questions"
+            over = told.info.get("over_budget")
+            note += f" ({over}: over budget, reward < 0)." if over else "."
+        return note
 
     async def _agent_update(self, told: Told) -> None:
         recent = [
@@ -433,12 +492,15 @@ class AgentReinforce(Optimizer):
             reward=told.reward,
             probabilities=self.dist.probabilities(),
             history=recent,
-            insights=insights_text(self.task_kind) if self.use_insights else None,
+            insights=insights_text(self.task_kind, self.space.sink_mode, self.space.conditional)
+            if self.use_insights
+            else None,
             budget_note=budget_note,
             sink_note=sink_note,
             model_selection=selection,
             latency_s=told.info.get("latency"),
             latency=self.objective == "latency",
+            cascade_note=self._cascade_note(told),
         )
         reply = None
         if self.agent is not None:

@@ -1,4 +1,5 @@
-"""Bayesian optimisation: Optuna TPE over slot models, roles, edges and sink links (seeded)."""
+"""Bayesian optimisation: Optuna TPE over slot models, roles, edges and sink links, and in a
+conditional space each slot's stage and each stage's escalation threshold (seeded)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,19 @@ class BayesOpt(Optimizer):
                 sink[i] = t.suggest_categorical(f"sink_{i}", [0, 1]) == 1
                 for j in range(i + 1, n):
                     edges[i, j] = t.suggest_categorical(f"edge_{i}_{j}", [0, 1]) == 1
-        g = self.dist.build(Choices(models, role_idx, edges, sink))
+        stages = thresholds = None
+        if self.dist.conditional:  # the cascade: each slot's stage, each later stage's threshold
+            stages = np.array(
+                [t.suggest_int(f"stage_{i}", 0, self.space.stages - 1) for i in range(n)]
+            )
+            labels = list(range(len(self.space.thresholds)))
+            thresholds = np.array(
+                [
+                    t.suggest_categorical(f"threshold_{s}", labels)
+                    for s in range(1, self.space.stages)
+                ]
+            )
+        g = self.dist.build(Choices(models, role_idx, edges, sink, stages, thresholds))
         self._next_trial = t
         return g, "search", {}
 

@@ -2,7 +2,11 @@
 
 Slot ``i`` holds a model (or ``off``) and a role; edges go only from a lower
 slot to a higher one (so every sample is a DAG); each active node may also
-feed the vote sink directly. Nodes with no consumer always feed the sink, so
+feed the vote sink directly. In a conditional space (``space.stages > 1``) each
+slot also holds a *stage*, and each later stage an escalation threshold: a
+node of stage s runs only when the answers of the earlier stages agree less
+than the threshold (``space.cascade_nodes``), so which models answer first,
+which condition escalates and to whom are probabilities too. Nodes with no consumer always feed the sink, so
 every node reaches it. Probabilities are exposed as plain dicts because that
 is what an LLM agent reads and writes.
 """
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from moagraph.graph.spec import Graph, Node, Role
-from moagraph.search.space import SearchSpace, finalize_graph
+from moagraph.search.space import SearchSpace, cascade_nodes, escalation_depth, finalize_graph
 
 OFF = "off"
 P_MIN, P_MAX = 0.01, 0.99
@@ -29,6 +33,8 @@ class Choices:
     roles: np.ndarray  # (N,) int index into space.roles
     edges: np.ndarray  # (N, N) bool, upper triangle
     sink: np.ndarray  # (N,) bool
+    stages: np.ndarray | None = None  # (N,) int: the slot's stage (conditional spaces)
+    thresholds: np.ndarray | None = None  # (S-1,) int: index into space.thresholds per stage > 0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -59,6 +65,9 @@ class GraphDistribution:
         # Prefer "on" a little so early samples are not mostly empty.
         self.model_logits = np.zeros((self.n, k + 1))
         self.model_logits[:, k] = -1.0
+        s = max(space.stages, 1)
+        self.stage_logits = np.zeros((self.n, s))
+        self.threshold_logits = np.zeros((max(s - 1, 0), len(space.thresholds)))
         # A fixed model mix (Agent-REINFORCE after the pretest): slot s holds the
         # s-th copy of the mix, later slots are off; model logits are then frozen.
         self.fixed_models: np.ndarray | None = None
@@ -88,13 +97,20 @@ class GraphDistribution:
         return tuple(int((self.fixed_models == i).sum()) for i in range(k))
 
     # --- parameters as a flat dict of arrays (for Adam) ------------------------
+    @property
+    def conditional(self) -> bool:
+        return self.space.stages > 1
+
     def params(self) -> dict[str, np.ndarray]:
-        return {
+        out = {
             "edge": self.edge_logits,
             "sink": self.sink_logits,
             "role": self.role_logits,
             "model": self.model_logits,
         }
+        if self.conditional:
+            out.update(stage=self.stage_logits, threshold=self.threshold_logits)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {k: v.tolist() for k, v in self.params().items()}
@@ -109,6 +125,11 @@ class GraphDistribution:
         self.sink_logits = np.array(d["sink"], dtype=float)
         self.role_logits = np.array(d["role"], dtype=float)
         self.model_logits = np.array(d["model"], dtype=float)
+        if "stage" in d:
+            self.stage_logits = np.array(d["stage"], dtype=float)
+            self.threshold_logits = np.array(d["threshold"], dtype=float).reshape(
+                self.threshold_logits.shape
+            )
 
     # --- sampling -------------------------------------------------------------
     def sample_choices(self, rng: np.random.Generator) -> Choices:
@@ -128,7 +149,13 @@ class GraphDistribution:
         edges = rng.random((self.n, self.n)) < _sigmoid(self.edge_logits)
         edges = np.triu(edges, 1)
         sink = rng.random(self.n) < _sigmoid(self.sink_logits)
-        return Choices(models, roles, edges, sink)
+        if not self.conditional:
+            return Choices(models, roles, edges, sink)
+        ps = _softmax(self.stage_logits)
+        stages = np.array([rng.choice(ps.shape[1], p=ps[i]) for i in range(self.n)])
+        pt = _softmax(self.threshold_logits)
+        thresholds = np.array([rng.choice(pt.shape[1], p=pt[j]) for j in range(pt.shape[0])])
+        return Choices(models, roles, edges, sink, stages, thresholds)
 
     def build(self, ch: Choices, name: str = "") -> Graph:
         """Turn choices into a valid graph (role rules + sink), not yet trimmed."""
@@ -145,6 +172,10 @@ class GraphDistribution:
                 role = Role.ASSISTANT
             nodes.append(Node(id=f"n{j}", role=role, model=names[int(ch.models[j])], inputs=inputs))
         sink_inputs = [f"n{i}" for i in active if ch.sink[i]]
+        if self.conditional and ch.stages is not None and ch.thresholds is not None:
+            stage = {f"n{j}": int(ch.stages[j]) for j in active}
+            cutoffs = {s + 1: self.space.thresholds[int(t)] for s, t in enumerate(ch.thresholds)}
+            nodes = cascade_nodes(nodes, stage, cutoffs)
         return finalize_graph(
             nodes,
             sink_inputs,
@@ -180,7 +211,27 @@ class GraphDistribution:
             s = _slot(src)
             if s is not None and s < self.n:
                 sink[s] = True
-        return Choices(models, roles, edges, sink)
+        if not self.conditional:
+            return Choices(models, roles, edges, sink)
+        return Choices(models, roles, edges, sink, *self._stage_choices(graph))
+
+    def _stage_choices(self, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+        """Stage per slot (a node's escalation depth, capped at the last stage) and, per
+        stage > 0, the index of the nearest threshold its nodes use (the argmax where unused)."""
+        stages = np.zeros(self.n, dtype=int)
+        thresholds = self.threshold_logits.argmax(axis=1).astype(int)
+        depth = escalation_depth([graph.node(i) for i in graph.topological_order()])
+        top = self.space.stages - 1
+        for node in self.space.workers(graph):
+            i = _slot(node.id)
+            if i is None or i >= self.n:
+                continue
+            d = min(depth.get(node.id, 0), top)
+            stages[i] = d
+            if d > 0 and node.condition is not None:
+                cut = node.condition.cutoff
+                thresholds[d - 1] = int(np.argmin([abs(t - cut) for t in self.space.thresholds]))
+        return stages, thresholds
 
     def _masks(self, ch: Choices) -> tuple[np.ndarray, np.ndarray]:
         """Which edge / sink decisions were actually free for these choices."""
@@ -209,7 +260,22 @@ class GraphDistribution:
         lp += float(np.log(np.where(ch.edges, pe, 1 - pe))[edge_mask].sum())
         ps = _sigmoid(self.sink_logits)
         lp += float(np.log(np.where(ch.sink, ps, 1 - ps))[sink_mask].sum())
+        if self.conditional and ch.stages is not None and ch.thresholds is not None:
+            pst = _softmax(self.stage_logits)[np.arange(self.n), ch.stages]
+            lp += float(np.log(pst[on]).sum())
+            used = self._used_thresholds(ch)
+            pt = _softmax(self.threshold_logits)[np.arange(len(ch.thresholds)), ch.thresholds]
+            lp += float(np.log(pt[used]).sum())
         return lp
+
+    def _used_thresholds(self, ch: Choices) -> np.ndarray:
+        """Which stage thresholds mattered: stage s > 0 holds an active node."""
+        k = len(self.space.models)
+        on = ch.models < k
+        n_t = self.threshold_logits.shape[0]
+        if ch.stages is None:
+            return np.zeros(n_t, dtype=bool)
+        return np.array([bool(((ch.stages == s + 1) & on).any()) for s in range(n_t)], dtype=bool)
 
     def grad_log_prob(self, graph: Graph) -> dict[str, np.ndarray]:
         """d log p(graph) / d logits (score function for REINFORCE)."""
@@ -228,7 +294,16 @@ class GraphDistribution:
         edge_mask, sink_mask = self._masks(ch)
         g_edge = (ch.edges.astype(float) - _sigmoid(self.edge_logits)) * edge_mask
         g_sink = (ch.sink.astype(float) - _sigmoid(self.sink_logits)) * sink_mask
-        return {"edge": g_edge, "sink": g_sink, "role": g_role, "model": g_model}
+        out = {"edge": g_edge, "sink": g_sink, "role": g_role, "model": g_model}
+        if self.conditional and ch.stages is not None and ch.thresholds is not None:
+            g_stage = -_softmax(self.stage_logits)
+            g_stage[np.arange(self.n), ch.stages] += 1.0
+            g_stage[~on] = 0.0
+            g_thr = -_softmax(self.threshold_logits)
+            g_thr[np.arange(len(ch.thresholds)), ch.thresholds] += 1.0
+            g_thr[~self._used_thresholds(ch)] = 0.0
+            out.update(stage=g_stage, threshold=g_thr)
+        return out
 
     # --- the agent's view --------------------------------------------------------
     def probabilities(self) -> dict[str, Any]:
@@ -263,7 +338,30 @@ class GraphDistribution:
                 for j in range(i + 1, n_shown)
             }
             out["sink"] = {f"n{i}": round(float(ps[i]), 3) for i in range(n_shown)}
+        if self.conditional:
+            pst = _softmax(self.stage_logits)
+            out["stages"] = {
+                f"n{i}": {
+                    lab: round(float(pst[i, j]), 3) for j, lab in enumerate(self.stage_labels)
+                }
+                for i in range(n_shown)
+            }
+            pt = _softmax(self.threshold_logits)
+            out["escalate_below"] = {
+                f"stage{s + 1}": {
+                    lab: round(float(pt[s, j]), 3) for j, lab in enumerate(self.threshold_labels)
+                }
+                for s in range(pt.shape[0])
+            }
         return out
+
+    @property
+    def stage_labels(self) -> list[str]:
+        return [str(i) for i in range(self.stage_logits.shape[1])]
+
+    @property
+    def threshold_labels(self) -> list[str]:
+        return [f"{t:g}" for t in self.space.thresholds]
 
     def set_probabilities(self, probs: dict[str, Any]) -> int:
         """Apply a (possibly partial) probability dict; returns how many entries were applied.
@@ -275,18 +373,24 @@ class GraphDistribution:
         applied = 0
         names = self.space.model_names + [OFF]
         role_names = [r.value for r in self.space.roles]
-        for key, arr, labels in (
-            ("models", self.model_logits, names),
-            ("roles", self.role_logits, role_names),
-        ):
+        sections: list[tuple[str, np.ndarray, list[str], Any]] = [
+            ("models", self.model_logits, names, _slot),
+            ("roles", self.role_logits, role_names, _slot),
+        ]
+        if self.conditional:
+            sections += [
+                ("stages", self.stage_logits, self.stage_labels, _slot),
+                ("escalate_below", self.threshold_logits, self.threshold_labels, _stage_row),
+            ]
+        for key, arr, labels, row_of in sections:
             if key == "models" and self.fixed_models is not None:
                 continue  # the mix is fixed: model probabilities are not the agent's to change
             section = probs.get(key)
             if not isinstance(section, dict):
                 continue
             for node, dist in section.items():
-                i = _slot(str(node))
-                if i is None or i >= self.n or not isinstance(dist, dict):
+                i = row_of(str(node))
+                if i is None or i >= arr.shape[0] or not isinstance(dist, dict):
                     continue
                 p = _softmax(arr[i])
                 given: dict[int, float] = {}
@@ -346,10 +450,29 @@ class GraphDistribution:
             roles=self.role_logits.argmax(axis=1),
             edges=np.triu(_sigmoid(self.edge_logits) > threshold, 1),
             sink=_sigmoid(self.sink_logits) > threshold,
+            stages=self.stage_logits.argmax(axis=1) if self.conditional else None,
+            thresholds=self.threshold_logits.argmax(axis=1) if self.conditional else None,
         )
         return self.space.trim(
             self.build(ch, name="argmax"), keep_nodes=self.fixed_models is not None
         )
+
+    def focus_stages(self, stages: list[int], strength: float = 0.7) -> None:
+        """Concentrate slot s on stage ``stages[s]`` and every threshold on escalating at
+        any disagreement (a no-op in a plain space)."""
+        if not self.conditional:
+            return
+        n_s = self.stage_logits.shape[1]
+        for slot, st in enumerate(stages[: self.n]):
+            p = np.full(n_s, (1 - strength) / max(n_s - 1, 1))
+            p[min(st, n_s - 1)] = strength
+            self.stage_logits[slot] = np.log(p / p.sum())
+        if self.threshold_logits.size:
+            n_t = self.threshold_logits.shape[1]
+            top = int(np.argmax(self.space.thresholds))
+            p = np.full(n_t, (1 - strength) / max(n_t - 1, 1))
+            p[top] = strength
+            self.threshold_logits[:] = np.log(p / p.sum())
 
     def focus_mix(self, counts: tuple[int, ...] | list[int], strength: float = 0.95) -> None:
         """Concentrate the model logits on one mix: slot s holds the s-th copy."""
@@ -384,6 +507,12 @@ def _slot(node_id: str) -> int | None:
     if s.isdigit():
         return int(s)
     return None
+
+
+def _stage_row(key: str) -> int | None:
+    """'stage1' / '1' -> row 0 of the threshold logits (stage 0 has no threshold)."""
+    s = key.strip().lower().removeprefix("stage").strip()
+    return int(s) - 1 if s.isdigit() and int(s) >= 1 else None
 
 
 def parse_edge(key: str) -> tuple[int, int] | None:

@@ -115,12 +115,21 @@ class EvaluatorError(ConfigError):
 @dataclass
 class EvalResult:
     reward: float
-    cost: float  # normalised planned FLOPs
-    dollars: float
+    cost: float  # normalised planned FLOPs per query: expected (mean over the questions scored)
+    dollars: float  # expected, likewise
     latency_s: float  # mean critical-path latency per query
     n: int
     errors: int = 0
     scores: list[float] = field(default_factory=list)
+    worst_cost: float | None = None
+    """Normalised FLOPs when every node runs (None: the same as ``cost``, a plain graph)."""
+    costs: list[float] = field(default_factory=list)
+    """Per question: normalised planned FLOPs of the nodes that ran (conditional graphs)."""
+    escalated: float | None = None
+    """Conditional graphs: the share of questions on which some conditional node ran."""
+    over_budget: str | None = None
+    """Why the expected cost breaks the search budget (None: it fits). Such a graph is
+    scored but never picked (the study tells the optimiser a reward of 0)."""
     node_scores: dict[str, float] = field(default_factory=dict)
     """Per worker node id: the mean score of that node's own answer on the split (the exact
     replay evaluator measures it for free; empty where it is not measured). Agent-REINFORCE's
@@ -178,7 +187,7 @@ class ExecutorEvaluator:
         if key in self._memo:
             return self._memo[key]
         self.evaluated_ids[split].update(e.id for e in exs)
-        policy = GraphPolicy(graph, self.executor)
+        policy = _SkipRecorder(GraphPolicy(graph, self.executor))
         rep = await aevaluate(policy, self.task, exs, concurrency=self.concurrency, progress=False)
         scores = [r.score if r.score is not None else 0.0 for r in rep.rows]
         res = EvalResult(
@@ -190,8 +199,45 @@ class ExecutorEvaluator:
             errors=rep.errors,
             scores=scores,
         )
+        if graph.conditional:
+            node_cost = self.space.node_costs(graph)
+            per_q = [policy.skipped.get(r.example_id, set()) for r in rep.rows]
+            _expected_cost(res, self.space, graph, node_cost, per_q)
         self._memo[key] = res
         return res
+
+
+class _SkipRecorder:
+    """A policy wrapper that remembers, per query, which nodes a conditional graph skipped."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.name = policy.name
+        self.skipped: dict[str, set[str]] = {}
+
+    async def answer(self, example: Example, task: Task, on_token: Any = None) -> Any:
+        trace = await self.policy.answer(example, task, on_token)
+        self.skipped[example.id] = set(trace.meta.get("skipped_nodes", ()))
+        return trace
+
+
+def _expected_cost(
+    res: EvalResult,
+    space: SearchSpace,
+    graph: Graph,
+    node_cost: dict[str, tuple[float, float]],
+    skipped: Sequence[set[str]],
+) -> None:
+    """Fill a conditional graph's expected and worst-case cost from which nodes ran."""
+    flops = [sum(c for nid, (c, _) in node_cost.items() if nid not in sk) for sk in skipped]
+    dollars = [sum(d for nid, (_, d) in node_cost.items() if nid not in sk) for sk in skipped]
+    cond = {n.id for n in graph.nodes if n.condition is not None}
+    res.worst_cost = res.cost
+    res.costs = flops
+    res.cost = float(np.mean(flops)) if flops else res.cost
+    res.dollars = float(np.mean(dollars)) if dollars else res.dollars
+    res.escalated = float(np.mean([bool(cond - sk) for sk in skipped])) if skipped else 0.0
+    res.over_budget = space.expected_over_budget(res.cost, res.dollars)
 
 
 @dataclass(frozen=True)
@@ -234,6 +280,7 @@ class ExactReplayEvaluator:
             "test": list(test_ids),
         }
         self._memo: dict[tuple[str, str], EvalResult] = {}
+        self._eq: dict[tuple[Any, Any], bool] = {}
         self.calls = 0
         self.evaluated_ids: dict[str, set[str]] = {"train": set(), "heldout": set(), "test": set()}
         """Query ids each split was actually evaluated on (a study must never touch test ids while searching)."""
@@ -331,7 +378,12 @@ class ExactReplayEvaluator:
 
     def _sink_nodes(self, graph: Graph) -> list[tuple[str, tuple[str, int]]]:
         """(node id, (model, recorded sample)) of each node the sink reads, in sink order."""
-        sink = graph.node(graph.sink)
+        sample_of = self._samples_of(graph)
+        return [(i, sample_of[i]) for i in graph.node(graph.sink).inputs]
+
+    def _samples_of(self, graph: Graph) -> dict[str, tuple[str, int]]:
+        """(model, recorded sample) per worker node, numbered per model in topological order
+        (the executor's rule); refuses a node with inputs (its answer was never recorded)."""
         counts: dict[str, int] = {}
         sample_of: dict[str, tuple[str, int]] = {}
         for nid in graph.topological_order():
@@ -341,17 +393,35 @@ class ExactReplayEvaluator:
             if n.inputs:
                 raise EvaluatorError(
                     f"exact replay evaluator: node {nid!r} has inputs; it scores flat graphs only "
-                    "(first-layer assistants into the sink); use the executor evaluator"
+                    "(first-layer assistants into the sink, conditions allowed); use the executor "
+                    "evaluator"
                 )
             idx = n.sample_index if n.sample_index is not None else counts.get(n.model or "", 0)
             counts[n.model or ""] = counts.get(n.model or "", 0) + 1
             sample_of[nid] = (n.model or "", idx)
-        return [(i, sample_of[i]) for i in sink.inputs]
+        return sample_of
+
+    def _equivalent(self, a: Any, b: Any) -> bool:
+        """``task.equivalent``, memoised (a cascade search compares the same answers often)."""
+        try:
+            key = (a, b)
+            hit = self._eq.get(key)
+        except TypeError:  # unhashable answers: no memo
+            return bool(self.task.equivalent(a, b))  # type: ignore[union-attr]
+        if hit is None:
+            hit = bool(self.task.equivalent(a, b))  # type: ignore[union-attr]
+            self._eq[key] = hit
+        return hit
 
     async def evaluate(self, graph: Graph, split: Split = "train") -> EvalResult:
         return self.evaluate_sync(graph, split)
 
     def evaluate_sync(self, graph: Graph, split: Split = "train") -> EvalResult:
+        """Score ``graph`` on ``split`` from the recordings: per query, the nodes whose
+        condition holds run (clustered with the vote's rule), the sink votes (or selects)
+        over the answers that ran, and the cost is that of the nodes that ran."""
+        from moagraph.graph.agreement import condition_holds, majority
+
         split = _split_key(split)  # type: ignore[assignment]
         key = (graph_key(graph), split)
         if key in self._memo:
@@ -360,14 +430,20 @@ class ExactReplayEvaluator:
             raise EvaluatorError(f"{split} ids: none given; use --heldout-n / --test-n >= 1")
         self.evaluated_ids[split].update(self.ids[split])
         self.calls += 1
-        named = self._sink_nodes(graph)
-        nodes = [m for _, m in named]
+        sample_of = self._samples_of(graph)
+        order = [nid for nid in graph.topological_order() if nid in sample_of]
+        pos = {nid: j for j, nid in enumerate(order)}
+        conds = [graph.node(nid).condition for nid in order]
+        among = [[pos[i] for i in c.among] if c is not None else [] for c in conds]
+        sink_idx = [pos[i] for i in graph.node(graph.sink).inputs]
         scores: list[float] = []
         lats: list[float] = []
-        own: dict[str, list[float]] = {nid: [] for nid, _ in named}
+        skipped: list[set[str]] = []
+        own: dict[str, list[float]] = {nid: [] for nid in order}
         for qid in self.ids[split]:
             recs = []
-            for model, s in nodes:
+            for nid in order:
+                model, s = sample_of[nid]
                 rec = self.samples.get((model, qid, s))
                 if rec is None:
                     raise EvaluatorError(
@@ -375,16 +451,27 @@ class ExactReplayEvaluator:
                         f"{self.n_samples(model)} sample(s) per query; cap copies with max_copies"
                     )
                 recs.append(rec)
-            for (nid, _), rec in zip(named, recs, strict=True):
-                own[nid].append(rec.score)
-            if self.mode == "select":
-                scores.append(max(r.score for r in recs))
+            ran = [True] * len(order)
+            finish = [0.0] * len(order)
+            for j, cond in enumerate(conds):
+                ready = max((finish[i] for i in among[j]), default=0.0)
+                if cond is not None:
+                    answers = [recs[i].answer for i in among[j] if ran[i]]
+                    ran[j] = condition_holds(cond, answers, self._equivalent)
+                finish[j] = ready + (recs[j].latency_s if ran[j] else 0.0)
+            for j, nid in enumerate(order):
+                if ran[j]:
+                    own[nid].append(recs[j].score)
+            voters = [i for i in sink_idx if ran[i]]
+            if not voters:  # every input of the sink skipped: no answer
+                scores.append(0.0)
+            elif self.mode == "select":
+                scores.append(max(recs[i].score for i in voters))
             else:
-                from moagraph.graph.executor import vote
-
-                win, _ = vote(self.task, [r.answer for r in recs])  # type: ignore[arg-type]
-                scores.append(recs[win].score)
-            lats.append(max((r.latency_s for r in recs), default=0.0))
+                win, _ = majority([recs[i].answer for i in voters], self._equivalent)
+                scores.append(recs[voters[win]].score)
+            lats.append(max((finish[i] for i in voters), default=0.0))
+            skipped.append({nid for j, nid in enumerate(order) if not ran[j]})
         res = EvalResult(
             reward=float(np.mean(scores)) if scores else 0.0,
             cost=self.space.graph_cost(graph),
@@ -394,6 +481,8 @@ class ExactReplayEvaluator:
             scores=scores,
             node_scores={nid: float(np.mean(v)) for nid, v in own.items() if v},
         )
+        if graph.conditional:
+            _expected_cost(res, self.space, graph, self.space.node_costs(graph), skipped)
         self._memo[key] = res
         return res
 

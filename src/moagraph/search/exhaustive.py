@@ -21,6 +21,8 @@ from moagraph.search.space import SearchSpace, SearchSpaceError, graph_key
 
 def enumerate_graphs(space: SearchSpace, limit: int = 200_000) -> list[Graph]:
     """Every distinct feasible graph of the space (deterministic order)."""
+    if space.flat and space.conditional:
+        return _cascades(space, limit)
     if space.flat:
         return [space.flat_graph(c) for c in space.iter_mixes(maximal=False, limit=limit)]
     dist = GraphDistribution(space)
@@ -47,6 +49,42 @@ def enumerate_graphs(space: SearchSpace, limit: int = 200_000) -> list[Graph]:
                     if not space.fits(g):
                         continue
                     seen.setdefault(graph_key(g), g)
+    return list(seen.values())
+
+
+def _cascades(space: SearchSpace, limit: int) -> list[Graph]:
+    """Every flat cascade: each feasible mix, each assignment of its nodes to stages (up to
+    relabelling), each threshold per used stage; graphs that fit structurally (the expected
+    cost is the evaluator's to check)."""
+    dist = GraphDistribution(space)
+    k, n = len(space.models), dist.n
+    n_t = len(space.thresholds)
+    seen: dict[str, Graph] = {}
+    for mix in space.iter_mixes(maximal=False, limit=limit):
+        order = [i for i, c in enumerate(mix) for _ in range(c)]
+        models = np.array(order + [k] * (n - len(order)))
+        m = len(order)
+        for st in itertools.product(range(space.stages), repeat=m):
+            if 0 not in st or sorted(set(st)) != list(range(max(st) + 1)):
+                continue  # stages closed up: the same cascade with other labels
+            for th in itertools.product(range(n_t), repeat=max(st)):
+                stages = np.array(list(st) + [0] * (n - m))
+                thresholds = np.array(list(th) + [0] * (space.stages - 1 - max(st)))
+                ch = Choices(
+                    models,
+                    np.zeros(n, dtype=int),
+                    np.zeros((n, n), dtype=bool),
+                    np.ones(n, dtype=bool),
+                    stages,
+                    thresholds,
+                )
+                g = space.trim(dist.build(ch))
+                seen.setdefault(graph_key(g), g)
+                if len(seen) > limit:
+                    raise SearchSpaceError(
+                        f"exhaustive: more than {limit} cascades; lower --max-nodes or --stages, "
+                        "or use fewer models"
+                    )
     return list(seen.values())
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from moagraph.errors import ConfigError
-from moagraph.graph.spec import Graph, Node, Role
+from moagraph.graph.spec import Condition, Graph, Node, Role
 from moagraph.models.cost import call_dollars, node_flops, unit_flops
 from moagraph.models.pool import ModelSpec, Pool
 
@@ -159,6 +159,11 @@ class SearchSpace:
     max_copies: int | dict[str, int] | None = None  # e.g. recorded samples per query
     output_model: str | None = None  # sink_mode="llm": the charged output node's model
     output_spec: ModelSpec | None = None  # when the output model is not a searched model
+    stages: int = 1  # > 1: conditional graphs (a cascade of stages; see cascade_nodes)
+    thresholds: tuple[float, ...] = (
+        1.0,
+        0.5,
+    )  # escalate when agreement < t (1.0: any disagreement)
     _unit: float = field(init=False, repr=False)
     _cost_cache: dict[tuple[str, int], float] = field(init=False, repr=False, default_factory=dict)
 
@@ -172,6 +177,13 @@ class SearchSpace:
         if self.budget_dollars is not None and self.budget_dollars < 0:
             raise SearchSpaceError(
                 f"budget_dollars={self.budget_dollars}: use --budget-dollars >= 0"
+            )
+        if self.stages < 1:
+            raise SearchSpaceError(f"stages={self.stages}: use --stages >= 1 (1: no conditions)")
+        if not self.thresholds or any(not 0 < t <= 1 for t in self.thresholds):
+            raise SearchSpaceError(
+                f"thresholds={self.thresholds}: give escalation thresholds in (0, 1] "
+                "(1.0 = escalate on any disagreement)"
             )
         bad = [r for r in self.roles if r not in (Role.ASSISTANT, Role.FUSER)]
         if bad or Role.ASSISTANT not in self.roles:
@@ -224,6 +236,8 @@ class SearchSpace:
         sink_mode: SinkMode = "vote",
         max_copies: int | dict[str, int] | None = None,
         output_model: str | None = None,
+        stages: int = 1,
+        thresholds: Sequence[float] = (1.0, 0.5),
     ) -> SearchSpace:
         """Build from a pool and a task (the task gives the average lengths A, B)."""
         specs = [pool[m] for m in models] if models else list(pool.models)
@@ -248,6 +262,8 @@ class SearchSpace:
             output_spec=pool[output_model]
             if output_model and output_model not in [m.name for m in specs]
             else None,
+            stages=stages,
+            thresholds=tuple(float(t) for t in thresholds),
         )
 
     # --- costs --------------------------------------------------------------
@@ -311,6 +327,40 @@ class SearchSpace:
     def graph_dollars(self, graph: Graph) -> float:
         return sum(self.node_dollars(n.model, len(n.inputs)) for n in graph.llm_nodes if n.model)
 
+    @property
+    def conditional(self) -> bool:
+        """Graphs may escalate: nodes of later stages run only when earlier answers disagree.
+        The budget then applies to the *expected* cost (measured by the evaluator); the
+        structural check (:meth:`fits`) can only bound the nodes that always run."""
+        return self.stages > 1
+
+    def base_cost(self, graph: Graph) -> float:
+        """Normalised FLOPs of the nodes that always run (no condition; the sink included):
+        a lower bound of a conditional graph's cost on every query."""
+        return sum(
+            self.node_cost(n.model, len(n.inputs))
+            for n in graph.llm_nodes
+            if n.model and n.condition is None
+        )
+
+    def base_dollars(self, graph: Graph) -> float:
+        return sum(
+            self.node_dollars(n.model, len(n.inputs))
+            for n in graph.llm_nodes
+            if n.model and n.condition is None
+        )
+
+    def node_costs(self, graph: Graph) -> dict[str, tuple[float, float]]:
+        """Per LLM node: (normalised FLOPs, dollars) when it runs."""
+        return {
+            n.id: (
+                self.node_cost(n.model, len(n.inputs)),
+                self.node_dollars(n.model, len(n.inputs)),
+            )
+            for n in graph.llm_nodes
+            if n.model
+        }
+
     def copies_allowed(self, model: str) -> int:
         if self.max_copies is None:
             return self.max_nodes
@@ -329,14 +379,25 @@ class SearchSpace:
             return False
         if self.max_copies is not None and self._over_copied(graph):
             return False
-        if self.budget is not None and self.graph_cost(graph) > self.budget + 1e-9:
-            return False
-        if (
-            self.budget_dollars is not None
-            and self.graph_dollars(graph) > self.budget_dollars + 1e-12
-        ):
-            return False
-        return True
+        return not self._over_budget(graph)
+
+    def _over_budget(self, graph: Graph) -> bool:
+        """Planned cost over a budget: every node's for a plain graph, the always-run nodes'
+        for a conditional one (its expected cost is the evaluator's to check)."""
+        cond = graph.conditional
+        flops = self.base_cost(graph) if cond else self.graph_cost(graph)
+        if self.budget is not None and flops > self.budget + 1e-9:
+            return True
+        dollars = self.base_dollars(graph) if cond else self.graph_dollars(graph)
+        return self.budget_dollars is not None and dollars > self.budget_dollars + 1e-12
+
+    def expected_over_budget(self, cost: float, dollars: float) -> str | None:
+        """Why a measured expected cost breaks the budget (None: it fits)."""
+        if self.budget is not None and cost > self.budget + 1e-9:
+            return f"expected cost {cost:.3g} > budget {self.budget:.3g} normalised FLOPs"
+        if self.budget_dollars is not None and dollars > self.budget_dollars + 1e-12:
+            return f"expected cost ${dollars:.6f} > budget ${self.budget_dollars:.6f}"
+        return None
 
     def mix_fits(self, counts: Sequence[int]) -> bool:
         """Feasibility of a mix under the cheapest-wiring planning assumption."""
@@ -347,6 +408,14 @@ class SearchSpace:
             c > self.copies_allowed(names[i]) for i, c in enumerate(counts)
         ):
             return False
+        if self.conditional and any(counts):
+            # escalation: only the first stage must fit; at least the mix's cheapest model runs
+            i = min(
+                (i for i, c in enumerate(counts) if c), key=lambda i: self.node_cost(names[i], 0)
+            )
+            one = [0] * len(counts)
+            one[i] = 1
+            counts = one
         if self.budget is not None:
             cost = self.mix_cost(counts)
             if cost > self.budget + 1e-9:
@@ -474,7 +543,11 @@ class SearchSpace:
         while not self.fits(g) and len(self.workers(g)) > 1:
             over = self._over_copied(g) if self.max_copies is not None else set()
             workers = self.workers(g)
-            pool_ = [n for n in workers if n.model in over] or workers
+            pool_ = [n for n in workers if n.model in over]
+            if not pool_ and len(workers) <= self.max_nodes and g.conditional:
+                # over budget: only the always-run nodes count against it
+                pool_ = [n for n in workers if n.condition is None]
+            pool_ = pool_ or workers
             victim = min(
                 pool_,
                 key=lambda n: (self.node_cost(n.model or "", len(n.inputs)), -_slot(n.id)),
@@ -539,6 +612,11 @@ class SearchSpace:
             "sink_mode": self.sink_mode,
             "max_copies": self.max_copies,
             "output_model": self.output_model,
+            **(
+                {"stages": self.stages, "thresholds": list(self.thresholds)}
+                if self.conditional
+                else {}
+            ),
             "unit": f"one no-input call of {min(self.models, key=lambda m: m.n_params).name} "
             f"(A={self.avg_in:g}, B={self.avg_out:g})",
         }
@@ -575,6 +653,10 @@ def finalize_graph(
     """
     by_id = {n.id: n for n in nodes}
     order = [n.id for n in nodes]
+    for n in nodes:  # a condition keeps only nodes still in the graph (none left: no condition)
+        if n.condition is not None:
+            among = [i for i in dict.fromkeys(n.condition.among) if i in by_id and i != n.id]
+            n.condition = n.condition.model_copy(update={"among": among}) if among else None
     # inputs must precede (slot order is topological for sampled graphs)
     g_tmp = Graph(nodes=list(nodes) + [Node(id=SINK_ID, role=Role.VOTE)], sink=SINK_ID)
     try:
@@ -586,6 +668,7 @@ def finalize_graph(
     for nid in order:
         n = by_id[nid]
         n.inputs = [i for i in dict.fromkeys(n.inputs) if i in by_id and i != nid]
+
         in_roles = [by_id[i].role for i in n.inputs]
         if Role.FUSER in in_roles or (n.role == Role.FUSER and Role.ASSISTANT not in in_roles):
             n.role = Role.ASSISTANT
@@ -594,7 +677,10 @@ def finalize_graph(
     for nid in order:
         if nid not in consumed and nid not in sinks:
             sinks.append(nid)
-    sinks.sort(key=order.index)
+    depth = escalation_depth([by_id[i] for i in order])
+    # escalated answers first: a vote tie goes to the latest stage that ran (for a plain
+    # graph every depth is 0 and this is the topological order)
+    sinks.sort(key=lambda i: (-depth[i], order.index(i)))
     m = dict(meta or {})
     if sink_mode in ("select", "llm"):
         m["sink_mode"] = sink_mode
@@ -610,11 +696,50 @@ def finalize_graph(
     return Graph(name=name, nodes=ordered + [sink], sink=SINK_ID, meta=m)
 
 
+def escalation_depth(nodes: Sequence[Node]) -> dict[str, int]:
+    """Per node: 0 without a condition, else 1 + the deepest node its condition names
+    (``nodes`` in topological order). A cascade's stage number."""
+    depth: dict[str, int] = {}
+    for n in nodes:
+        among = n.condition.among if n.condition is not None else []
+        depth[n.id] = 1 + max((depth.get(i, 0) for i in among), default=0) if among else 0
+    return depth
+
+
+def cascade_nodes(
+    nodes: Sequence[Node], stage: dict[str, int], cutoffs: dict[int, float]
+) -> list[Node]:
+    """Wire a cascade: each node of stage s > 0 runs only when the answers of every node
+    of an earlier stage agree less than ``cutoffs[s]`` (1.0: any disagreement). Stages
+    that hold no node are closed up, so stage 0 is never empty."""
+    used = sorted({stage.get(n.id, 0) for n in nodes})
+    rank = {s: i for i, s in enumerate(used)}
+    out: list[Node] = []
+    for n in nodes:
+        raw = stage.get(n.id, 0)
+        s = rank[raw]
+        cond = None
+        if s > 0:
+            among = [m.id for m in nodes if rank[stage.get(m.id, 0)] < s]
+            t = float(cutoffs.get(raw, 1.0))
+            cond = (
+                Condition(when="disagree", among=among)
+                if t >= 1.0
+                else Condition(when="agreement_below", among=among, threshold=t)
+            )
+        out.append(n.model_copy(update={"condition": cond}))
+    return out
+
+
 def graph_key(graph: Graph) -> str:
-    """Canonical text of a graph's structure (ids, roles, models, edges), for dedup and caching."""
+    """Canonical text of a graph's structure (ids, roles, models, edges, conditions), for
+    dedup and caching."""
     parts = []
     for n in sorted(graph.nodes, key=lambda n: n.id):
-        parts.append(f"{n.id}:{n.role.value}:{n.model}:{','.join(sorted(n.inputs))}")
+        key = f"{n.id}:{n.role.value}:{n.model}:{','.join(sorted(n.inputs))}"
+        if n.condition is not None:
+            key += f"?{n.condition.cutoff:g}<{','.join(sorted(n.condition.among))}"
+        parts.append(key)
     return "|".join(parts) + f"|{graph.meta.get('sink_mode', 'vote')}"
 
 
@@ -628,5 +753,6 @@ def graph_text(graph: Graph) -> str:
             lines.append(f"{n.id}: {graph.meta.get('sink_mode', 'vote')} <- {', '.join(n.inputs)}")
         else:
             src = ", ".join(n.inputs) if n.inputs else "query"
-            lines.append(f"{n.id}: {n.role.value} {n.model} <- {src}")
+            cond = f" ({n.condition.text()})" if n.condition is not None else ""
+            lines.append(f"{n.id}: {n.role.value} {n.model} <- {src}{cond}")
     return "\n".join(lines)

@@ -105,6 +105,12 @@ class StudyResult:
     phases: dict[str, int] = field(default_factory=dict)
     n_failed: int = 0
     study_name: str | None = None
+    test_cost: float | None = None
+    """Expected normalised FLOPs per test question (conditional graphs: of the nodes that ran)."""
+    worst_cost: float | None = None
+    """Conditional graphs: normalised FLOPs when every node runs (what a request budget caps)."""
+    escalated: float | None = None
+    """Conditional graphs: share of test questions on which some conditional node ran."""
 
 
 def _where(storage: StudyStorage) -> str:
@@ -286,7 +292,12 @@ async def run_study(
     budget = optimizer.space.budget or 1.0
     lat_ref: list[float] = []
 
-    def objective(reward: float, cost: float, latency: float = 0.0) -> float:
+    def objective(
+        reward: float, cost: float, latency: float = 0.0, over_budget: str | None = None
+    ) -> float:
+        if over_budget:  # a conditional graph whose expected cost breaks the budget:
+            # below every feasible objective, less so the closer it comes
+            return -max(cost / budget - 1.0, 1e-6)
         obj = reward - cost_weight * cost / budget if multi_objective else reward
         if latency_weight > 0:
             if not lat_ref:
@@ -314,6 +325,8 @@ async def run_study(
                     "cost": row.cost,
                     "latency": row.latency,
                     "node_scores": row.state.get("node_scores", {}),
+                    "escalated": row.state.get("escalated"),
+                    "over_budget": row.state.get("over_budget"),
                 },
             )
             best = max(best, row.reward)
@@ -345,14 +358,26 @@ async def run_study(
             if on_trial:
                 on_trial(number + 1, iterations, row, best)
             continue
-        obj = objective(res.reward, res.cost, res.latency_s)
+        over = getattr(res, "over_budget", None)
+        obj = objective(res.reward, res.cost, res.latency_s, over)
         node_scores = dict(getattr(res, "node_scores", None) or {})
         await optimizer.tell(
             cand,
             obj,
-            {"cost": res.cost, "latency": res.latency_s, "node_scores": node_scores},
+            {
+                "cost": res.cost,
+                "latency": res.latency_s,
+                "node_scores": node_scores,
+                "escalated": getattr(res, "escalated", None),
+                "over_budget": over,
+            },
         )
         state: dict[str, Any] = {"snapshot": optimizer.snapshot(), "info": cand.info}
+        if over:
+            state["over_budget"] = over
+        if getattr(res, "worst_cost", None) is not None:
+            state["worst_cost"] = res.worst_cost
+            state["escalated"] = res.escalated
         if node_scores:
             state["node_scores"] = node_scores  # told again on resume
         row = TrialRow(
@@ -383,7 +408,9 @@ async def run_study(
     # Held-out pick: top-k distinct training graphs; the optimiser's final graph takes the last slot.
     ranked: list[TrialRow] = []
     seen: set[str] = set()
-    for t in sorted(trials, key=lambda t: (-t.objective, t.cost, t.number)):
+    # graphs whose expected cost broke the budget are never picked while another fits
+    fitting = [t for t in trials if not t.state.get("over_budget")] or trials
+    for t in sorted(fitting, key=lambda t: (-t.objective, t.cost, t.number)):
         k = graph_key(t.graph)
         if k not in seen:
             seen.add(k)
@@ -411,7 +438,7 @@ async def run_study(
             held.append(
                 {"source": src, "train_reward": tr, "heldout_reward": r.reward, "cost": r.cost}
             )
-            score = objective(r.reward, r.cost, r.latency_s)
+            score = objective(r.reward, r.cost, r.latency_s, getattr(r, "over_budget", None))
             if chosen is None or (score, tr or 0.0) > (
                 objective(chosen[2] or 0.0, chosen[3], chosen[4]),
                 chosen[1] or 0.0,
@@ -426,6 +453,9 @@ async def run_study(
     test_reward: float | None = None
     test_ci: tuple[float, float] | None = None
     test_n = 0
+    test_cost: float | None = None
+    worst: float | None = None
+    escalated: float | None = None
     has_test = bool(
         getattr(evaluator, "examples", {}).get("test") or getattr(evaluator, "ids", {}).get("test")
     )
@@ -433,6 +463,8 @@ async def run_study(
         rt = await evaluator.evaluate(g, "test")
         test_reward, lo, hi = mean_ci(rt.scores) if rt.scores else (rt.reward, rt.reward, rt.reward)
         test_ci, test_n = (lo, hi), rt.n
+        test_cost = rt.cost
+        worst, escalated = getattr(rt, "worst_cost", None), getattr(rt, "escalated", None)
     phases = phase_counts(all_trials)
     stats = {
         **optimizer.stats(),
@@ -458,6 +490,9 @@ async def run_study(
         phases=phases,
         n_failed=len(all_trials) - len(trials),
         study_name=study.name,
+        test_cost=test_cost,
+        worst_cost=worst,
+        escalated=escalated,
     )
     study.set_result(
         {
@@ -473,6 +508,9 @@ async def run_study(
             "test_reward": test_reward,
             "test_ci": list(test_ci) if test_ci else None,
             "test_n": test_n,
+            "test_cost": test_cost,
+            "worst_cost": worst,
+            "escalated": escalated,
             "pareto": [
                 {"number": t.number, "reward": t.reward, "cost": t.cost, "latency": t.latency}
                 for t in front
