@@ -231,3 +231,31 @@ def test_truncated_replay_gzip_names_the_file(tmp_path: Path) -> None:
     assert ev.exit_code != 0, ev.output
     _no_traceback(ev)
     assert str(gz) in ev.output.replace("\n", "") and "cut short" in _flat(ev.output)
+
+
+def test_record_against_a_dead_endpoint_stops_cleanly_without_the_password(
+    tmp_path: Path,
+) -> None:
+    """The probe's case: the state file is written before any call succeeds."""
+    pool = tmp_path / "dead.yaml"
+    pool.write_text(
+        "name: dead\nmodels:\n"
+        f"  - {{name: m, backend: openai, base_url: 'http://bob:{SECRET}@127.0.0.1:9/v1', "
+        "model: m, params_b: 1, layers: 2, hidden_size: 8, max_retries: 0}\n"
+    )
+    out = tmp_path / "rec"
+    res = runner.invoke(
+        app,
+        ["record", "--pool", str(pool), "--task", "gsm8k", "--split", "sample", "--n", "2",
+         "--samples", "1", "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 1, res.output
+    _no_traceback(res)
+    assert "rerun the same command to resume" in _flat(res.output)
+    assert SECRET not in res.output
+    files = _files_under(out)
+    assert "record_state.json" in {p.name for p in files}
+    for f in files:
+        assert SECRET.encode() not in f.read_bytes(), f
+        assert _mode(f) == 0o600
+    assert _mode(out) == 0o700
