@@ -349,7 +349,7 @@ def test_corrupt_cache_interior_is_named_with_the_fix(tmp_path: Path, openai_ser
     out = _flat(res.output)
     assert str(cache) in res.output.replace("\n", "") and "corrupt" in out
     assert "malformed" in out or "not a database" in out
-    assert "move that file away" in out and "without --cache" in out
+    assert "move that file away" in out and "drop --cache" in out and "--no-cache" in out
 
 
 # --------------------------------------------------------------------------- exit codes

@@ -92,10 +92,15 @@ def _kind(e: BaseException) -> str:
     return "other"
 
 
+_NO_CACHE = " (drop --cache; `search` takes --no-cache)"
+
+
 def _corrupt_message(path: Path, e: BaseException) -> str:
     return (
         f"call cache {path} is corrupt ({e}); move that file away (it is not deleted for "
-        "you) and pass --cache with a new path, or run without --cache: its calls are then "
+        "you) and pass --cache with a new path, or run without a cache"
+        + _NO_CACHE
+        + ": its calls are then "
         "made again"
     )
 
@@ -163,14 +168,14 @@ class CallCache:
             if kind == "corrupt":
                 raise CacheError(_corrupt_message(self.path, e)) from None
             if kind == "full":
-                why = "no space left on the device; free some space or pass --cache PATH on another disk"
+                why = "no space left on the device; free some space or pass --cache PATH elsewhere"
             elif kind == "readonly":
                 why = "make the file and its folder writable (SQLite writes a -wal file beside it)"
             else:
                 why = "pass --cache with another path"
             raise CacheError(
                 f"call cache {self.path} cannot be opened ({type(e).__name__}: {e}); {why}, "
-                "or run without --cache"
+                "or run without a cache" + _NO_CACHE
             ) from None
 
     def _db(self) -> sqlite3.Connection:
@@ -193,7 +198,7 @@ class CallCache:
                     raise CacheError(_corrupt_message(self.path, e)) from None
                 raise CacheError(
                     f"call cache {self.path}: a lookup failed ({type(e).__name__}: {e}); "
-                    "pass --cache with another path, or run without --cache"
+                    "pass --cache with another path, or run without a cache" + _NO_CACHE
                 ) from None
         return self._count(row)
 
@@ -245,9 +250,10 @@ class CallCache:
                         "succeed, they are not stored). "
                         + (
                             "Free some space on that disk or pass --cache PATH on another "
-                            "disk, or run without --cache"
+                            "disk, or run without a cache" + _NO_CACHE
                             if kind == "full"
-                            else "Make the file and its folder writable, or run without --cache"
+                            else "Make the file and its folder writable, or run without a cache"
+                            + _NO_CACHE
                         )
                     )
                 else:
