@@ -78,7 +78,7 @@ def eval_command(
     """Evaluate a graph (or one model) on a task; results go to the run store.
 
     Exit codes: 0 every query answered (right or wrong), 1 every query failed, 2 a usage
-    or input error, 3 some queries failed (stored; rerun them with --resume --retry-errors).
+    or input error, 3 some queries failed (stored; --resume --retry-errors reruns them).
     """
     if budget_flops is not None:
         deprecated("--budget-flops", "--budget")
@@ -238,8 +238,9 @@ def _eval(
             raise EvalPartlyFailed(
                 f"{len(failed)} of {len(report.rows)} queries failed (run {job.run_id!r} in "
                 f"{store_path}; their errors are stored, the accuracy above counts them as "
-                f"wrong). First error ({failed[0].example_id}): {failed[0].error}. Run only the "
-                f"failed ones again with --run-id {job.run_id} --resume --retry-errors"
+                f"wrong). First error ({failed[0].example_id}): {failed[0].error}. Run the failed "
+                f"ones again with --run-id {job.run_id} --resume (it reruns transient failures: "
+                "a crashed or timed-out model) or --resume --retry-errors (every failure)"
             )
 
 
