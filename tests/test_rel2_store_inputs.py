@@ -259,3 +259,23 @@ def test_record_against_a_dead_endpoint_stops_cleanly_without_the_password(
         assert SECRET.encode() not in f.read_bytes(), f
         assert _mode(f) == 0o600
     assert _mode(out) == 0o700
+
+
+@pytest.mark.needs_shared_data("alpaca_eval", "outputs.jsonl.gz")
+def test_alpaca_eval_import_of_a_truncated_gzip_names_the_file(tmp_path: Path) -> None:
+    from moagraph.tasks._common import shared_data_dir
+
+    src = shared_data_dir() / "alpaca_eval"  # type: ignore[operator]
+    d = tmp_path / "ae"
+    d.mkdir()
+    for name in ("labels.jsonl.gz", "models.json", "outputs.jsonl.gz"):
+        (d / name).symlink_to(src / name)
+    raw = (src / "instructions.jsonl.gz").read_bytes()
+    (d / "instructions.jsonl.gz").write_bytes(raw[: len(raw) // 3])
+    res = runner.invoke(
+        app, ["pool", "import", "alpaca-eval", str(d), "--out", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    assert str(d / "instructions.jsonl.gz") in res.output.replace("\n", "")
+    assert "cut short" in _flat(res.output)
