@@ -279,3 +279,27 @@ def test_alpaca_eval_import_of_a_truncated_gzip_names_the_file(tmp_path: Path) -
     _no_traceback(res)
     assert str(d / "instructions.jsonl.gz") in res.output.replace("\n", "")
     assert "cut short" in _flat(res.output)
+
+
+def test_corrupt_run_store_interior_names_the_file(tmp_path: Path) -> None:
+    from test_rel2_store_runs import _replay_pool_for
+
+    pool = _replay_pool_for(tmp_path, {f"q{i}": str(2 * i + 1) for i in range(4)})
+    db = tmp_path / "runs.sqlite"
+    args = ["eval", "--pool", str(pool), "--task", "moagraph.graph.testing:ArithmeticTask",
+            "--n", "4", "--store", str(db), "--no-progress", "--run-id", "c"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = c.execute("PRAGMA page_size").fetchone()[0]
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name='results'").fetchone()[0]
+    c.close()
+    raw = bytearray(db.read_bytes())
+    raw[(root - 1) * page : root * page] = b"\xff" * page
+    db.write_bytes(bytes(raw))
+    res = runner.invoke(app, [*args, "--resume"])
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    out = _flat(res.output)
+    assert str(db) in res.output.replace("\n", "") and "corrupt" in out and "malformed" in out
+    assert "--store" in out and "move that file away" in out
