@@ -387,3 +387,17 @@ def test_eval_exit_code_when_some_queries_fail(tmp_path: Path) -> None:
     assert all_ok.exit_code == 0, all_ok.output
     help_text = _flat(runner.invoke(app, ["eval", "--help"]).output)
     assert "Exit codes: 0" in help_text and "3 some queries failed" in help_text
+
+
+def test_resume_with_another_n_names_the_option_not_the_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write_gsm8k(data, _gsm8k_rows(8))
+    pool = _replay_pool_for(tmp_path, {f"gsm8k/test/{i}": str(2 * i + 1) for i in range(8)})
+    db = tmp_path / "runs.sqlite"
+    assert runner.invoke(app, _gsm8k_eval(pool, data, db, "--run-id", "n5")).exit_code == 0
+    args = _gsm8k_eval(pool, data, db, "--run-id", "n5", "--resume")
+    res = runner.invoke(app, [*args, "--n", "6"])  # the later --n wins
+    assert res.exit_code == 2, res.output
+    out = _flat(res.output)
+    assert "another configuration" in out and "`n`: stored 5, now 6" in out
+    assert "other examples" not in out

@@ -139,6 +139,8 @@ class EvalJob:
         stored = existing.config.get(_CONTENT_KEY)
         if stored == self.config[_CONTENT_KEY]:
             return
+        if existing.config.get("examples_sha256") != self.config["examples_sha256"]:
+            return  # other ids (--n, --seed, --split): create_run names the changed options
         where = _data_source(self.task, self.split)
         if stored is None:
             why = (
