@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from moagraph._sqlite import enable_wal
+from moagraph._sqlite import create_private, enable_wal
 from moagraph.errors import DataError
 from moagraph.graph.trace import Trace
+from moagraph.models.redact import redact_config, redact_url
 
 __all__ = ["ResultRow", "RunInfo", "RunStore", "RunStoreError", "config_diff"]
 
@@ -57,8 +58,10 @@ _NOT_RECORDED = "(not recorded)"
 
 
 def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as it reads back from the store (tuples -> lists, paths -> str, ...)."""
-    return json.loads(json.dumps(config, sort_keys=True, default=str))
+    """The config as it reads back from the store (tuples -> lists, paths -> str, ...),
+    credentials in URLs (``http://user:pass@host``) redacted: they are never written."""
+    out: dict[str, Any] = redact_config(json.loads(json.dumps(config, sort_keys=True, default=str)))
+    return out
 
 
 def config_diff(stored: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -118,7 +121,8 @@ class RunStore:
                 f"(e.g. {self.path / 'moagraph.sqlite'})"
             )
         with self._errors("open"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 (and its -wal/-shm): traces hold prompts, answers and endpoints
+            create_private(self.path)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             enable_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -206,7 +210,7 @@ class RunStore:
                     "or choose another --run-id"
                 )
             if strict:
-                diffs = config_diff(existing.config, _jsonable(config))
+                diffs = config_diff(redact_config(existing.config), _jsonable(config))
                 if diffs:
                     shown = "; ".join(
                         f"`{f}`: stored {_short(a)}, now {_short(b)}" for f, a, b in diffs[:3]
@@ -223,7 +227,7 @@ class RunStore:
         with self._errors("create the run"):
             self.db.execute(
                 "INSERT INTO runs(run_id, created, config, status) VALUES (?, ?, ?, 'running')",
-                (run_id, time.time(), json.dumps(config, sort_keys=True, default=str)),
+                (run_id, time.time(), json.dumps(_jsonable(config), sort_keys=True)),
             )
         return self.run(run_id)  # type: ignore[return-value]
 
@@ -255,6 +259,13 @@ class RunStore:
             self._insert_result(run_id, trace, flops_norm)
 
     def _insert_result(self, run_id: str, trace: Trace, flops_norm: float | None) -> None:
+        error = redact_url(trace.error) if trace.error is not None else None
+        data = trace.to_dict()
+        if data.get("error") is not None:
+            data["error"] = error
+        for node in data.get("nodes", []):
+            if node.get("error"):
+                node["error"] = redact_url(node["error"])
         self.db.execute(
             "INSERT OR REPLACE INTO results(run_id, example_id, score, flops, flops_norm, dollars, "
             "latency_s, wall_s, cache_hits, error, trace, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -268,8 +279,8 @@ class RunStore:
                 trace.latency_s,
                 trace.wall_s,
                 trace.cache_hits,
-                trace.error,
-                json.dumps(trace.to_dict(), ensure_ascii=False, default=str),
+                error,
+                json.dumps(data, ensure_ascii=False, default=str),
                 time.time(),
             ),
         )

@@ -13,9 +13,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from moagraph.cli import app
-from moagraph.cli._errors import fail
+from moagraph.cli._errors import err_console, fail
 from moagraph.cli._options import DEFAULT_STORE, deprecated, opt, resolve_budget, resolve_task
 
 console = Console()
@@ -74,7 +75,11 @@ def eval_command(
         bool, opt("--dry-run", "Estimates use the task's average input/output lengths.")
     ] = False,
 ) -> None:
-    """Evaluate a graph (or one model) on a task; results go to the run store."""
+    """Evaluate a graph (or one model) on a task; results go to the run store.
+
+    Exit codes: 0 every query answered (right or wrong), 1 every query failed, 2 a usage
+    or input error, 3 some queries failed (stored; --resume --retry-errors reruns them).
+    """
     if budget_flops is not None:
         deprecated("--budget-flops", "--budget")
         budget = budget if budget is not None else repr(budget_flops)
@@ -103,13 +108,27 @@ def eval_command(
             budget_dollars=budget_dollars,
         )
     except EvalFailed as e:
-        raise fail(e, code=1) from None
+        raise fail(e, code=EXIT_ALL_FAILED) from None
+    except EvalPartlyFailed as e:
+        raise fail(e, code=EXIT_SOME_FAILED) from None
     except (ValueError, OSError, sqlite3.Error) as e:
         raise fail(e) from None
 
 
+# Exit codes of `moagraph eval` (also in its --help): 0 every query answered (right or
+# wrong), 1 every query failed, 2 a usage or input error (nothing or little ran),
+# 3 the run finished but some queries failed (their errors are stored; the accuracy
+# counts them as wrong, so a script must not take it at face value).
+EXIT_ALL_FAILED = 1
+EXIT_SOME_FAILED = 3
+
+
 class EvalFailed(Exception):
     """The run finished but no query succeeded (exit code 1, not a usage error)."""
+
+
+class EvalPartlyFailed(Exception):
+    """The run finished and some (not all) queries failed (exit code 3)."""
 
 
 def _eval(
@@ -205,6 +224,10 @@ def _eval(
             retry_errors=retry_errors,
         )
         console.print(report.table())
+        if job.cache_note:
+            err_console.print(
+                f"[yellow]Warning: {escape(job.cache_note)}[/yellow]", highlight=False
+            )
         failed = [r for r in report.rows if r.error]
         if failed and len(failed) == len(report.rows):
             raise EvalFailed(
@@ -212,9 +235,12 @@ def _eval(
                 f"in {store_path}). First error ({failed[0].example_id}): {failed[0].error}"
             )
         if failed:
-            console.print(
-                f"[yellow]first error ({failed[0].example_id}): {failed[0].error}[/yellow]",
-                highlight=False,
+            raise EvalPartlyFailed(
+                f"{len(failed)} of {len(report.rows)} queries failed (run {job.run_id!r} in "
+                f"{store_path}; their errors are stored, the accuracy above counts them as "
+                f"wrong). First error ({failed[0].example_id}): {failed[0].error}. Run the failed "
+                f"ones again with --run-id {job.run_id} --resume (it reruns transient failures: "
+                "a crashed or timed-out model) or --resume --retry-errors (every failure)"
             )
 
 

@@ -447,13 +447,25 @@ def record_cmd(
         list[str] | None, opt("--model", "Record only these models (repeatable).")
     ] = None,
     name: Annotated[str | None, opt("--name")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data).",
+        ),
+    ] = None,
     ray: Annotated[str | None, opt("--ray", "The recording is written here.")] = None,
     dry_run: Annotated[
         bool,
         opt("--dry-run", "Estimates use the task's average input/output lengths."),
     ] = False,
 ) -> None:
-    """Run every model of a live pool on a task and write a replay pool (resumable)."""
+    """Run every model of a live pool on a task and write a replay pool (resumable).
+
+    A resume must use the same --task, --split, --seed, --temperature, --top-p, --max-tokens
+    and data (a larger --n that contains the recorded queries may extend it). The folder is
+    created private (0700, files 0600); URL credentials in base_url are never written."""
+    from moagraph.models.base import BackendError
     from moagraph.models.pool import load_pool
     from moagraph.pools import resolve_pool
     from moagraph.pools.record import RecordSettings, record_pool
@@ -472,7 +484,7 @@ def record_cmd(
             models=models or None,
         )
         live = load_pool(resolve_pool(pool))
-        t = resolve_task(task)
+        t = resolve_task(task, data_dir)
         if dry_run:
             _record_dry_run(live, t, settings)
             return
@@ -486,6 +498,14 @@ def record_cmd(
         result = asyncio.run(record_pool(live, t, out, settings, pool_name=name, runtime=runtime))
     except ValueError as e:
         raise fail(e) from None
+    except BackendError as e:  # a model call failed for good: what is recorded stays
+        raise fail(
+            RuntimeError(
+                f"{e}. The recording in {out} stopped; finished calls are kept: fix the model "
+                "(or its endpoint) and rerun the same command to resume"
+            ),
+            code=1,
+        ) from None
     console.print(
         f"recorded {result.new_records} new calls ({result.skipped} already done), "
         f"{result.total_records} in all; wall time {result.wall_s:.0f} s -> {out}/pool.yaml"

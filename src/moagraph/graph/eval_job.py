@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import secrets
 import time
@@ -72,6 +73,7 @@ class EvalJob:
     budget: Budget | None
     run_id: str
     config: dict[str, Any]  # what --resume compares with the stored run
+    cache_note: str | None = None  # after a run: why the call cache stopped writing, if it did
 
     def estimate(self) -> GraphCost:
         """Planned cost per query (the executor's estimate: prompt lengths from the task)."""
@@ -97,7 +99,10 @@ class EvalJob:
         """Run (or continue) the job into ``store`` (a :class:`moagraph.RunStore`)."""
         from moagraph.models.runtime import PoolRuntime
 
-        runtime = PoolRuntime(self.pool, cache=_open_cache(cache))
+        if resume:
+            self.check_resume_data(store)
+        call_cache = _open_cache(cache)
+        runtime = PoolRuntime(self.pool, cache=call_cache)
         try:
             executor = GraphExecutor(runtime, self.task, default_params=self.params)
             policy = GraphPolicy(self.graph, executor, budget=self.budget)
@@ -115,10 +120,72 @@ class EvalJob:
             )
         finally:
             await runtime.aclose()
+            if call_cache is not None:
+                self.cache_note = call_cache.write_disabled
+
+    def check_resume_data(self, store: Any) -> None:
+        """Refuse to resume a run whose stored results were made on other examples.
+
+        The ids can stay the same while the data set changed (another copy of the data, an
+        edited file): the stored results would then be reported as answers to questions
+        they never saw. The config holds a fingerprint of every example's id, question and
+        reference; :meth:`RunStore.create_run` compares the whole config, this names the data.
+        """
+        from moagraph.store import RunStoreError
+
+        existing = store.run(self.run_id)
+        if existing is None:
+            return
+        stored = existing.config.get(_CONTENT_KEY)
+        if stored == self.config[_CONTENT_KEY]:
+            return
+        if existing.config.get("examples_sha256") != self.config["examples_sha256"]:
+            return  # other ids (--n, --seed, --split): create_run names the changed options
+        where = _data_source(self.task, self.split)
+        if stored is None:
+            why = (
+                "was stored by an older moagraph that kept no fingerprint of the examples' "
+                "questions and references, so it cannot be checked against this data"
+            )
+        else:
+            why = (
+                "was made on other examples: the ids may match, but the questions or "
+                f"references of task {self.task.name!r}, split {self.split!r} ({where}) "
+                "differ from the ones its results answer"
+            )
+        raise RunStoreError(
+            f"--resume: run {self.run_id!r} in {store.path} {why}. Its {existing.n_results} "
+            "stored results would be reported as this run's; restore the original data "
+            "(--data-dir / $MOAGRAPH_DATA_DIR) and resume, or rerun without --resume under a "
+            "new --run-id"
+        )
 
     def run(self, store: Any, **kw: Any) -> EvalReport:
         """:meth:`arun` from synchronous code."""
         return asyncio.run(self.arun(store, **kw))
+
+
+_CONTENT_KEY = "examples_content_sha256"
+
+
+def examples_fingerprint(examples: list[Example]) -> str:
+    """sha256 over every example's id, question and reference (in order): what a resume
+    must find unchanged, since the stored scores grade those very questions."""
+    h = hashlib.sha256()
+    for ex in examples:
+        row = [ex.id, ex.question, ex.reference]
+        h.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _data_source(task: Task, split: str) -> str:
+    """Where a task's split comes from, for messages: the data folder, or bundled data."""
+    from moagraph.tasks._common import FileTask
+
+    if isinstance(task, FileTask) and split != "sample":
+        return f"data folder {task.data_dir}" if task.data_dir is not None else "no data folder"
+    return "bundled or task-provided data"
 
 
 def _open_cache(path: str | Path | None) -> Any:
@@ -126,11 +193,13 @@ def _open_cache(path: str | Path | None) -> Any:
         return None
     import sqlite3
 
-    from moagraph.models.cache import CallCache
+    from moagraph.models.cache import CacheError, CallCache
 
     try:
         return CallCache(path)
-    except (sqlite3.Error, OSError) as e:  # the cache names no file itself
+    except CacheError:
+        raise  # names the file and the fix
+    except (sqlite3.Error, OSError) as e:
         raise ConfigError(
             f"call cache {path} cannot be used ({type(e).__name__}: {e}); pass --cache with a "
             "new path, or move that file away (it is not deleted for you)"
@@ -207,6 +276,7 @@ def prepare_eval(
         "examples_sha256": hashlib.sha256(
             "\n".join(ex.id for ex in examples).encode("utf-8")
         ).hexdigest(),
+        _CONTENT_KEY: examples_fingerprint(examples),
         "split": split,
         "seed": seed,
         "max_tokens": max_tokens,

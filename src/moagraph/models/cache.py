@@ -16,6 +16,7 @@ holds the file locked (``BEGIN EXCLUSIVE``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -29,7 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from moagraph._sqlite import enable_wal
+from moagraph._sqlite import create_private, enable_wal
+from moagraph.errors import DataError
 from moagraph.models.base import Completion, LLMRequest
 
 log = logging.getLogger("moagraph.cache")
@@ -72,6 +74,37 @@ def cache_key(identity: str, request: LLMRequest) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+class CacheError(DataError):
+    """The call cache file is corrupt or cannot be opened; the message names it and the fix."""
+
+
+def _kind(e: BaseException) -> str:
+    """What a SQLite/OS failure on the cache file means: corrupt, full, readonly, locked, other."""
+    low = str(e).lower()
+    if "malformed" in low or "not a database" in low or "file is encrypted" in low:
+        return "corrupt"
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "disk is full" in low:
+        return "full"
+    if "readonly" in low or "read-only" in low or isinstance(e, PermissionError):
+        return "readonly"
+    if "locked" in low or "busy" in low:
+        return "locked"
+    return "other"
+
+
+_NO_CACHE = " (drop --cache; `search` takes --no-cache)"
+
+
+def _corrupt_message(path: Path, e: BaseException) -> str:
+    return (
+        f"call cache {path} is corrupt ({e}); move that file away (it is not deleted for "
+        "you) and pass --cache with a new path, or run without a cache"
+        + _NO_CACHE
+        + ": its calls are then "
+        "made again"
+    )
+
+
 @dataclass(frozen=True)
 class CacheStats:
     hits: int
@@ -89,33 +122,61 @@ class CallCache:
 
     Thread-safe (one connection behind a lock) and process-safe (WAL +
     ``busy_timeout``). ``stats`` counts this instance's lookups only.
+
+    Failures name the file and the fix. A corrupt file (at open, or a damaged page found
+    by a lookup: "database disk image is malformed") raises :class:`CacheError`. A write
+    that fails because the disk is full or the file is read-only turns writing off for
+    the rest of this instance with one warning (``write_disabled`` says why): the calls
+    still succeed, they are just not cached. Created 0600 (its -wal/-shm too).
     """
 
     def __init__(
         self, path: str | Path, *, busy_timeout_s: float = 60.0, read_timeout_s: float = 2.0
     ) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.busy_timeout_s = busy_timeout_s
         self.read_timeout_s = read_timeout_s
         self._lock = threading.Lock()  # the main connection
         self._stat_lock = threading.Lock()  # counters only: never held while waiting on SQLite
         self._hits = self._misses = self._puts = 0
-        self.write_errors = 0  # async writes dropped (file locked past the busy timeout)
+        self.write_errors = 0  # writes dropped (file locked past the busy timeout, disk full)
+        self.write_disabled: str | None = None  # why writing was turned off, if it was
         # async side: a reader thread with its own connection, a writer thread fed by a queue
         self._rconn: sqlite3.Connection | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._wqueue: queue.Queue[tuple[str, Completion] | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._async_lock = threading.Lock()
-        # isolation_level=None: autocommit; every put is its own durable transaction.
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        enable_wal(self._conn, busy_timeout_s)
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against app crashes
-        self._conn.execute(_SCHEMA)
+        self._conn: sqlite3.Connection | None = None
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a directory", str(self.path))
+            create_private(self.path)  # 0600: prompts and answers are not for other users
+            # isolation_level=None: autocommit; every put is its own durable transaction.
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            enable_wal(self._conn, busy_timeout_s)
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: app-crash durable
+            self._conn.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            kind = _kind(e)
+            if kind == "corrupt":
+                raise CacheError(_corrupt_message(self.path, e)) from None
+            if kind == "full":
+                why = "no space left on the device; free some space or pass --cache PATH elsewhere"
+            elif kind == "readonly":
+                why = "make the file and its folder writable (SQLite writes a -wal file beside it)"
+            else:
+                why = "pass --cache with another path"
+            raise CacheError(
+                f"call cache {self.path} cannot be opened ({type(e).__name__}: {e}); {why}, "
+                "or run without a cache" + _NO_CACHE
+            ) from None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -130,7 +191,15 @@ class CallCache:
     def get(self, key: str) -> Completion | None:
         """The cached completion (``cached=True``), or None on a miss."""
         with self._lock:
-            row = self._db().execute(self._SELECT, (key,)).fetchone()
+            try:
+                row = self._db().execute(self._SELECT, (key,)).fetchone()
+            except sqlite3.Error as e:
+                if _kind(e) == "corrupt":
+                    raise CacheError(_corrupt_message(self.path, e)) from None
+                raise CacheError(
+                    f"call cache {self.path}: a lookup failed ({type(e).__name__}: {e}); "
+                    "pass --cache with another path, or run without a cache" + _NO_CACHE
+                ) from None
         return self._count(row)
 
     def _count(self, row: _Row | None) -> Completion | None:
@@ -157,7 +226,50 @@ class CallCache:
         )
 
     def put(self, key: str, completion: Completion) -> None:
-        """Store a finished call (committed before returning)."""
+        """Store a finished call (committed before returning).
+
+        A full disk or a read-only file turns writing off with one warning (see the class);
+        a corrupt file raises :class:`CacheError`; a file locked past the busy timeout drops
+        this one write with a warning."""
+        if self.write_disabled is not None:
+            return
+        try:
+            self._put(key, completion)
+        except (sqlite3.Error, OSError) as e:
+            kind = _kind(e)
+            if kind == "corrupt":
+                raise CacheError(_corrupt_message(self.path, e)) from None
+            with self._stat_lock:
+                self.write_errors += 1
+                first = self.write_disabled is None
+                if kind in ("full", "readonly"):
+                    self.write_disabled = (
+                        f"call cache {self.path}: "
+                        + ("disk full" if kind == "full" else "file is read-only")
+                        + f" ({e}); caching is off for the rest of this run (calls still "
+                        "succeed, they are not stored). "
+                        + (
+                            "Free some space on that disk or pass --cache PATH on another "
+                            "disk, or run without a cache" + _NO_CACHE
+                            if kind == "full"
+                            else "Make the file and its folder writable, or run without a cache"
+                            + _NO_CACHE
+                        )
+                    )
+                else:
+                    first = True
+            if first:
+                log.warning(
+                    "%s",
+                    self.write_disabled
+                    or f"call cache {self.path}: could not store a call ({e}); it is made "
+                    "again next time",
+                )
+            return
+        with self._stat_lock:
+            self._puts += 1
+
+    def _put(self, key: str, completion: Completion) -> None:
         meta = json.dumps(completion.meta, ensure_ascii=False, default=str)
         with self._lock:
             self._db().execute(
@@ -175,8 +287,6 @@ class CallCache:
                     time.time(),
                 ),
             )
-        with self._stat_lock:
-            self._puts += 1
 
     # --- async side: nothing here blocks the event loop -------------------------------
     def _start_async(self) -> None:
@@ -201,8 +311,11 @@ class CallCache:
         assert self._rconn is not None
         try:
             row = self._rconn.execute(self._SELECT, (key,)).fetchone()
-        except sqlite3.OperationalError as e:  # locked past read_timeout_s: a miss, not a failure
-            log.warning("call cache %s unreadable (%s); treating as a miss", self.path, e)
+        except sqlite3.Error as e:  # locked past read_timeout_s: a miss, not a failure
+            if _kind(e) == "corrupt":
+                log.warning("%s; treating this lookup as a miss", _corrupt_message(self.path, e))
+            else:
+                log.warning("call cache %s unreadable (%s); treating as a miss", self.path, e)
             row = None
         return self._count(row)
 
@@ -225,7 +338,7 @@ class CallCache:
                     return
                 try:
                     self.put(*item)
-                except (sqlite3.Error, RuntimeError) as e:
+                except (CacheError, RuntimeError) as e:  # put() warned about other failures
                     self.write_errors += 1
                     log.warning("call cache %s: could not store a call (%s)", self.path, e)
             finally:

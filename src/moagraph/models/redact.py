@@ -22,8 +22,16 @@ import os
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["REDACTED", "redact", "register_secret", "register_secret_env"]
+__all__ = [
+    "REDACTED",
+    "redact",
+    "redact_config",
+    "redact_url",
+    "register_secret",
+    "register_secret_env",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -97,3 +105,34 @@ def redact(text: str | None, extra: Iterable[str | None] = ()) -> str:
     for pattern, repl in _PATTERNS:
         out = pattern.sub(repl, out)
     return out
+
+
+# userinfo of a URL (``scheme://user:pass@`` or ``scheme://token@``) and credential-named
+# query parameters (``?api_key=...``, ``&token=...``): what :func:`redact_url` removes.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")
+_URL_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:api[_-]?key|apikey|key|access[_-]?token|auth[_-]?token|token|secret|"
+    r"password|passwd|sig|signature)=)[^&#\s\"']+"
+)
+
+
+def redact_url(text: str | None) -> str:
+    """``text`` with the credentials of every URL in it replaced: ``user:pass@`` (or a bare
+    ``token@``) and credential-named query parameters. Unlike :func:`redact` it leaves all
+    other text alone, so it is safe on settings that are written to files (a pool's
+    ``base_url``, a run's config) and compared again later (both sides redacted alike)."""
+    if not text:
+        return text or ""
+    out = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    return _URL_QUERY_SECRET.sub(rf"\1{REDACTED}", out)
+
+
+def redact_config(value: Any) -> Any:
+    """:func:`redact_url` on every string inside a JSON-like value (dicts, lists, tuples)."""
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: redact_config(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_config(v) for v in value]
+    return value

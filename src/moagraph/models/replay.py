@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -46,9 +47,34 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8")
 
 
+def _unreadable(p: Path, e: BaseException, n: int) -> ReplayFileError:
+    """A recording that cannot be decoded (a truncated or damaged gzip, not UTF-8)."""
+    what = (
+        "is cut short (the gzip stream ends early: a copy or download that did not finish, "
+        "or a recorder killed while writing)"
+        if isinstance(e, EOFError)
+        else f"cannot be read ({type(e).__name__}: {e})"
+    )
+    return ReplayFileError(
+        f"replay file {p} {what}; {n} records were read before that. Replace it with a complete copy "
+        "(or record it again with `moagraph record`); it must be UTF-8 JSONL, optionally .gz"
+    )
+
+
 def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL(.gz) file, validated enough to index."""
+    """Records of a JSONL(.gz) file, validated enough to index. A file that cannot be
+    decoded (truncated or damaged gzip, not UTF-8) is a :class:`ReplayFileError` naming it."""
     p = Path(path)
+    n = 0
+    try:
+        for rec in _iter_records(p):
+            n += 1
+            yield rec
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+        raise _unreadable(p, e, n) from None
+
+
+def _iter_records(p: Path) -> Iterator[dict[str, Any]]:
     with _open_text(p) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from moagraph.pools.schema import (
     iter_jsonl,
     open_text,
     summarize,
+    unreadable_message,
     write_jsonl,
 )
 
@@ -367,8 +369,22 @@ CLOSED_MODELS: dict[str, dict[str, Any]] = {
 
 
 def _read_gz_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open_text(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Rows of a JSONL(.gz) file; a truncated gzip or a bad line names the file."""
+    rows: list[dict[str, Any]] = []
+    lineno = 0
+    try:
+        with open_text(path) as fh:
+            for line in fh:
+                lineno += 1
+                if line.strip():
+                    rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+        raise ReplayFormatError(
+            f"{path} line {lineno}: not valid JSON ({e.msg}); replace the file with a good copy"
+        ) from None
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+        raise ReplayFormatError(unreadable_message(path, e, lineno)) from None
+    return rows
 
 
 def alpaca_eval_models(

@@ -25,9 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from moagraph._sqlite import private_umask
 from moagraph.errors import ConfigError
 from moagraph.models.base import SamplingParams, prompt_hash
 from moagraph.models.pool import ModelSpec, Pool
+from moagraph.models.redact import redact_url
 from moagraph.models.runtime import PoolRuntime
 from moagraph.pools.importers import write_pool_dir
 from moagraph.pools.schema import (
@@ -128,6 +130,45 @@ def _merge_queries(old: list[QueryRecord], new: list[QueryRecord]) -> list[Query
     return list(merged.values())
 
 
+def _identity(spec: ModelSpec) -> dict[str, Any]:
+    ident = {k: getattr(spec, k) for k in _IDENTITY}
+    if ident.get("base_url"):
+        ident["base_url"] = redact_url(ident["base_url"])
+    return ident
+
+
+def _check_same_queries(out: Path, examples: list[Example], settings: RecordSettings) -> None:
+    """Every query already in ``out`` must be one of this run's, with the same question and
+    reference. Otherwise a resume would mix two samples of queries (another --n, a changed
+    data set) into one pool; a larger sample that contains the recorded one is fine."""
+    known = _existing_queries(out)
+    if not known:
+        return
+    ours = {ex.id: ex for ex in examples}
+    outside = [q.query_id for q in known if q.query_id not in ours]
+    if outside:
+        raise RecordSettingsError(
+            f"--n/--seed/--split: {out} already holds {len(known)} queries, {len(outside)} of "
+            f"which this run would not draw (e.g. {outside[0]!r}; this run draws {len(ours)} "
+            f"with --n {settings.n} --seed {settings.seed}): resuming would mix two samples. "
+            "Resume with the original --n, --seed and data, or record into a new folder (--out)"
+        )
+    changed = [
+        q.query_id
+        for q in known
+        if q.question != ours[q.query_id].question
+        or json.dumps(q.reference, sort_keys=True, default=str)
+        != json.dumps(_reference_json(ours[q.query_id].reference), sort_keys=True, default=str)
+    ]
+    if changed:
+        raise RecordSettingsError(
+            f"--task data: {len(changed)} queries of {out} were recorded with another question "
+            f"or reference than the data has now (e.g. {changed[0]!r}): the data set changed "
+            "under the same ids. Resume with the original data (--data-dir / "
+            "$MOAGRAPH_DATA_DIR), or record into a new folder (--out)"
+        )
+
+
 def _read_state(out: Path) -> dict[str, Any]:
     p = out / STATE_FILE
     if p.exists():
@@ -147,8 +188,8 @@ def _write_state(out: Path, state: dict[str, Any]) -> None:
 def replay_spec(spec: ModelSpec) -> ModelSpec:
     """The replay twin of a live model: same size and prices, recorded provenance in extra."""
     live = {"backend": spec.backend, "model": spec.endpoint_model}
-    if spec.base_url:
-        live["base_url"] = spec.base_url
+    if spec.base_url:  # never a password (http://user:pass@host): the pool is shared
+        live["base_url"] = redact_url(spec.base_url)
     return spec.model_copy(
         update={
             "backend": "replay",
@@ -172,7 +213,32 @@ async def record_pool(
     show_progress: bool = True,
     pool_name: str | None = None,
 ) -> RecordResult:
-    """Record (or resume recording) ``settings.samples`` samples of every model on the task."""
+    """Record (or resume recording) ``settings.samples`` samples of every model on the task.
+
+    What it creates is private (files 0600, folders 0700: umask 077 while it runs), since
+    a recording holds prompts, answers and endpoints; ``chmod`` it to share it."""
+    with private_umask():
+        return await _record_pool(
+            pool,
+            task,
+            out_dir,
+            settings,
+            runtime=runtime,
+            show_progress=show_progress,
+            pool_name=pool_name,
+        )
+
+
+async def _record_pool(
+    pool: Pool,
+    task: Task,
+    out_dir: str | Path,
+    settings: RecordSettings,
+    *,
+    runtime: PoolRuntime | None,
+    show_progress: bool,
+    pool_name: str | None,
+) -> RecordResult:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = settings.models or pool.names
@@ -199,17 +265,24 @@ async def record_pool(
     state = _read_state(out)
     prev = state.get("settings")
     if prev is not None:
-        for k in ("task", "split", "temperature", "top_p", "max_tokens"):
-            if prev.get(k) != getattr(settings, k):
+        # seed: picks the queries and seeds sample k with seed+k, so a resume under another
+        # seed would mix two samples of queries (and of answers) in one recording.
+        for k in ("task", "split", "seed", "temperature", "top_p", "max_tokens"):
+            if k in prev and prev.get(k) != getattr(settings, k):
                 raise RecordSettingsError(
-                    f"--{k.replace('_', '-')}: {out} was recorded with {k}={prev.get(k)!r}; "
-                    f"resume with the same value or record into a new folder"
+                    f"--{k.replace('_', '-')}: {out} was recorded with {k}={prev.get(k)!r}, "
+                    f"this run asks for {getattr(settings, k)!r}; resume with "
+                    f"--{k.replace('_', '-')} {prev.get(k)!r} or record into a new folder (--out)"
                 )
+    _check_same_queries(out, examples, settings)
     # A model name recorded before must still be the same model (endpoint, file, format),
-    # or its old samples would be mixed with another model's under one name.
-    identity = {m: {k: getattr(pool[m], k) for k in _IDENTITY} for m in names}
+    # or its old samples would be mixed with another model's under one name. URLs are
+    # compared (and stored) without their credentials.
+    identity = {m: _identity(pool[m]) for m in names}
     for m, old_id in (state.get("models") or {}).items():
         for k, old_v in old_id.items():
+            if isinstance(old_v, str):
+                old_v = redact_url(old_v)
             if m in identity and identity[m].get(k) != old_v:
                 raise RecordSettingsError(
                     f"--pool: model {m!r} in {out} was recorded with {k}={old_v!r}, the pool "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,22 +157,40 @@ def iter_json_objects(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     p = Path(path)
     if not p.exists():
         raise ReplayFormatError(f"{p} does not exist")
-    with open_text(p) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{p.name} line {lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ReplayFormatError(
-                    f"{where}: not valid JSON ({e.msg}); one object per line"
-                ) from None
-            if not isinstance(raw, dict):
-                raise ReplayFormatError(
-                    f"{where}: expected a JSON object, got {type(raw).__name__}"
-                )
-            yield where, raw
+    lineno = 0
+    try:
+        with open_text(p) as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                where = f"{p.name} line {lineno}"
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ReplayFormatError(
+                        f"{where}: not valid JSON ({e.msg}); one object per line"
+                    ) from None
+                if not isinstance(raw, dict):
+                    raise ReplayFormatError(
+                        f"{where}: expected a JSON object, got {type(raw).__name__}"
+                    )
+                yield where, raw
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+        raise ReplayFormatError(unreadable_message(p, e, lineno)) from None
+
+
+def unreadable_message(p: Path, e: BaseException, lines: int) -> str:
+    """Why a JSONL(.gz) file cannot be decoded (a truncated or damaged gzip, not UTF-8)."""
+    what = (
+        "is cut short (the gzip stream ends early: a copy or download that did not finish, "
+        "or a writer killed mid-way)"
+        if isinstance(e, EOFError)
+        else f"cannot be read ({type(e).__name__}: {e})"
+    )
+    return (
+        f"{p} {what}; {lines} lines were read before that. Replace it with a complete copy "
+        "(or record it again); it must be UTF-8 JSONL, optionally gzip-compressed (.gz)"
+    )
 
 
 def iter_jsonl(path: str | Path, model: type[T]) -> Iterator[T]:
@@ -190,8 +209,11 @@ def read_records(path: str | Path, *, tolerate_truncated_tail: bool = False) -> 
     if not tolerate_truncated_tail:
         return list(iter_jsonl(p, ReplayRecord))
     out: list[ReplayRecord] = []
-    with open_text(p) as fh:
-        lines = fh.read().split("\n")
+    try:
+        with open_text(p) as fh:
+            lines = fh.read().split("\n")
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+        raise ReplayFormatError(unreadable_message(p, e, 0)) from None
     for i, line in enumerate(lines):
         if not line.strip():
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from moagraph.tasks._common import FileTask, iter_bundled, read_jsonl, read_rows
-from moagraph.tasks.base import Example
+from moagraph.tasks.base import Example, TaskError
 from moagraph.tasks.grading.math_equiv import (
     equivalent,
     extract_math_answer,
@@ -99,12 +99,19 @@ class GSM8KTask(MathLikeTask):
             return [
                 self._example("test", r["idx"], r) for r in iter_bundled("gsm8k_test_sample.jsonl")
             ]
-        rows = read_rows(
-            self.data_file("gsm8k", f"{split}.jsonl", what="GSM8K {question, answer} JSONL"),
-            {"question": str, "answer": str},
-            "GSM8K",
-        )
-        return [self._example(split, i, r) for i, (_, r) in enumerate(rows)]
+        path = self.data_file("gsm8k", f"{split}.jsonl", what="GSM8K {question, answer} JSONL")
+        rows = read_rows(path, {"question": str, "answer": str}, "GSM8K")
+        out = []
+        for i, (lineno, r) in enumerate(rows):
+            try:
+                out.append(self._example(split, i, r))
+            except ValueError:  # the answer lacks its final "#### N" line
+                raise TaskError(
+                    f"{path}:{lineno}: GSM8K field `answer` has no final '#### N' line (the "
+                    f"reference answer), got {r['answer'][-60:]!r}; end the answer with "
+                    "'#### <number>' as in openai/grade-school-math, or remove that line"
+                ) from None
+        return out
 
     @staticmethod
     def _example(split: str, idx: int, r: dict[str, Any]) -> Example:
