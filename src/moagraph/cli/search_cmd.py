@@ -14,8 +14,13 @@ from rich.table import Table
 from moagraph.cli import app
 from moagraph.cli._errors import fail
 from moagraph.cli._options import DEFAULT_CACHE, deprecated, opt, resolve_task
+from moagraph.search._optimize import ALL_QUESTIONS
 
 console = Console()
+
+DEFAULT_STAGES = 3
+"""--stages default on the bundled ground-truth pools: conditional graphs (a cascade of up to
+three stages) are scored exactly from the recordings, so the search can find them for free."""
 
 
 @app.command("search")
@@ -27,7 +32,7 @@ def search_command(
             "Default: the bundled pool's task (zeroeval-math: math, mmlu-pro: mmlu-pro), else gsm8k.",
         ),
     ] = None,
-    pool: Annotated[str, opt("--pool")] = "zeroeval-math",
+    pool: Annotated[str, opt("--pool")] = "zeroeval-gsm8k",
     budget: Annotated[
         str, opt("--budget", "Here the smallest model is the smallest searched one.")
     ] = "paper:8",
@@ -79,15 +84,23 @@ def search_command(
         ),
     ] = None,
     heldout_n: Annotated[
-        int,
-        typer.Option("--heldout-n", min=0, help="Validation questions to pick the final graph."),
-    ] = 20,
-    test_n: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--test-n", min=0, help="Test questions the picked graph is reported on (95% CI)."
+            "--heldout-n",
+            min=0,
+            help="Validation questions to pick the final graph. Default: 100 on the bundled "
+            "ground-truth pools (replayed evaluations are free), else 20.",
         ),
-    ] = 100,
+    ] = None,
+    test_n: Annotated[
+        int | None,
+        typer.Option(
+            "--test-n",
+            min=0,
+            help="Test questions the picked graph is reported on (95% CI). Default: every test "
+            "question on the bundled ground-truth pools, else 100.",
+        ),
+    ] = None,
     split: Annotated[
         str | None,
         opt(
@@ -124,6 +137,32 @@ def search_command(
     max_nodes: Annotated[
         int, typer.Option("--max-nodes", min=1, help="Most LLM nodes in a graph.")
     ] = 4,
+    stages: Annotated[
+        int | None,
+        typer.Option(
+            "--stages",
+            min=1,
+            help="Conditional graphs: up to this many stages, each later stage running only when the "
+            "answers of the earlier ones disagree (1: every node always runs). The budget then "
+            "applies to the expected cost per question; a request's budget caps the worst case. "
+            f"Default: {DEFAULT_STAGES} on the bundled ground-truth pools, else 1.",
+        ),
+    ] = None,
+    thresholds: Annotated[
+        str,
+        typer.Option(
+            "--thresholds",
+            help="Escalation thresholds a stage may use, comma-separated in (0, 1]: a stage runs "
+            "when the agreement of the earlier answers is below it (1 = on any disagreement).",
+        ),
+    ] = "1,0.5",
+    no_updates: Annotated[
+        bool,
+        typer.Option(
+            "--no-updates",
+            help="agent-reinforce ablation: pilot + mix choice only, no agent updates after them.",
+        ),
+    ] = False,
     flat: Annotated[
         bool | None,
         typer.Option(
@@ -221,6 +260,18 @@ def search_command(
         task, split, models, flat = _resolve_defaults(pool, task, split, models, flat, max_params_b)
         if train_n is None:
             train_n = REPLAY_TRAIN_N if pool in POOL_DEFAULTS else 10
+        if stages is None:
+            stages = DEFAULT_STAGES if pool in POOL_DEFAULTS else 1
+        if heldout_n is None:
+            heldout_n = REPLAY_HELDOUT_N if pool in POOL_DEFAULTS else 20
+        if test_n is None:
+            test_n = REPLAY_TEST_N if pool in POOL_DEFAULTS else 100
+        try:
+            thresholds_v = tuple(float(t) for t in thresholds.split(",") if t.strip())
+        except ValueError:
+            raise ValueError(
+                f"--thresholds {thresholds!r}: give numbers in (0, 1], comma-separated (e.g. 1,0.5)"
+            ) from None
         if iterations is None:
             iterations = 10
             if optimizer == "agent-reinforce" and guided_iterations is None:
@@ -260,6 +311,9 @@ def search_command(
                 compare=compare,
                 ray=ray,
                 dry_run=dry_run,
+                stages=stages,
+                thresholds=thresholds_v,
+                updates=not no_updates,
             )
         )
     except ValueError as e:
@@ -301,6 +355,9 @@ async def _search(
     compare: bool = True,
     ray: str | None = None,
     dry_run: bool = False,
+    stages: int = 1,
+    thresholds: tuple[float, ...] = (1.0, 0.5),
+    updates: bool = True,
 ) -> None:
     """Parse-and-print around :func:`moagraph.search.prepare_search` / ``run_search``."""
     from moagraph.search import estimate_search, prepare_search, run_search
@@ -338,6 +395,9 @@ async def _search(
         cache=None if dry_run else cache_path,
         max_tokens=max_tokens,
         ray=None if dry_run else ray,
+        stages=stages,
+        thresholds=thresholds,
+        updates=updates,
         log=say,
     )
     for note in setup.notes:
@@ -365,6 +425,14 @@ async def _search(
     )
     console.print(f"objective: {plan['objective']}", highlight=False)
     console.print(f"evaluator: {plan['evaluator_text']}", highlight=False)
+    if space.conditional:
+        console.print(
+            f"conditional graphs: up to {space.stages} stages, a later stage running only when the "
+            f"earlier answers agree less than its threshold ({', '.join(f'{t:g}' for t in space.thresholds)}); "
+            "the budget applies to the expected cost per question (the nodes that ran), "
+            "a request's budget caps the worst case",
+            highlight=False,
+        )
     if dry_run:
         try:
             for line in estimate_search(setup).lines():
@@ -418,10 +486,13 @@ async def _search(
     )
     for col in (*rcols, "cost (norm. FLOPs)", "trials", "graph"):
         t.add_column(col)
+    cost = f"{res.cost:.2f}"
+    if res.worst_cost is not None:
+        cost = f"{res.cost:.2f} expected, {res.worst_cost:.2f} worst"
     t.add_row(
         f"{res.train_reward:.3f}",
         "-" if res.heldout_reward is None else f"{res.heldout_reward:.3f}",
-        f"{res.cost:.2f}",
+        cost,
         str(res.n_trials),
         graph_text(res.best_graph),
     )
@@ -430,6 +501,13 @@ async def _search(
         console.print(
             f"test {'reward (oracle UB)' if oracle else 'accuracy'}: {res.test_reward:.3f} "
             f"(95% CI {res.test_ci[0]:.3f}-{res.test_ci[1]:.3f}, n={res.test_n} test questions never seen in search)",
+            highlight=False,
+        )
+    if res.escalated is not None and res.test_cost is not None:
+        console.print(
+            f"escalation: later stages ran on {100 * res.escalated:.0f}% of the test questions; "
+            f"expected cost {res.test_cost:.2f} normalised FLOPs per question "
+            f"(worst case {res.worst_cost or 0:.2f})",
             highlight=False,
         )
     ph = res.phases
@@ -493,14 +571,17 @@ def report_command(
     )
 
 
-DEFAULT_GUIDED_ITERATIONS = 1
+DEFAULT_GUIDED_ITERATIONS = 3
 """agent-reinforce's guided evaluations when neither --iterations nor --guided-iterations is given.
-One, so the first command makes one call of the local 1.5B agent on the CPU (the mix choice; no update
-call follows the last guided evaluation) and ends in minutes. On the bundled replay pools graphs are
-flat and the mix is fixed after the pretest, so later guided evaluations could not change the graph."""
+Three, so the first command makes three calls of the local 1.5B agent on the CPU (the mix choice and
+two updates; no update call follows the last guided evaluation) and ends in minutes. With the mix
+fixed after the pretest, the updates change which stage each model answers in and when to escalate."""
 
-REPLAY_TRAIN_N = 50
+REPLAY_TRAIN_N = 200
 """--train-n default on the POOL_DEFAULTS pools: replayed evaluations are free, so more questions."""
+REPLAY_HELDOUT_N = 100
+REPLAY_TEST_N = ALL_QUESTIONS
+"""--heldout-n / --test-n defaults there: 100 validation questions, every test question."""
 
 POOL_DEFAULTS: dict[str, tuple[str, str]] = {
     "zeroeval-math": ("math", "zeroeval"),

@@ -42,6 +42,9 @@ __all__ = [
 
 Log = Callable[[str], None]
 
+ALL_QUESTIONS = 100_000
+"""A --train-n/--heldout-n/--test-n this large means every question of that part (no note)."""
+
 
 def create_study(storage: StorageLike, name: str, config: dict[str, Any] | None = None) -> Study:
     """A new study ``name`` in ``storage`` (``None``: in memory; ``"sqlite:///PATH"`` or a
@@ -193,7 +196,7 @@ def prepare_search(
         ("validation", heldout, heldout_n),
         ("test", test, test_n),
     ):
-        if len(got) < want:
+        if len(got) < want < ALL_QUESTIONS:
             notes.append(
                 f"{part}: only {len(got)} of --{'heldout' if part == 'validation' else part}-n {want} questions available"
             )
