@@ -145,8 +145,23 @@ def test_32mb_header_block_is_cut_off_without_memory_or_stall(start: Any) -> Non
     assert ping.failures == 0 and ping.worst < 1.5, ping.worst  # was a 2.96 s stall
 
 
-def test_oversized_head_and_too_many_headers_get_431_in_openai_format(start: Any) -> None:
+@pytest.fixture(params=["httptools", "h11"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with uvicorn's httptools parser (the default) and with h11 (its
+    fallback when httptools is missing)."""
+    from moagraph.serve import http
+
+    if request.param == "h11":
+        classes = http._protocol_classes()
+        monkeypatch.setattr(http, "_protocol_classes", lambda: {"h11": classes["h11"]})
+    return str(request.param)
+
+
+def test_oversized_head_and_too_many_headers_get_431_in_openai_format(
+    start: Any, parser: str
+) -> None:
     s = start()
+    assert parser.lower() in s.srv.server.config.http.__name__.lower()
     for head, needle in (
         (b"X-Big: " + b"b" * 100_000 + b"\r\n", b"--max-header-bytes"),  # one big header
         (b"".join(b"X-H%d: v\r\n" % i for i in range(150)), b"--max-headers"),  # many small
@@ -170,7 +185,7 @@ def test_oversized_head_and_too_many_headers_get_431_in_openai_format(start: Any
     assert r.status_code == 200
 
 
-def test_malformed_request_gets_400_in_openai_format(start: Any) -> None:
+def test_malformed_request_gets_400_in_openai_format(start: Any, parser: str) -> None:
     s = start()
     sock = socket.create_connection((s.srv.host, s.srv.port), timeout=10)
     sock.sendall(b"GARBAGE\x01 /\r\n\r\n")
@@ -264,7 +279,7 @@ def _idle_connection(host: str, port: int) -> socket.socket | None:
         return None
 
 
-def test_client_holding_idle_connections_cannot_lock_others_out(start: Any) -> None:
+def test_client_holding_idle_connections_cannot_lock_others_out(start: Any, parser: str) -> None:
     """One client re-opening 1,100 idle keep-alive connections (server limit 1,000) made
     8 of 12 legitimate requests fail with plain-text 503s. Scaled down: limit 60, the
     attacker keeps 100 idle connections open (re-opening the ones the server closes)
