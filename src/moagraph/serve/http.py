@@ -395,6 +395,8 @@ class RequestLimit:
         self.refused = 0
 
     def __getattr__(self, name: str) -> Any:  # the wrapped app's `state`, `routes`, ...
+        if name == "app":  # not set yet (e.g. while copied): no recursion
+            raise AttributeError(name)
         return getattr(self.app, name)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
