@@ -12,10 +12,13 @@ refused: request head size (``serve/http.py``) -> Host/Origin/Content-Type ->
 auth -> body size (Content-Length, then counted while reading) -> body shape
 (messages and JSON values, ``serve/shape.py``) -> body -> limits (messages,
 prompt tokens, max_tokens) -> model -> budget (with the real prompt length)
--> run. A non-streaming run is cancelled when its client disconnects.
+-> run. A run is cancelled when its client disconnects (a streaming one also
+while it waits for its first token, e.g. queued for a slot at the endpoint).
 
 Client-facing error messages are redacted (``models/redact.py``) and carry no
-file paths or tracebacks; the full message goes to the server log.
+file paths or tracebacks, and 502s no upstream URLs or hosts; the full message
+goes to the server log. What the server protects against, and what not:
+``docs/threat-model-server.md``.
 """
 
 from __future__ import annotations
