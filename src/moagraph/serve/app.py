@@ -73,7 +73,7 @@ from moagraph.serve.schemas import (
     ServedInfo,
     Usage,
 )
-from moagraph.serve.shape import check_shape
+from moagraph.serve.shape import SHAPE_IN_THREAD_BYTES, check_shape
 from moagraph.tasks.base import Task
 
 __all__ = ["Served", "create_app", "graph_shape", "single_model_graphs"]
@@ -528,7 +528,12 @@ def create_app(
             )
             raise
         try:
-            check_shape(body, config.max_messages)  # before validation: its cost grows with it
+            # before validation (its cost grows with the values); a big body is scanned in a
+            # thread: numpy releases the GIL, so the event loop keeps serving meanwhile
+            if len(body) > SHAPE_IN_THREAD_BYTES:
+                await asyncio.to_thread(check_shape, body, config.max_messages)
+            else:
+                check_shape(body, config.max_messages)
             req = ChatCompletionRequest.model_validate_json(body)
         except (ValidationError, ApiError) as e:
             err = e if isinstance(e, ApiError) else validation_error(e)

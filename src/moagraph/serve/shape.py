@@ -45,6 +45,8 @@ def limits(max_messages: int) -> tuple[int, int]:
     )
 
 
+# bodies larger than this are scanned in a worker thread (the scan releases the GIL)
+SHAPE_IN_THREAD_BYTES = 256 * 1024
 # past this many objects and arrays the body is refused without finding its messages
 _NAME_FIELD_UP_TO = 1_000_000
 
