@@ -498,3 +498,41 @@ def test_queued_streaming_request_whose_client_left_makes_no_call(start: Any) ->
     assert "disconnected" in rows[0]["error"]
     prompts = [r.messages[-1]["content"] for r in s.backend.requests]
     assert not any("later?" in p for p in prompts), prompts
+
+
+def test_rows_without_a_result_are_pruned_before_results(tmp_path: Path) -> None:
+    """The request log itself: past its cap, refused and cancelled rows (no trace) go
+    first, whatever their age; rows with a stored result only when they alone pass it."""
+    import asyncio
+
+    from moagraph.graph.trace import Trace
+    from moagraph.serve.log import RequestLog, RequestRow
+
+    path = tmp_path / "log.sqlite"
+
+    def ran(i: int) -> RequestRow:
+        trace = Trace(query_id=f"ok{i}", policy="m", output="x")
+        return RequestRow(id=f"ok{i}", model="m", status="ok", http_status=200, trace=trace)
+
+    async def go() -> None:
+        log = RequestLog(path, max_rows=10, flush_s=10)
+        for i in range(8):
+            log.add(ran(i))
+        await log.flush()
+        for i in range(300):  # refused and cancelled requests, newer than every result
+            status = "rejected" if i % 2 else "cancelled"
+            log.add(RequestRow(id=f"no{i}", model="m", status=status, http_status=499))
+            if i % 50 == 49:
+                await log.flush()
+        for i in range(8, 14):  # now the results alone pass the cap: the oldest go
+            log.add(ran(i))
+        await log.flush()
+        await log.aclose()
+
+    asyncio.run(go())
+    ids = [r["id"] for r in read_rows(path)]
+    assert len(ids) <= 10
+    with RunStore(path) as rs:
+        kept = {r.example_id for r in rs.results("serve")}
+    assert kept == {i for i in ids if i.startswith("ok")}
+    assert "ok13" in kept and "ok0" not in kept and len(kept) >= 9

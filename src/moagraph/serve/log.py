@@ -9,14 +9,14 @@ The table lives in the store file next to the run store's own tables
 
 Retention: at most ``max_rows`` request rows per run are kept; when a flush
 takes the count past it, the oldest rows are deleted in one batch down to 90%
-of the cap, so pruning costs little per request. Rows of refused requests
-(``rejected``: 401s, bad bodies, limits) are deleted first; rows of requests
-that ran only when they alone are past the cap, so a flood of refused
-requests never evicts a stored result. The
+of the cap, so pruning costs little per request. Rows without a stored
+result (refused requests: 401s, bad bodies, limits; cancelled ones) are
+deleted first; rows with a stored trace only when they alone are past the
+cap, so a flood of refused requests never evicts a stored result. The
 buffers of unwritten rows are bounded too (``max_pending`` each, one for
-refused requests, one for the rest): if the file stays locked while traffic
+rows without a trace, one for the rest): if the file stays locked while traffic
 continues, the oldest buffered rows are dropped rather than memory growing
-without bound, and refused requests only ever push out other refused ones.
+without bound, and rows without a trace only ever push out one another.
 """
 
 from __future__ import annotations
@@ -59,8 +59,12 @@ CREATE TABLE IF NOT EXISTS serve_requests (
     trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS serve_requests_run ON serve_requests(run_id, ts);
-CREATE INDEX IF NOT EXISTS serve_requests_status ON serve_requests(run_id, status, ts);
+CREATE INDEX IF NOT EXISTS serve_requests_no_result ON serve_requests(run_id, ts)
+    WHERE trace_id IS NULL;
 """
+
+# rows that have no stored result (no trace): pruned first
+NO_RESULT = "trace_id IS NULL"
 
 COLUMNS = (
     "id",
@@ -162,9 +166,9 @@ class RequestLog:
         self._prune()
 
     def add(self, row: RequestRow) -> None:
-        # refused requests are buffered apart: a flood of them never drops an answered one
-        refused = row.status == "rejected"
-        buf = self._pending_refused if refused else self._pending
+        # rows without a trace (refused or cancelled requests) are buffered apart: a flood
+        # of them never drops the row of a request that ran
+        buf = self._pending_refused if row.trace is None else self._pending
         if len(buf) >= self.max_pending:
             buf.popleft()
             self.dropped += 1
@@ -177,19 +181,19 @@ class RequestLog:
     def _prune(self) -> None:
         """In the log thread: delete the oldest rows (and their traces) past the cap.
 
-        Rows of requests refused before any work (``status = 'rejected'``: a wrong key,
-        a bad body, a limit) go first; rows of requests that ran (and their stored
-        results) only when they alone are past the cap: a flood of refused requests
-        (which any client, authenticated or not, can send) never pushes out what the
-        server answered.
+        Rows without a stored result (requests refused before any work, ``rejected``:
+        a wrong key, a bad body, a limit; or cancelled before they ran) go first; rows
+        with a stored result (a trace) only when they alone are past the cap: a flood
+        of refused requests (which any client, authenticated or not, can send) never
+        pushes out what the server answered.
         """
         assert self._conn is not None
         if self._count is None or self._count <= self.max_rows:
             return
         excess = self._count - int(self.max_rows * 0.9)
-        deleted = self._delete_oldest(excess, "status = 'rejected'")
+        deleted = self._delete_oldest(excess, NO_RESULT)
         left = self._count - deleted
-        if left > self.max_rows:  # the answered requests alone are past the cap
+        if left > self.max_rows:  # the requests with a stored result alone are past the cap
             deleted += self._delete_oldest(left - int(self.max_rows * 0.9), "1")
         self._conn.commit()
         self._count -= deleted
@@ -198,7 +202,7 @@ class RequestLog:
     def _delete_oldest(self, n: int, where: str) -> int:
         assert self._conn is not None
         oldest = f"SELECT id FROM serve_requests WHERE run_id = ? AND {where} ORDER BY ts LIMIT ?"
-        if where != "status = 'rejected'":  # refused requests never ran: no stored result
+        if where != NO_RESULT:
             has_results = self._conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'"
             ).fetchone()
