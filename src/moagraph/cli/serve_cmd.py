@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moagraph.cli import app
-from moagraph.cli._errors import fail
+from moagraph.cli._errors import err_console, fail
 from moagraph.cli._options import deprecated, opt, resolve_budget, resolve_task
 
 console = Console()
@@ -31,7 +31,15 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0: all)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: str | None = typer.Option(
-        None, "--api-key", help="Require `Authorization: Bearer KEY` (default: $MOAGRAPH_API_KEY)."
+        None,
+        "--api-key",
+        help="Require `Authorization: Bearer KEY` (default: $MOAGRAPH_API_KEY). Visible to "
+        "other users in `ps`: prefer $MOAGRAPH_API_KEY or --api-key-file.",
+    ),
+    api_key_file: Path | None = typer.Option(
+        None,
+        "--api-key-file",
+        help="Read the API key from this file's first line (keep it mode 600).",
     ),
     store: Annotated[
         Path | None, opt("--store", "Also request logs (default: none, nothing is stored).")
@@ -72,9 +80,22 @@ def serve_cmd(
     ),
     keep_alive: float = typer.Option(5.0, "--keep-alive", help="Idle keep-alive timeout (s)."),
     limit_concurrency: int = typer.Option(
-        1000, "--limit-concurrency", help="Most connections + requests at once (503 beyond)."
+        1000,
+        "--limit-concurrency",
+        help="Most requests at once (503 beyond) and open connections (past it, the oldest "
+        "idle ones are closed).",
     ),
     backlog: int = typer.Option(2048, "--backlog", help="Listen backlog."),
+    max_connections_per_client: int = typer.Option(
+        128,
+        "--max-connections-per-client",
+        help="Open connections per client address; past it its oldest idle one is closed "
+        "(raise it behind a reverse proxy).",
+    ),
+    max_header_bytes: int = typer.Option(
+        64 * 1024, "--max-header-bytes", help="Largest request head (431 beyond)."
+    ),
+    max_headers: int = typer.Option(100, "--max-headers", help="Most header fields (431 beyond)."),
     allow_host: list[str] = typer.Option(
         [],
         "--allow-host",
@@ -102,13 +123,26 @@ def serve_cmd(
     from moagraph.models.pool import load_pool
     from moagraph.pools import resolve_pool
     from moagraph.serve import create_app
-    from moagraph.serve.config import ServeConfig
+    from moagraph.serve.config import (
+        API_KEY_ARGV_WARNING,
+        ServeConfig,
+        ServeConfigError,
+        read_api_key_file,
+    )
     from moagraph.serve.http import raise_fd_limit, uvicorn_config
 
     if budget_flops is not None:
         deprecated("--budget-flops", "--budget")
         budget = budget if budget is not None else repr(budget_flops)
     try:
+        if api_key is not None and api_key_file is not None:
+            raise ServeConfigError("give --api-key or --api-key-file, not both")
+        if api_key is not None:
+            err_console.print(API_KEY_ARGV_WARNING, style="yellow", highlight=False)
+        if api_key_file is not None:
+            api_key, file_warning = read_api_key_file(api_key_file)
+            if file_warning:
+                err_console.print(file_warning, style="yellow", highlight=False)
         task_obj = resolve_task(task)
         limit = None
         if budget is not None:
@@ -130,6 +164,9 @@ def serve_cmd(
             keep_alive_s=keep_alive,
             limit_concurrency=limit_concurrency,
             backlog=backlog,
+            max_connections_per_client=max_connections_per_client,
+            max_header_bytes=max_header_bytes,
+            max_headers=max_headers,
             allow_hosts=allow_host,
             cors_origins=cors_origin,
             log_max_rows=log_max_rows,

@@ -8,13 +8,17 @@ critical-path latency and the trace id. Streaming sends the sink node's
 tokens as they are produced.
 
 Order of checks per request, so nothing is spent on a request that will be
-refused: Host/Origin/Content-Type (``serve/http.py``) -> auth -> body size
-(Content-Length, then counted while reading) -> body -> limits (messages,
+refused: request head size (``serve/http.py``) -> Host/Origin/Content-Type ->
+auth -> body size (Content-Length, then counted while reading) -> body shape
+(messages and JSON values, ``serve/shape.py``) -> body -> limits (messages,
 prompt tokens, max_tokens) -> model -> budget (with the real prompt length)
--> run. A non-streaming run is cancelled when its client disconnects.
+-> run. A run is cancelled when its client disconnects (a streaming one also
+while it waits for its first token, e.g. queued for a slot at the endpoint).
 
 Client-facing error messages are redacted (``models/redact.py``) and carry no
-file paths or tracebacks; the full message goes to the server log.
+file paths or tracebacks, and 502s no upstream URLs or hosts; the full message
+goes to the server log. What the server protects against, and what not:
+``docs/threat-model-server.md``.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from moagraph.serve.schemas import (
     ServedInfo,
     Usage,
 )
+from moagraph.serve.shape import SHAPE_IN_THREAD_BYTES, check_shape
 from moagraph.tasks.base import Task
 
 __all__ = ["Served", "create_app", "graph_shape", "single_model_graphs"]
@@ -202,8 +207,14 @@ def _failed_node(trace: Trace) -> tuple[str | None, str | None, str]:
     return None, None, trace.error or "unknown error"
 
 
-def _upstream_error(served: Served, exc: BaseException | None, trace: Trace | None) -> ApiError:
-    """502 naming the node (and model) whose LLM call failed."""
+def _upstream_error(
+    served: Served,
+    exc: BaseException | None,
+    trace: Trace | None,
+    upstreams: tuple[str, ...] = (),
+) -> ApiError:
+    """502 naming the node (and model) whose LLM call failed; upstream URLs and hosts
+    (``upstreams``, the pool's, and any URL at all) are hidden from the client."""
     node_id = model = None
     if trace is not None:
         node_id, model, msg = _failed_node(trace)
@@ -221,7 +232,7 @@ def _upstream_error(served: Served, exc: BaseException | None, trace: Trace | No
     log.warning("%s", redact(full))  # the server log keeps the details (keys redacted)
     return ApiError(
         502,
-        client_message(full),
+        upstream_message(full, upstreams),
         type="upstream_error",
         param=node_id,
         code="backend_error",
@@ -241,6 +252,37 @@ def client_message(message: str) -> str:
     out = _POSIX_PATH.sub(lambda m: ".../" + m.group(1), out)
     out = _WIN_PATH.sub(lambda m: "...\\" + m.group(1), out)
     return redact(out)
+
+
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s'\"<>()\[\]{},;]+")
+UPSTREAM_URL = "[upstream URL]"
+
+
+def upstream_addresses(pool: Any) -> tuple[str, ...]:
+    """What of the pool's endpoints a client must not see: each ``base_url``, its
+    ``host:port`` and its host name (redacted as exact values)."""
+    from urllib.parse import urlsplit
+
+    out: set[str] = set()
+    for spec in getattr(pool, "models", ()):
+        url = getattr(spec, "base_url", None)
+        if not url:
+            continue
+        out.update((url, url.rstrip("/")))
+        try:
+            parts = urlsplit(url)
+            out.update(x for x in (parts.netloc.rpartition("@")[2], parts.hostname) if x)
+        except ValueError:
+            continue
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def upstream_message(message: str, upstreams: tuple[str, ...] = ()) -> str:
+    """An upstream failure as a client may see it: :func:`client_message`, and every URL
+    and every endpoint address of the pool (``upstreams``) replaced, so a 502 does not
+    map the internal network (the server log keeps them)."""
+    out = _URL.sub(UPSTREAM_URL, message)
+    return client_message(redact(out, extra=upstreams))  # hosts outside a URL too
 
 
 def _sse(obj: Any) -> bytes:
@@ -324,6 +366,7 @@ def create_app(
             entry = Served(name=name, kind="router", info=_router_info(obj, pool.names), policy=obj)
         entries[name] = entry
 
+    upstreams = upstream_addresses(pool)
     store = (
         RequestLog(
             config.store,
@@ -485,9 +528,15 @@ def create_app(
             )
             raise
         try:
+            # before validation (its cost grows with the values); a big body is scanned in a
+            # thread: numpy releases the GIL, so the event loop keeps serving meanwhile
+            if len(body) > SHAPE_IN_THREAD_BYTES:
+                await asyncio.to_thread(check_shape, body, config.max_messages)
+            else:
+                check_shape(body, config.max_messages)
             req = ChatCompletionRequest.model_validate_json(body)
-        except ValidationError as e:
-            err = validation_error(e)
+        except (ValidationError, ApiError) as e:
+            err = e if isinstance(e, ApiError) else validation_error(e)
             record(
                 RequestRow(
                     id=req_id,
@@ -540,7 +589,7 @@ def create_app(
         scope = budget_scope(Budget(max_flops_norm=limit) if limit else None)
         with rt.overrides(ov), scope:
             if req.stream:
-                return await _stream(entry, req, example, row, t0)
+                return await _stream(entry, req, example, row, t0, request)
             return await _complete(entry, req, example, row, t0, request)
 
     async def _read_body(request: Request) -> bytes:
@@ -703,9 +752,9 @@ def create_app(
         try:
             trace = await entry.answer(example, conv_task, on_token)
         except BackendError as e:
-            raise _upstream_error(entry, e, None) from e
+            raise _upstream_error(entry, e, None, upstreams) from e
         if trace.error:
-            err = _upstream_error(entry, None, trace)
+            err = _upstream_error(entry, None, trace, upstreams)
             err.trace = trace  # type: ignore[attr-defined]
             raise err
         return trace
@@ -791,7 +840,12 @@ def create_app(
         return Response(out.model_dump_json(), media_type="application/json")
 
     async def _stream(
-        entry: Served, req: ChatCompletionRequest, example: Any, row: RequestRow, t0: float
+        entry: Served,
+        req: ChatCompletionRequest,
+        example: Any,
+        row: RequestRow,
+        t0: float,
+        request: Request,
     ) -> Response:
         """Start the run; answer 502 if it fails before its first token, else stream SSE."""
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -823,12 +877,31 @@ def create_app(
         runner = asyncio.create_task(run())
         inflight.add(runner)
         runner.add_done_callback(inflight.discard)
+        # Until the first token the response has not started, so nothing else notices a
+        # client that leaves (e.g. while its call waits for a free slot at the endpoint):
+        # watch for it here, and cancel the run, so no model call is made for nobody.
+        me = asyncio.current_task()
+        gone = [False]
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, me, gone)) if me else None
         try:
             first = await queue.get()
         except asyncio.CancelledError:
             runner.cancel()
+            if gone[0] and me is not None:  # our own cancel: the client hung up
+                me.uncancel()
+                _fail(
+                    row,
+                    ApiError(499, "cancelled: the client disconnected before the first token"),
+                    None,
+                    t0,
+                    status="cancelled",
+                )
+                return Response(status_code=499)  # nobody reads it
             _fail(row, ApiError(499, "cancelled"), None, t0, status="cancelled")
             raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         if first[0] == "error":
             err = first[1]
             _fail(row, err, getattr(err, "trace", None), t0)

@@ -16,9 +16,46 @@ from moagraph.errors import ConfigError
 
 API_KEY_ENV = "MOAGRAPH_API_KEY"
 
+# What `moagraph serve --api-key KEY` prints: a command line is readable by every user
+# of the machine (`ps`, /proc/PID/cmdline), the environment and a 0600 file are not.
+API_KEY_ARGV_WARNING = (
+    "warning: --api-key on the command line is visible to every user of this machine "
+    f"(ps, /proc/PID/cmdline); pass it as ${API_KEY_ENV} or in a file (--api-key-file FILE)"
+)
+
 
 class ServeConfigError(ConfigError):
     """A server option is invalid; the message names the option and the fix."""
+
+
+def read_api_key_file(path: str | Path) -> tuple[str, str | None]:
+    """The API key in ``path`` (its first line, surrounding whitespace removed), and a
+    warning when the file can be read by other users (None when it cannot)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ServeConfigError(
+            f"--api-key-file {p}: cannot read it ({e.strerror or e}); write the key into "
+            "that file (e.g. `umask 077; printf %s KEY > FILE`)"
+        ) from None
+    except UnicodeDecodeError:
+        raise ServeConfigError(f"--api-key-file {p}: not a UTF-8 text file") from None
+    lines = text.strip().splitlines()
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise ServeConfigError(f"--api-key-file {p} is empty; write the key on its first line")
+    warning = None
+    try:
+        mode = p.stat().st_mode
+    except OSError:  # pragma: no cover - read a moment ago
+        mode = 0
+    if os.name == "posix" and mode & 0o077:
+        warning = (
+            f"warning: --api-key-file {p} can be read by other users (mode {mode & 0o777:o}); "
+            f"restrict it: chmod 600 {p}"
+        )
+    return key, warning
 
 
 class ServeConfig(BaseModel):
@@ -88,7 +125,25 @@ class ServeConfig(BaseModel):
         5.0, gt=0, description="Idle keep-alive connections close after this."
     )
     limit_concurrency: int | None = Field(
-        1000, gt=0, description="Most connections + requests at once; beyond it new ones get 503."
+        1000,
+        gt=0,
+        description="Most requests answered at once (503 beyond) and most open connections "
+        "(past it, the least recently active idle connection of the client holding the most "
+        "is closed; a request in progress never is).",
+    )
+    max_connections_per_client: int | None = Field(
+        128,
+        gt=0,
+        description="Most open connections from one client address; past it, that client's "
+        "least recently active idle connection is closed.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request head (request line + headers); larger is refused with 431.",
+    )
+    max_headers: int = Field(
+        100, gt=0, description="Most header fields in one request; more are refused with 431."
     )
     backlog: int = Field(2048, gt=0, description="Listen backlog of the server socket.")
     # --- browser-driven access ---

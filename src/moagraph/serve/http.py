@@ -1,12 +1,24 @@
 """Connection-level protection for the server: what runs before any route.
 
-- :class:`ReadTimeoutHttpToolsProtocol` (and the h11 twin): uvicorn closes idle
-  keep-alive connections but has no timeout for a request that is *being*
-  sent. A client that opens a connection and sends half a request head (or
-  half a body) would hold a socket and a file descriptor for ever; a thousand
-  of them exhaust the fd limit and lock everyone out. These protocols close
-  a connection whose request head and body have not fully arrived within
-  ``read_timeout_s`` of its first byte (or of the connection opening).
+- :class:`_Guard`, mixed into uvicorn's httptools and h11 protocols:
+
+  - a read deadline: uvicorn closes idle keep-alive connections but has no
+    timeout for a request that is *being* sent. A client that opens a
+    connection and sends half a request head (or half a body) would hold a
+    socket and a file descriptor for ever; a thousand of them exhaust the fd
+    limit and lock everyone out. A connection whose request head and body have
+    not fully arrived within ``read_timeout_s`` of its first byte (or of the
+    connection opening) is closed;
+  - a cap on the request head's bytes and header fields, counted on the raw
+    bytes before the parser buffers them (httptools has no limit: one 32 MB
+    header block cost 490 MB of memory and stalled the event loop for 3 s);
+    past it: 431 in OpenAI format;
+  - a :class:`ConnectionTable` that closes *idle* connections (never one with a
+    request in progress) to make room, per client and in all, so a client
+    holding idle keep-alive connections cannot lock others out;
+  - malformed requests answered 400 in OpenAI format.
+- :class:`RequestLimit`: at most ``--limit-concurrency`` requests at once, 503
+  in OpenAI format beyond.
 - :class:`RequestGuard`: an ASGI middleware for browser-driven attacks on a
   server with no API key: DNS rebinding (a Host header naming another site),
   cross-site requests (an ``Origin`` that is not allowed). CORS "simple
@@ -21,7 +33,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections import Counter
 from typing import Any
 
 from moagraph.serve.config import ServeConfig
@@ -32,15 +46,118 @@ log = logging.getLogger("moagraph.serve")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
 
-# --- read timeout ------------------------------------------------------------
+# --- connection guards ---------------------------------------------------------
 
 
-class _ReadTimeout:
-    """Mixin over a uvicorn HTTP protocol: a deadline for receiving each request."""
+def _raw_error(err: ApiError, close: bool = True) -> bytes:
+    """A whole HTTP/1.1 response with ``err``'s OpenAI-format body, written to the socket
+    by the protocol itself (for refusals made before any ASGI app runs)."""
+    body = json.dumps(err.body()).encode()
+    phrase = {400: "Bad Request", 431: "Request Header Fields Too Large"}.get(err.status, "Error")
+    head = (
+        f"HTTP/1.1 {err.status} {phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n" + ("connection: close\r\n" if close else "") + "\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class ConnectionTable:
+    """The open connections of one server, least recently active first.
+
+    Idle connections (kept alive between requests, or opened and silent) cost the
+    server a file descriptor each and count against uvicorn's connection limit; one
+    client re-opening idle connections used to push the server past that limit, so
+    everyone's requests got 503s. Here a new connection is always let in, and room is
+    made by closing *idle* connections, never one with a request in progress:
+
+    - past ``max_per_client`` connections from one client address, that client's
+      least recently active idle connection is closed;
+    - past ``max_total`` connections in all, the least recently active idle
+      connection of the client holding the most connections is closed (of anyone,
+      if that client has none idle).
+
+    A client whose idle keep-alive connection is closed simply opens a new one (HTTP
+    clients retry a request on a kept-alive connection the server closed).
+    """
+
+    def __init__(self, max_total: int | None, max_per_client: int | None) -> None:
+        self.max_total = max_total
+        self.max_per_client = max_per_client
+        self.conns: dict[Any, str] = {}  # protocol -> client address; oldest activity first
+        self.per_client: Counter[str] = Counter()
+        self.evicted = 0
+
+    def add(self, conn: Any, client: str) -> None:
+        self.conns[conn] = client
+        self.per_client[client] += 1
+        if self.max_per_client is not None and self.per_client[client] > self.max_per_client:
+            self._evict(conn, client)
+        if self.max_total is not None and len(self.conns) > self.max_total:
+            heaviest = max(self.per_client, key=self.per_client.__getitem__)
+            if not self._evict(conn, heaviest):
+                self._evict(conn, None)
+
+    def touch(self, conn: Any) -> None:
+        """``conn`` was active: it becomes the last to be closed."""
+        client = self.conns.pop(conn, None)
+        if client is not None:
+            self.conns[conn] = client
+
+    def remove(self, conn: Any) -> None:
+        client = self.conns.pop(conn, None)
+        if client is not None:
+            self.per_client[client] -= 1
+            if self.per_client[client] <= 0:
+                del self.per_client[client]
+
+    def _evict(self, new: Any, client: str | None) -> bool:
+        victim = None
+        for conn, c in self.conns.items():
+            if conn is not new and (client is None or c == client) and conn.is_idle():
+                victim = conn
+                break
+        if victim is None:
+            return False
+        self.remove(victim)
+        self.evicted += 1
+        if self.evicted in (1, 100) or self.evicted % 10_000 == 0:
+            log.warning(
+                "%d idle connection(s) closed to make room (most connections from one "
+                "client: %d; limits: %s per client, %s in all)",
+                self.evicted,
+                max(self.per_client.values(), default=0),
+                self.max_per_client,
+                self.max_total,
+            )
+        victim.close_idle()
+        return True
+
+
+class _Guard:
+    """Mixin over a uvicorn HTTP protocol: what every connection gets before the app.
+
+    - a deadline for receiving each request (``read_timeout_s``): uvicorn closes idle
+      keep-alive connections but has no timeout for a request that is *being* sent;
+    - a cap on the request head (``max_header_bytes``, ``max_headers``), checked on the
+      raw bytes *before* the parser sees them: neither parser (httptools has no limit
+      at all) may buffer a 32 MB header block. Past the cap: 431 in OpenAI format;
+    - membership in the server's :class:`ConnectionTable` (idle connections are closed
+      to make room, see there);
+    - malformed requests answered 400 in OpenAI format (uvicorn's is plain text).
+    """
 
     read_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    table: ConnectionTable | None = None
     _read_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _head_lines = 0
+    _head_tail = b""
+    _refused = False
+    _linger_left = 0
 
+    # read timeout
     def _arm_read_timer(self) -> None:
         self._disarm_read_timer()
         loop: asyncio.AbstractEventLoop = self.loop  # type: ignore[attr-defined]
@@ -61,6 +178,95 @@ class _ReadTimeout:
             )
             transport.close()
 
+    # connection table
+    def _join_table(self) -> None:
+        if self.table is not None:
+            client = self.client  # type: ignore[attr-defined]
+            self.table.add(self, client[0] if client else "")
+
+    def _leave_table(self) -> None:
+        if self.table is not None:
+            self.table.remove(self)
+
+    def is_idle(self) -> bool:
+        """No request is being answered on this connection (kept alive, or silent)."""
+        cycle = getattr(self, "cycle", None)
+        return cycle is None or bool(cycle.response_complete)
+
+    def close_idle(self) -> None:
+        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
+        if not transport.is_closing():
+            transport.close()
+
+    # request head
+    def _head_pending(self) -> bool:  # per parser: may the next bytes be a request head?
+        raise NotImplementedError
+
+    def _head_ok(self, data: bytes) -> bool:
+        """Count ``data``'s request-head bytes and lines; False (and a 431 sent) past a cap."""
+        if not self._head_pending():
+            return True
+        window = self._head_tail + data
+        ends = [i for i in (window.find(b"\r\n\r\n"), window.find(b"\n\n")) if i >= 0]
+        end = min(ends) if ends else -1
+        head = window if end < 0 else window[: end + 2]
+        n_bytes = self._head_bytes + len(head) - len(self._head_tail)
+        n_lines = self._head_lines + head.count(b"\n") - self._head_tail.count(b"\n")
+        if n_bytes > self.max_header_bytes:
+            what = f"the request head is over {self.max_header_bytes:,} bytes"
+        elif n_lines - 1 > self.max_headers:  # the request line is not a header
+            what = f"the request has over {self.max_headers:,} header fields"
+        else:
+            what = ""
+        if what:
+            self._refuse(
+                ApiError(
+                    431,
+                    f"{what} (server options --max-header-bytes / --max-headers)",
+                    code="request_header_fields_too_large",
+                )
+            )
+            return False
+        if end < 0:
+            self._head_bytes, self._head_lines, self._head_tail = n_bytes, n_lines, window[-3:]
+        else:  # the head is complete: count the next one from zero
+            self._head_bytes, self._head_lines, self._head_tail = 0, 0, b""
+        return True
+
+    def _refuse(self, err: ApiError) -> None:
+        """Answer ``err`` and close, reading (and dropping) what the client still sends for
+        a moment first, so it can read the answer instead of a connection reset."""
+        self._refused = True
+        self._disarm_read_timer()
+        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
+        log.info("refused a request: %s", err.message)
+        if transport.is_closing():
+            return
+        if self.is_idle():  # not in the middle of another response
+            transport.write(_raw_error(err))
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()
+        except (OSError, RuntimeError):  # pragma: no cover - already gone
+            pass
+        loop: asyncio.AbstractEventLoop = self.loop  # type: ignore[attr-defined]
+        loop.call_later(1.0, transport.close)
+        self._linger_left = 1 << 20  # then close at once, whatever still comes
+
+    def _linger(self, data: bytes) -> None:
+        self._linger_left -= len(data)
+        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
+        if self._linger_left < 0 and not transport.is_closing():
+            transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to an unparsable request, in OpenAI format."""
+        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
+        if not transport.is_closing():
+            err = ApiError(400, f"invalid HTTP request: {msg}", code="invalid_http_request")
+            transport.write(_raw_error(err))
+            transport.close()
+
 
 def _protocol_classes() -> dict[str, type[asyncio.Protocol]]:
     out: dict[str, type[asyncio.Protocol]] = {}
@@ -70,38 +276,76 @@ def _protocol_classes() -> dict[str, type[asyncio.Protocol]]:
         HttpToolsProtocol = None  # type: ignore[assignment,misc]
     if HttpToolsProtocol is not None:
 
-        class ReadTimeoutHttpToolsProtocol(_ReadTimeout, HttpToolsProtocol):
+        class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol):
+            _in_head = True
+
             def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
                 super().connection_made(transport)
                 self._arm_read_timer()  # until the first request is in
+                self._join_table()
 
             def connection_lost(self, exc: Exception | None) -> None:
                 self._disarm_read_timer()
+                self._leave_table()
                 super().connection_lost(exc)
+
+            def _head_pending(self) -> bool:
+                return self._in_head
+
+            def data_received(self, data: bytes) -> None:
+                if self._refused:
+                    self._linger(data)
+                    return
+                if self.table is not None:
+                    self.table.touch(self)
+                if self._head_ok(data):
+                    super().data_received(data)
 
             def on_message_begin(self) -> None:
                 super().on_message_begin()
                 self._arm_read_timer()  # a new request on a kept-alive connection
 
+            def on_headers_complete(self) -> None:
+                self._in_head = False
+                super().on_headers_complete()
+
             def on_message_complete(self) -> None:
+                self._in_head = True  # what comes next is the next request's head
                 super().on_message_complete()
                 self._disarm_read_timer()  # fully received: the app's time now
 
-        out["httptools"] = ReadTimeoutHttpToolsProtocol
+            def on_response_complete(self) -> None:
+                super().on_response_complete()
+                if self.table is not None:
+                    self.table.touch(self)
+
+        out["httptools"] = GuardedHttpToolsProtocol
 
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class ReadTimeoutH11Protocol(_ReadTimeout, H11Protocol):
+    class GuardedH11Protocol(_Guard, H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm_read_timer()
+            self._join_table()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_read_timer()
+            self._leave_table()
             super().connection_lost(exc)
 
+        def _head_pending(self) -> bool:
+            return self.conn.their_state in (h11.IDLE, h11.DONE)
+
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                self._linger(data)
+                return
+            if self.table is not None:
+                self.table.touch(self)
+            if not self._head_ok(data):
+                return
             super().data_received(data)
             state = self.conn.their_state
             if state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
@@ -109,15 +353,75 @@ def _protocol_classes() -> dict[str, type[asyncio.Protocol]]:
             elif self._read_timer is None and state in (h11.IDLE, h11.SEND_BODY):
                 self._arm_read_timer()
 
-    out["h11"] = ReadTimeoutH11Protocol
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.table is not None:
+                self.table.touch(self)
+
+    out["h11"] = GuardedH11Protocol
     return out
 
 
-def protocol_class(read_timeout_s: float, kind: str = "auto") -> type[asyncio.Protocol]:
-    """A uvicorn HTTP protocol class with the request read deadline set."""
+def protocol_class(
+    read_timeout_s: float,
+    kind: str = "auto",
+    *,
+    max_header_bytes: int = 64 * 1024,
+    max_headers: int = 100,
+    table: ConnectionTable | None = None,
+) -> type[asyncio.Protocol]:
+    """A uvicorn HTTP protocol class with the request read deadline, the request-head
+    caps and (optionally) a :class:`ConnectionTable` shared by its connections."""
     classes = _protocol_classes()
     base = classes.get("httptools" if kind == "auto" else kind) or classes["h11"]
-    return type(base.__name__, (base,), {"read_timeout_s": float(read_timeout_s)})
+    attrs = {
+        "read_timeout_s": float(read_timeout_s),
+        "max_header_bytes": int(max_header_bytes),
+        "max_headers": int(max_headers),
+        "table": table,
+    }
+    return type(base.__name__, (base,), attrs)
+
+
+class RequestLimit:
+    """Pure ASGI middleware: at most ``limit`` requests answered at once; beyond it, 503
+    in OpenAI format (uvicorn's own ``limit_concurrency`` answers plain text, and counts
+    idle connections too, so a client holding idle connections could refuse everyone)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped app's `state`, `routes`, ...
+        if name == "app":  # not set yet (e.g. while copied): no recursion
+            raise AttributeError(name)
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            self.refused += 1
+            if self.refused in (1, 100) or self.refused % 10_000 == 0:
+                log.warning("%d request(s) refused: %d in progress", self.refused, self.active)
+            err = ApiError(
+                503,
+                f"the server is answering {self.active:,} requests, its limit "
+                "(server option --limit-concurrency); retry shortly",
+                type="server_error",
+                code="server_busy",
+                headers={"Retry-After": "1", "Connection": "close"},
+            )
+            await err.response()(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 # --- uvicorn settings ----------------------------------------------------------
@@ -127,10 +431,23 @@ def uvicorn_config(app: Any, config: ServeConfig, **kwargs: Any) -> Any:
     """uvicorn.Config for ``app`` with the server's connection limits and timeouts."""
     import uvicorn
 
+    table = ConnectionTable(config.limit_concurrency, config.max_connections_per_client)
+    http = protocol_class(
+        config.read_timeout_s,
+        max_header_bytes=config.max_header_bytes,
+        max_headers=config.max_headers,
+        table=table,
+    )
+    if config.limit_concurrency is not None:
+        app = RequestLimit(app, config.limit_concurrency)
     settings: dict[str, Any] = {
-        "http": protocol_class(config.read_timeout_s),
+        "http": http,
         "timeout_keep_alive": config.keep_alive_s,
-        "limit_concurrency": config.limit_concurrency,
+        # requests: RequestLimit (503 in OpenAI format); connections: the ConnectionTable
+        "limit_concurrency": None,
+        # h11 (when httptools is missing) refuses a head past this itself, with a plain
+        # 400: a little above our own cap, so the 431 above answers first
+        "h11_max_incomplete_event_size": config.max_header_bytes + 4096,
         "backlog": config.backlog,
         "timeout_graceful_shutdown": config.grace_s,
         "lifespan": "on",

@@ -8,11 +8,15 @@ The table lives in the store file next to the run store's own tables
 (``serve_requests.trace_id`` -> ``results.example_id``).
 
 Retention: at most ``max_rows`` request rows per run are kept; when a flush
-takes the count past it, the oldest rows (and their traces) are deleted in
-one batch down to 90% of the cap, so pruning costs little per request. The
-buffer of unwritten rows is bounded too (``max_pending``): if the file stays
-locked while traffic continues, the oldest buffered rows are dropped rather
-than memory growing without bound.
+takes the count past it, the oldest rows are deleted in one batch down to 90%
+of the cap, so pruning costs little per request. Rows without a stored
+result (refused requests: 401s, bad bodies, limits; cancelled ones) are
+deleted first; rows with a stored trace only when they alone are past the
+cap, so a flood of refused requests never evicts a stored result. The
+buffers of unwritten rows are bounded too (``max_pending`` each, one for
+rows without a trace, one for the rest): if the file stays locked while traffic
+continues, the oldest buffered rows are dropped rather than memory growing
+without bound, and rows without a trace only ever push out one another.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +59,12 @@ CREATE TABLE IF NOT EXISTS serve_requests (
     trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS serve_requests_run ON serve_requests(run_id, ts);
+CREATE INDEX IF NOT EXISTS serve_requests_no_result ON serve_requests(run_id, ts)
+    WHERE trace_id IS NULL;
 """
+
+# rows that have no stored result (no trace): pruned first
+NO_RESULT = "trace_id IS NULL"
 
 COLUMNS = (
     "id",
@@ -131,7 +141,8 @@ class RequestLog:
         self.pruned = 0  # rows deleted by the retention cap
         self._count: int | None = None  # rows of this run in the file (known after open)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moagraph-serve-log")
-        self._pending: list[RequestRow] = []
+        self._pending: deque[RequestRow] = deque()
+        self._pending_refused: deque[RequestRow] = deque()
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
         self._conn: sqlite3.Connection | None = None
@@ -155,36 +166,55 @@ class RequestLog:
         self._prune()
 
     def add(self, row: RequestRow) -> None:
-        if len(self._pending) >= self.max_pending:
-            self._pending.pop(0)
+        # rows without a trace (refused or cancelled requests) are buffered apart: a flood
+        # of them never drops the row of a request that ran
+        buf = self._pending_refused if row.trace is None else self._pending
+        if len(buf) >= self.max_pending:
+            buf.popleft()
             self.dropped += 1
             if self.dropped in (1, 1000) or self.dropped % 100_000 == 0:
                 log.warning(
                     "request log %s is not keeping up; %d rows dropped", self.path, self.dropped
                 )
-        self._pending.append(row)
+        buf.append(row)
 
     def _prune(self) -> None:
-        """In the log thread: delete the oldest rows (and their traces) past the cap."""
+        """In the log thread: delete the oldest rows (and their traces) past the cap.
+
+        Rows without a stored result (requests refused before any work, ``rejected``:
+        a wrong key, a bad body, a limit; or cancelled before they ran) go first; rows
+        with a stored result (a trace) only when they alone are past the cap: a flood
+        of refused requests (which any client, authenticated or not, can send) never
+        pushes out what the server answered.
+        """
         assert self._conn is not None
         if self._count is None or self._count <= self.max_rows:
             return
         excess = self._count - int(self.max_rows * 0.9)
-        oldest = "SELECT id FROM serve_requests WHERE run_id = ? ORDER BY ts LIMIT ?"
-        has_results = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'"
-        ).fetchone()
-        if has_results:
-            self._conn.execute(
-                f"DELETE FROM results WHERE run_id = ? AND example_id IN ({oldest})",
-                (self.run_id, self.run_id, excess),
-            )
-        cur = self._conn.execute(
-            f"DELETE FROM serve_requests WHERE id IN ({oldest})", (self.run_id, excess)
-        )
+        deleted = self._delete_oldest(excess, NO_RESULT)
+        left = self._count - deleted
+        if left > self.max_rows:  # the requests with a stored result alone are past the cap
+            deleted += self._delete_oldest(left - int(self.max_rows * 0.9), "1")
         self._conn.commit()
-        self._count -= cur.rowcount
-        self.pruned += cur.rowcount
+        self._count -= deleted
+        self.pruned += deleted
+
+    def _delete_oldest(self, n: int, where: str) -> int:
+        assert self._conn is not None
+        oldest = f"SELECT id FROM serve_requests WHERE run_id = ? AND {where} ORDER BY ts LIMIT ?"
+        if where != NO_RESULT:
+            has_results = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'"
+            ).fetchone()
+            if has_results:
+                self._conn.execute(
+                    f"DELETE FROM results WHERE run_id = ? AND example_id IN ({oldest})",
+                    (self.run_id, self.run_id, n),
+                )
+        cur = self._conn.execute(
+            f"DELETE FROM serve_requests WHERE id IN ({oldest})", (self.run_id, n)
+        )
+        return int(cur.rowcount)
 
     def _tuple(self, r: RequestRow) -> tuple[Any, ...]:
         def dumps(x: Any) -> str | None:
@@ -234,7 +264,9 @@ class RequestLog:
 
     async def flush(self) -> int:
         """Write what is buffered (the event loop keeps serving meanwhile)."""
-        rows, self._pending = self._pending, []
+        rows = [*self._pending, *self._pending_refused]
+        self._pending.clear()
+        self._pending_refused.clear()
         if not rows:
             return 0
         loop = asyncio.get_running_loop()
