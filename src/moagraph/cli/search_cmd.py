@@ -522,8 +522,22 @@ async def _search(
             "the error, never picked as best)",
             highlight=False,
         )
-    if res.stats.get("parse_failure_rate") is not None or res.stats.get("agent_calls"):
-        console.print(f"agent: {res.stats}", highlight=False)
+    st = res.stats
+    if st.get("agent_calls") and st.get("agent_errors") == st.get("agent_calls"):
+        console.print(
+            f"[yellow]agent: not available[/yellow] ({str(st.get('agent_error', ''))[:160]}); "
+            "the mix choice used the pilot ranking and the updates were REINFORCE steps "
+            '(install the local agent with pip install -e ".[local]", or name --agent-pool)',
+            highlight=False,
+        )
+    elif st.get("agent_calls"):
+        console.print(
+            f"agent: {st.get('agent_calls')} calls, {st.get('agent_replies_ok', 0)} updates and "
+            f"{st.get('mix_choice_parsed', 0)} mix choice used as written, "
+            f"{st.get('fallback_steps', 0)} fallback steps"
+            + (f"; fixed mix {st['fixed_mix']}" if st.get("fixed_mix") else ""),
+            highlight=False,
+        )
     if comparison is not None:
         from moagraph.search.compare import comparison_table
 

@@ -582,6 +582,8 @@ class AgentReinforce(Optimizer):
             s["reply_token_limit"] = max(self.reply_limits)
         updates = s["agent_replies_ok"] + s["parse_failures"]
         s["parse_failure_rate"] = round(s["parse_failures"] / updates, 3) if updates else None
+        if s["agent_errors"]:
+            s["agent_error"] = getattr(self, "_last_error", "")
         return s
 
 
