@@ -57,6 +57,22 @@ POOLS = {
     "zeroeval-math": ("math", "zeroeval", "flops"),
     "mmlu-pro": ("mmlu-pro", "test", "dollars"),
 }
+GOALS = {
+    # pool: (what, met(row)): against the best single open model chosen on train, any cost
+    "zeroeval-gsm8k": (
+        "CI lower bound >= -1 pt at <= 40% of its FLOPs",
+        lambda r: r.diff_best_ci[0] >= -0.01 and r.ratio_best <= 0.40,
+    ),
+    "zeroeval-math": (
+        ">= +2 pts at <= 1.2x its FLOPs",
+        lambda r: r.diff_best >= 0.02 and r.ratio_best <= 1.2,
+    ),
+    "mmlu-pro": (
+        "CI lower bound >= -1 pt at <= 40% of its dollars",
+        lambda r: r.diff_best_ci[0] >= -0.01 and r.ratio_best <= 0.40,
+    ),
+}
+"""Issue #20's goals per pool (test split), checked per seed."""
 DOLLAR_SHARE = 0.4
 """MMLU-Pro's dollar budget: this share of the priciest model's expected dollars per query."""
 
@@ -87,6 +103,9 @@ class Row:
     diff_fit: float
     diff_fit_ci: tuple[float, float]
     single_fit: str
+    diff_static: float
+    diff_static_ci: tuple[float, float]
+    static: str
     diff_best: float
     diff_best_ci: tuple[float, float]
     ratio_best: float
@@ -173,6 +192,28 @@ async def run_pool(pool_name: str, args: argparse.Namespace, agent: Any) -> list
     return rows
 
 
+async def static_choice(ev: Any, space: Any) -> tuple[Any, str]:
+    """The static baseline: the best of every single model and every top-k vote (k models
+    by train accuracy, k = 2..max nodes) that fits the budget, chosen on train + validation."""
+    train = {}
+    for m in space.model_names:
+        train[m] = (await ev.evaluate(single_graph(space, m), "train")).reward
+    ranked = sorted(space.model_names, key=lambda m: -train[m])
+    cands = [(single_graph(space, m), m) for m in space.model_names]
+    for k in range(2, space.max_nodes + 1):
+        counts = [1 if m in ranked[:k] else 0 for m in space.model_names]
+        cands.append((space.flat_graph(counts), f"top-{k} vote"))
+    best, best_score = cands[0], -1.0
+    for g, label in cands:
+        if not space.fits(g):
+            continue
+        r = [await ev.evaluate(g, "train"), await ev.evaluate(g, "heldout")]
+        score = float(np.mean([x for res in r for x in res.scores]))
+        if score > best_score:
+            best, best_score = (g, label), score
+    return best
+
+
 async def best_single_on_train(ev: Any, space: Any) -> str:
     """The goals' baseline: the best single model on train + validation, at any cost."""
     best, score = "", -1.0
@@ -183,6 +224,15 @@ async def best_single_on_train(ev: Any, space: Any) -> str:
         if s > score:
             best, score = m, s
     return best
+
+
+async def against_static(ev: Any, space: Any, graph: Any) -> tuple[float, Any, str]:
+    """(graph - static choice) on test with its paired CI, and the static choice's label."""
+    g_static, label = await static_choice(ev, space)
+    gt = await ev.evaluate(graph, "test")
+    st = await ev.evaluate(g_static, "test")
+    d, lo, hi = paired_bootstrap(gt.scores, st.scores, seed=0)
+    return d, (lo, hi), label
 
 
 async def test_against(ev: Any, space: Any, graph: Any, model: str) -> tuple[float, Any, float]:
@@ -225,6 +275,7 @@ async def run_one(
     cmp = await compare_best_single(ev, space, res.best_graph, seed=seed)
     assert cmp is not None
     d, ci, ratio = await test_against(ev, space, res.best_graph, best_open)
+    ds, dsci, static = await against_static(ev, space, res.best_graph)
     row = Row(
         pool_name,
         label,
@@ -238,6 +289,9 @@ async def run_one(
         cmp.diff,
         cmp.diff_ci,
         cmp.single.model,
+        ds,
+        dsci,
+        static,
         d,
         ci,
         ratio,
@@ -275,6 +329,7 @@ async def exhaustive_row(
     cmp = await compare_best_single(ev, space, g)
     assert cmp is not None
     d, ci, ratio = await test_against(ev, space, g, best_open)
+    ds, dsci, static = await against_static(ev, space, g)
     t = await ev.evaluate(g, "test")
     row = Row(
         pool_name,
@@ -289,6 +344,9 @@ async def exhaustive_row(
         cmp.diff,
         cmp.diff_ci,
         cmp.single.model,
+        ds,
+        dsci,
+        static,
         d,
         ci,
         ratio,
@@ -409,8 +467,11 @@ def summary(rows: list[Row]) -> Table:
         "escalated",
         "vs best single that fits (pts)",
         "seeds CI>0",
+        "vs static choice that fits (pts)",
+        "seeds CI>0 ",
         "vs best single on train (pts)",
         "cost ratio",
+        "goal met",
     ):
         t.add_column(col)
     groups: dict[tuple[str, str, str, int], list[Row]] = {}
@@ -428,9 +489,12 @@ def summary(rows: list[Row]) -> Table:
             msd([r.escalated or 0.0 for r in rs], fmt=".2f"),
             msd([r.diff_fit for r in rs], 100, ".1f"),
             f"{sum(r.diff_fit_ci[0] > 0 for r in rs)}/{len(rs)}",
+            msd([r.diff_static for r in rs], 100, ".1f") + f" ({rs[0].static})",
+            f"{sum(r.diff_static_ci[0] > 0 for r in rs)}/{len(rs)}",
             msd([r.diff_best for r in rs], 100, ".1f")
             + f" [{100 * min(r.diff_best_ci[0] for r in rs):+.1f}, {100 * max(r.diff_best_ci[1] for r in rs):+.1f}]",
             msd([r.ratio_best for r in rs], fmt=".2f"),
+            f"{sum(GOALS[r.pool][1](r) for r in rs)}/{len(rs)}",
         )
     return t
 
@@ -473,6 +537,11 @@ def parse() -> argparse.Namespace:
     )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     ap.add_argument("--png-dir", type=Path, default=Path("docs/img"))
+    ap.add_argument(
+        "--from-json",
+        default="",
+        help="Comma-separated bench_cascade.json files: print their rows' table (no search).",
+    )
     a = ap.parse_args()
     a.pools = [p.strip() for p in a.pools.split(",") if p.strip()]
     a.budgets = [int(b) for b in a.budgets.split(",") if b.strip()]
@@ -481,8 +550,24 @@ def parse() -> argparse.Namespace:
     return a
 
 
+def load_rows(paths: str) -> list[Row]:
+    rows = []
+    for p in paths.split(","):
+        for d in json.loads(Path(p.strip()).read_text(encoding="utf-8")):
+            d["diff_fit_ci"] = tuple(d["diff_fit_ci"])
+            d["diff_best_ci"] = tuple(d["diff_best_ci"])
+            d["diff_static_ci"] = tuple(d["diff_static_ci"])
+            rows.append(Row(**d))
+    return rows
+
+
 async def main() -> None:
     args = parse()
+    if args.from_json:
+        rows = load_rows(args.from_json)
+        console.print(summary(rows))
+        print(markdown(rows))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     agent = None
     runtimes = []
@@ -503,7 +588,11 @@ async def main() -> None:
         for rt in runtimes:
             await rt.aclose()
     console.print(summary(rows))
-    md = markdown(rows)
+    md = (
+        markdown(rows)
+        + "\n\nGoals (vs the best single open model chosen on train, any cost): "
+        + "; ".join(f"{p}: {GOALS[p][0]}" for p in args.pools)
+    )
     (args.out / "bench_cascade.md").write_text(md + "\n", encoding="utf-8")
     (args.out / "bench_cascade.json").write_text(
         json.dumps([r.__dict__ for r in rows], indent=1, default=str), encoding="utf-8"

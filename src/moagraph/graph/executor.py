@@ -316,8 +316,8 @@ class GraphExecutor:
         return nt
 
     def _skip_reason(self, p: _PlanNode, done: dict[str, NodeTrace]) -> str | None:
-        """Why ``p`` does not run (None: it runs). The sink is never skipped here: with
-        no input left it fails (a vote) or answers from the query alone is not its job."""
+        """Why ``p`` does not run (None: it runs): its condition is false, or it reads
+        inputs and none of them ran (a vote instead fails: it has nothing to count)."""
         if p.condition is not None:
             ran = [done[i].answer for i in p.condition.among if not done[i].skipped]
             if not condition_holds(p.condition, ran, self.task.equivalent):

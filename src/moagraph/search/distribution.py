@@ -6,7 +6,8 @@ feed the vote sink directly. In a conditional space (``space.stages > 1``) each
 slot also holds a *stage*, and each later stage an escalation threshold: a
 node of stage s runs only when the answers of the earlier stages agree less
 than the threshold (``space.cascade_nodes``), so which models answer first,
-which condition escalates and to whom are probabilities too. Nodes with no consumer always feed the sink, so
+which condition escalates and to whom are probabilities too. Nodes with no
+consumer always feed the sink, so
 every node reaches it. Probabilities are exposed as plain dicts because that
 is what an LLM agent reads and writes.
 """

@@ -160,10 +160,8 @@ class SearchSpace:
     output_model: str | None = None  # sink_mode="llm": the charged output node's model
     output_spec: ModelSpec | None = None  # when the output model is not a searched model
     stages: int = 1  # > 1: conditional graphs (a cascade of stages; see cascade_nodes)
-    thresholds: tuple[float, ...] = (
-        1.0,
-        0.5,
-    )  # escalate when agreement < t (1.0: any disagreement)
+    # a stage escalates when the earlier answers agree less than t (1.0: any disagreement)
+    thresholds: tuple[float, ...] = (1.0, 0.5)
     _unit: float = field(init=False, repr=False)
     _cost_cache: dict[tuple[str, int], float] = field(init=False, repr=False, default_factory=dict)
 
@@ -334,21 +332,12 @@ class SearchSpace:
         structural check (:meth:`fits`) can only bound the nodes that always run."""
         return self.stages > 1
 
-    def base_cost(self, graph: Graph) -> float:
-        """Normalised FLOPs of the nodes that always run (no condition; the sink included):
-        a lower bound of a conditional graph's cost on every query."""
-        return sum(
-            self.node_cost(n.model, len(n.inputs))
-            for n in graph.llm_nodes
-            if n.model and n.condition is None
-        )
-
-    def base_dollars(self, graph: Graph) -> float:
-        return sum(
-            self.node_dollars(n.model, len(n.inputs))
-            for n in graph.llm_nodes
-            if n.model and n.condition is None
-        )
+    def always_cost(self, graph: Graph) -> tuple[float, float]:
+        """(normalised FLOPs, dollars) of the nodes that always run (no condition; an LLM
+        sink included): a conditional graph's cost on a query where nothing escalates."""
+        costs = self.node_costs(graph)
+        kept = [costs[n.id] for n in graph.llm_nodes if n.id in costs and n.condition is None]
+        return sum(c for c, _ in kept), sum(d for _, d in kept)
 
     def node_costs(self, graph: Graph) -> dict[str, tuple[float, float]]:
         """Per LLM node: (normalised FLOPs, dollars) when it runs."""
@@ -384,11 +373,12 @@ class SearchSpace:
     def _over_budget(self, graph: Graph) -> bool:
         """Planned cost over a budget: every node's for a plain graph, the always-run nodes'
         for a conditional one (its expected cost is the evaluator's to check)."""
-        cond = graph.conditional
-        flops = self.base_cost(graph) if cond else self.graph_cost(graph)
+        if graph.conditional:
+            flops, dollars = self.always_cost(graph)
+        else:
+            flops, dollars = self.graph_cost(graph), self.graph_dollars(graph)
         if self.budget is not None and flops > self.budget + 1e-9:
             return True
-        dollars = self.base_dollars(graph) if cond else self.graph_dollars(graph)
         return self.budget_dollars is not None and dollars > self.budget_dollars + 1e-12
 
     def expected_over_budget(self, cost: float, dollars: float) -> str | None:
