@@ -117,6 +117,10 @@ def test_evidence_on_recordings_changes_rounds_and_is_stated() -> None:
         assert (len(layers) == 1) == unanimous, why
         assert res["routemoa"].rounds[i] == len(layers)
     assert not np.array_equal(res["routemoa"].rounds, res["blind"].rounds)
+    # agreement only adds evidence (agreement_floor): the rounds keep their models, so on a
+    # replay the final vote is the no-evidence one on every query, at no more cost
+    assert np.array_equal(res["routemoa"].vote, res["blind"].vote)
+    assert (res["routemoa"].flops <= res["blind"].flops + 1e-6).all()
     assert (
         ev.plan(gt.example(int(rows[0])))
         .meta["assessment"]
@@ -139,8 +143,9 @@ async def test_live_agreement_assessment_reads_the_answers(same: bool) -> None:
     pool = fake_pool(*names)
     be = _answers({"m2": "3", "m3": "3", "m5": "3" if same else "4"})
     s = Scorer(HashingEncoder(16), pool.names)
-    s.weights = [np.zeros((16, 5), np.float32), np.asarray([0.2, 0.9, 0.8, 0.1, 0.7], np.float32)]
-    s.prior = np.asarray([0.2, 0.9, 0.8, 0.1, 0.7])
+    prior = [0.2, 0.5, 0.45, 0.1, 0.4]  # a prior that alone never stops (mapped <= 0.76)
+    s.weights = [np.zeros((16, 5), np.float32), np.asarray(prior, np.float32)]
+    s.prior = np.asarray(prior)
     router = RouteMoA(
         s, PoolRuntime(pool, overrides={m: be for m in names}), assessment="agreement"
     )
@@ -154,3 +159,5 @@ async def test_live_agreement_assessment_reads_the_answers(same: bool) -> None:
     else:
         assert first["agreement"]["m5"] < first["agreement"]["m2"] < 1.0
         assert len(trace.meta["rounds"]) >= 2
+        # agreement adds evidence, never drops a model below its prior: the round is kept
+        assert trace.meta["rounds"][1]["models"] == ["m2", "m3", "m5"]

@@ -56,7 +56,9 @@ clusters them; an answer's agreement is the share of the round's answers in its 
 (cross-assessment by the other models' answers). The combined score of a model that
 answered is ``w_mapped * mapped + w_agree * agreement`` (``agreement_weights``, default
 (0.2, 0.8): with ``k = 3`` and the official threshold 0.76 a round stops exactly when all
-its answers agree); optionally (``answer_model``) a logistic model over answer-level
+its answers agree), never below its mapped prior (``agreement_floor``: agreement adds
+evidence, so a round that disagrees keeps its models rather than trading them for
+models nobody has assessed); optionally (``answer_model``) a logistic model over answer-level
 features (scorer prior, agreement, answer length) fitted on training queries gives the
 answered model's P(correct) instead. It is the **default when every model of the pool
 replays recordings** (a replay pool) and an assessment was not named; live pools keep the
@@ -311,6 +313,13 @@ class RouteMoAConfig(BaseModel):
         description="agreement: (mapped prior, agreement share) weights of an answered "
         "model's combined score; (0.2, 0.8) with k=3 stops exactly on a unanimous round.",
     )
+    agreement_floor: bool = Field(
+        True,
+        description="agreement: an answered model's combined score never drops below its "
+        "mapped prior (agreement only adds evidence), so a round that does not agree keeps "
+        "its models; False: the weighted sum alone, and a dissenting or unmatched answer's "
+        "model can be replaced by an unanswered one.",
+    )
     answer_model: tuple[float, float, float, float] | None = Field(
         None,
         description="agreement: logistic coefficients (intercept, logit prior, agreement "
@@ -486,6 +495,8 @@ class RoundsState:
             else:
                 w_m, w_a = c.agreement_weights
                 upd[m] = w_m * self.mapped[m] + w_a * agreement.get(m, 0.0)
+                if c.agreement_floor:
+                    upd[m] = max(upd[m], self.mapped[m])
         self.combined.update(upd)
         self.history.append({"round": rnd, "agreement": dict(agreement), "combined": dict(upd)})
         return upd
