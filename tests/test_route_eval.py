@@ -263,3 +263,37 @@ print('ok', len(ev.ids.ids))
         timeout=300,
     )
     assert helped.returncode == 0 and "--test-pool" in helped.stdout, helped.stderr[-2000:]
+
+
+def test_cli_eval_a_router_of_a_model_subset_on_the_full_pool(tmp_path: Path) -> None:
+    """A router trained on some of a pool's models (the benchmark's mmlu-pro-small) is
+    evaluated on the full pool's recordings of those models, on a user's id list."""
+    from moagraph.route.gt import load_setting
+
+    _register()
+    gt = load_setting("mmlu-pro-small")
+    train = gt.table.query_ids[:300]
+    s = trained(gt, train)
+    r = tmp_path / "small.npz"
+    s.save(r)
+    ids = gt.table.query_ids[280:320]  # 20 trained on, 20 not
+    (tmp_path / "ids.txt").write_text("\n".join(ids))
+    ev = CliRunner().invoke(
+        app,
+        [
+            "route",
+            "eval",
+            "--pool",
+            "mmlu-pro",
+            "--router",
+            str(r),
+            "--ids",
+            str(tmp_path / "ids.txt"),
+            "--policies",
+            "routemoa,sparse",
+        ],
+    )
+    assert ev.exit_code == 0, ev.output
+    text = " ".join(ev.output.split())
+    assert f"covers {len(gt.models)} of the pool's models" in text
+    assert "scoring 20 of 40 queries" in text and "dropped 20 the router was trained on" in text
