@@ -297,3 +297,19 @@ def test_cli_eval_a_router_of_a_model_subset_on_the_full_pool(tmp_path: Path) ->
     text = " ".join(ev.output.split())
     assert f"covers {len(gt.models)} of the pool's models" in text
     assert "scoring 20 of 40 queries" in text and "dropped 20 the router was trained on" in text
+
+
+@pytest.mark.needs_shared_data("alpaca_eval", "labels.jsonl.gz")
+def test_cli_eval_on_alpaca_labels_drops_trained_ids_and_prints_cis(tmp_path: Path) -> None:
+    _register()
+    r = tmp_path / "alp.npz"
+    out = CliRunner().invoke(app, ["route", "train", "--encoder", "hashing", "-o", str(r)])
+    assert out.exit_code == 0, out.output
+    n_train = len(Scorer.load(r).meta["train_ids"])
+    ev = CliRunner().invoke(
+        app, ["route", "eval", "--router", str(r), "--policies", "routemoa,dense,single"]
+    )
+    assert ev.exit_code == 0, ev.output
+    text = " ".join(ev.output.split())
+    assert f"dropped {n_train} the router was trained on" in text
+    assert "CIs: 95% bootstrap" in text
