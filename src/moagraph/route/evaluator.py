@@ -14,8 +14,8 @@ Rules (each one is checked by ``tests/test_route_eval*.py``):
   therefore evaluated on another pool's queries in full.
 - **Baselines chosen on training ids only.** The best single model and the top-``k`` vote
   are the models with the best task-graded accuracy on the router's training queries of
-  this pool; when the pool holds none of them (an external pool), the router's stored
-  training prior. Sparse, SMoA, dense and threshold rank models by that prior too.
+  this pool; when the pool does not hold all of them (an external pool), the router's
+  stored training prior (training accuracy by the recorded grade). Sparse, SMoA, dense and threshold rank models by that prior too.
 - **One grader.** Every policy, single models and baselines included, is graded with
   the task's grader on the recorded extracted answer (:mod:`moagraph.route.gt_eval`).
 - **Uncertainty.** 95% bootstrap CIs for each accuracy and paired-bootstrap 95% CIs for
@@ -273,17 +273,22 @@ def _fixed_result(name: str, gt: GroundTruth, rows: np.ndarray, models: list[str
 
 def choose_baselines(scorer: Any, gt: GroundTruth, k: int = 3) -> dict[str, Any]:
     """Best single model and top-``k`` models by accuracy on the router's training ids
-    (graded by the task grader); the stored training prior when this pool holds none."""
+    (graded by the task grader); the stored training prior (training accuracy by the
+    recorded grade) when this pool does not hold every training id (an external pool)."""
     pos = {q: i for i, q in enumerate(gt.table.query_ids)}
-    train = [pos[q] for q in (scorer.meta.get("train_ids") or []) if q in pos]
-    if train:
+    all_train = list(scorer.meta.get("train_ids") or [])
+    train = [pos[q] for q in all_train if q in pos]
+    if train and len(train) == len(all_train):
         acc = graded_labels(gt, np.asarray(train)).mean(axis=0)
         train_acc = {m: float(a) for m, a in zip(gt.models, acc)}
         on = f"{len(train)} training queries of this pool (task grader)"
     else:
         prior = scorer.prior_scores()
         train_acc = {m: float(prior.get(m, 0.0)) for m in gt.models}
-        on = "the router's stored training prior (this pool holds none of its training ids)"
+        on = (
+            "the router's stored training prior (this pool does not hold all "
+            f"{len(all_train)} of its training ids)"
+        )
     order = sorted(gt.models, key=lambda m: (-train_acc[m], m))
     return {"best_single": order[0], "top_k": order[:k], "train_acc": train_acc, "chosen_on": on}
 
