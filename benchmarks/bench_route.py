@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_route.py                       # all four settings, hashing encoder
     .venv/bin/python benchmarks/bench_route.py --pools zeroeval-math --encoder minilm
     .venv/bin/python benchmarks/bench_route.py --live-only --live 30  # live aggregator sample (see --help)
+    .venv/bin/python benchmarks/bench_route.py --pools zeroeval-math --test-pool path/to/pool  # external test pool
 
 Settings: ``mmlu-pro-small`` (the 14 open models of at most 8.54B), ``mmlu-pro``
 (all 29), ``zeroeval-math`` (40), ``zeroeval-gsm8k`` (42). Queries are split
@@ -10,6 +11,16 @@ train / validation / test (0.5 / 0.2 / 0.3) by question id with
 ``moagraph.pools.splits.split_ids``; the scorer head (logistic vs RouterDC
 contrastive) is chosen on validation and every figure is on test. What is
 recorded and what is modelled: :mod:`moagraph.route.gt_eval`.
+
+Every figure comes from the one router evaluator (:mod:`moagraph.route.evaluator`, also
+behind ``moagraph route eval``): test ids only (the ids the router trained on or was tuned
+on are dropped, and counted), baselines (best single model, top-3 vote) chosen on the
+training ids, every policy graded by the task's grader, 95% CIs and paired differences.
+``routemoa`` assesses each round by agreement between its answers (the default on replay
+pools, which record no self/peer scores); ``routemoa-noevidence`` is the official
+in-answer assessment, which on a replay reads nothing, so the scorer alone decides its
+rounds (the behaviour before answer evidence). Runs with the hashing encoder and no torch
+(the RouterDC head is skipped when torch is missing).
 """
 
 from __future__ import annotations
@@ -26,9 +37,14 @@ from rich.console import Console
 from rich.table import Table
 
 from moagraph.models.runtime import PoolRuntime
-from moagraph.route import RouteMoA, build_policies
+from moagraph.route import RouteMoA
 from moagraph.route.encoders import make_encoder
 from moagraph.route.evaluate import evaluate_scorer, top_k
+from moagraph.route.evaluator import (
+    evaluate_router,
+    fit_answer_model,
+    hit_rates_with_ci,
+)
 from moagraph.route.gt import (
     SETTINGS,
     GroundTruth,
@@ -36,17 +52,22 @@ from moagraph.route.gt import (
     load_setting,
     small_open_models,
 )
-from moagraph.route.gt_eval import (
-    FINAL_ANSWER_NOTE,
-    bootstrap_ci,
-    evaluate_gt,
-    live_compare,
-    paired_bootstrap,
-    single_model_results,
-)
+from moagraph.route.gt_eval import bootstrap_ci, live_compare, paired_bootstrap
 from moagraph.route.scorer import Scorer
 
 console = Console(width=200)
+EVAL_POLICIES = (
+    "routemoa",
+    "routemoa-noevidence",
+    "routemoa-1r",
+    "sparse",
+    "smoa",
+    "dense",
+    "single",
+    "random",
+    "threshold",
+    "oracle",
+)
 OUT = Path(__file__).parent / "out"
 
 
@@ -60,9 +81,13 @@ def train_scorer(
     cands: dict[str, Any] = {}
     best: tuple[float, Scorer] | None = None
     for head, alpha in (("logistic", 10.0), ("logistic", 1.0), ("routerdc", 1.0)):
-        s = Scorer(enc, gt.models, head=head, alpha=alpha, seed=seed).fit(
-            tr.texts, tr.labels, gt.pool
-        )  # type: ignore[arg-type]
+        try:
+            s = Scorer(enc, gt.models, head=head, alpha=alpha, seed=seed).fit(
+                tr.texts, tr.labels, gt.pool
+            )  # type: ignore[arg-type]
+        except ImportError as e:  # routerdc needs torch; the logistic heads do not
+            cands[f"{head}(alpha={alpha})"] = {"skipped": f"{e}"}
+            continue
         pred = s.predict(va.texts)
         pick = top_k(pred, 1)[:, 0]
         val = float(np.nanmean(va.labels[np.arange(len(va)), pick]))
@@ -79,134 +104,105 @@ def train_scorer(
     return s, cands
 
 
-def policies(
-    gt: GroundTruth, s: Scorer, seed: int, labels: dict[str, dict[str, float]]
-) -> list[Any]:
+def answer_evidence_policies(
+    gt: GroundTruth, s: Scorer, split: dict[str, list[str]]
+) -> tuple[list[Any], dict[str, Any]]:
+    """RouteMoA variants beyond the evaluator's defaults: agreement plus answer-level features
+    (a logistic model over prior, agreement and answer length fitted on the validation
+    ids), and the separate-judge-calls assessment (which on a replay reads no score)."""
     rt = PoolRuntime(gt.pool)
-    first, *rest = build_policies(
-        ["routemoa", "dense", "smoa", "sparse", "random", "single", "threshold", "oracle"],
-        s,
-        rt,
-        k=3,
-        layers=3,
-        seed=seed,
-        labels=labels,
-    )
+    coef, rep = fit_answer_model(RouteMoA(s, rt), gt, gt.rows(split["validation"]))
     return [
-        first,
+        RouteMoA(s, rt, name="routemoa (agreement + answer features)", answer_model=coef),
         RouteMoA(s, rt, name="routemoa (judge calls)", assessment="judge"),
-        RouteMoA(s, rt, name="routemoa (1 round)", rounds=1),
-        *rest,
-    ]
+    ], rep
 
 
-def run_setting(name: str, encoder: str, seed: int) -> dict[str, Any]:
+def run_setting(
+    name: str,
+    encoder: str,
+    seed: int,
+    test_pool: str | None = None,
+    ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Train on the setting's train ids (head chosen on validation), then evaluate with the
+    one router evaluator on its test ids, or on ``test_pool`` / ``ids`` when given."""
     t0 = time.time()
     gt = load_setting(name)
     split = gt.split(seed)
     s, cands = train_scorer(gt, split, encoder, seed)
-    test_rows = gt.rows(split["test"])
-    te = gt.table.subset(test_rows)
+    extra, feat = answer_evidence_policies(gt, s, split)
+    s.meta["selection_ids"] = list(split["validation"])  # head and answer model chosen on them
+    target, source = gt, f"{name} test split (split_ids seed {seed})"
+    chosen: list[str] | None = ids if ids is not None else list(split["test"])
+    if test_pool is not None:
+        ext = load_ground_truth(test_pool)
+        missing = [m for m in gt.models if m not in ext.models]
+        if missing:
+            raise SystemExit(f"--test-pool {test_pool} lacks the setting's models {missing}")
+        target = ext.subset_models(list(gt.models))
+        source, chosen = f"external pool {test_pool}", ids  # the router's pool: same models
+    ev = evaluate_router(
+        s,
+        target,
+        chosen,
+        EVAL_POLICIES,
+        k=3,
+        layers=3,
+        seed=seed,
+        extra=extra,
+        setting=name,
+        source=source,
+    )
+    console.print(
+        ev.table(f"{name}: {len(gt.models)} models; scorer {s.head} on {encoder}; {ev.ids.line()}")
+    )
+    for line in ev.summary_lines():
+        console.print(line)
+    rows = ev.ids.ids
+    te = target.table.subset(target.rows(rows))
     tr = gt.table.subset(gt.rows(split["train"]))
     rep = evaluate_scorer(s, tr, te, seed=seed)
-    labels = {
-        q: {m: float(v) for m, v in zip(gt.models, row) if np.isfinite(v)}
-        for q, row in zip(te.query_ids, te.labels)
-    }
-    pols = policies(gt, s, seed, labels)
-    res = evaluate_gt(pols, gt, test_rows)
-    singles = single_model_results(gt, test_rows)
-    dense = next(r for r in res if r.policy == "dense")
-    rm = next(r for r in res if r.policy == "routemoa")
-    cheap = [x for x in singles if x.flops.mean() <= rm.flops.mean()]
-    best_single_cheap = max(cheap, key=lambda x: x.vote.mean()) if cheap else None
-    best_single = max(singles, key=lambda x: x.vote.mean())
-    t = Table(
-        title=f"{name}: {len(gt.models)} models, {len(test_rows)} test queries (split_ids seed {seed}); "
-        f"scorer {s.head} on {encoder}",
-        caption=FINAL_ANSWER_NOTE,
-    )
-    for c in (
-        "policy",
-        "vote acc [95% CI]",
-        "select acc",
-        "FLOPs vs dense",
-        "$ vs dense",
-        "calls",
-        "rounds",
-        "vote - dense [CI]",
-        "vote - best single<=cost [CI]",
-    ):
-        t.add_column(c, justify="left" if c == "policy" else "right")
-    rows_out = []
-    for r in res:
-        lo, hi = bootstrap_ci(r.vote, seed=seed)
-        dd = paired_bootstrap(r.vote, dense.vote, seed=seed)
-        ds = (
-            paired_bootstrap(r.vote, best_single_cheap.vote, seed=seed)
-            if best_single_cheap
-            else None
+    hits = hit_rates_with_ci(s, tr, te, seed=seed)
+    ht = Table(title=f"{name}: scorer vs global prior, hit rate on {len(rows)} queries [95% CI]")
+    for c in ("k", "scorer", "prior (training accuracy)", "scorer - prior [paired CI]"):
+        ht.add_column(c, justify="right")
+    for h in hits:
+        d = h["scorer_minus_prior"]
+        ht.add_row(
+            f"top-{h['k']}",
+            f"{h['scorer']:.3f} [{h['scorer_ci'][0]:.3f}, {h['scorer_ci'][1]:.3f}]",
+            f"{h['prior']:.3f} [{h['prior_ci'][0]:.3f}, {h['prior_ci'][1]:.3f}]",
+            f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]",
         )
-        fl = r.flops.mean() / dense.flops.mean()
-        dl = r.dollars.mean() / dense.dollars.mean() if dense.dollars.mean() > 0 else float("nan")
-        t.add_row(
-            r.policy,
-            f"{r.vote.mean():.3f} [{lo:.3f}, {hi:.3f}]",
-            f"{r.select.mean():.3f}",
-            f"{100 * fl:.1f}%",
-            "-" if np.isnan(dl) else f"{100 * dl:.1f}%",
-            f"{r.calls.mean():.1f}",
-            f"{r.rounds.mean():.2f}",
-            f"{dd[0]:+.3f} [{dd[1]:+.3f}, {dd[2]:+.3f}]",
-            f"{ds[0]:+.3f} [{ds[1]:+.3f}, {ds[2]:+.3f}]" if ds else "-",
-        )
-        rows_out.append(
-            {
-                "policy": r.policy,
-                **r.mean,
-                "vote_ci": [lo, hi],
-                "flops_vs_dense": fl,
-                "dollars_vs_dense": dl,
-                "vote_minus_dense": dd,
-                "vote_minus_best_single_cheap": ds,
-            }
-        )
-    console.print(t)
-    console.print(
-        f"best single (test): {best_single.policy} {best_single.vote.mean():.3f}; best single of "
-        f"<= RouteMoA's FLOPs: {best_single_cheap.policy if best_single_cheap else '-'} "
-        f"{best_single_cheap.vote.mean() if best_single_cheap else float('nan'):.3f}"
-    )
-    console.print(
-        rep.table(
-            f"{name}: scorer hit rate on {rep.n_test} test queries (any tied-best model is a hit)"
-        )
-    )
+    console.print(ht)
     console.print(rep.calibration_line() + f" | heads on validation: {json.dumps(cands)}")
+    console.print(f"answer-level features (fitted on validation): {json.dumps(feat)}")
+    rm, old = ev.get("routemoa"), ev.get("routemoa-noevidence")
+    dense = ev.get("dense")
+    feats = ev.get("routemoa (agreement + answer features)")
+    d_old = ev.diff("routemoa", "routemoa-noevidence")
+    d_feat = ev.diff("routemoa (agreement + answer features)", "routemoa")
     goal = {
-        "flops_le_10pct": bool(rm.flops.mean() <= 0.10 * dense.flops.mean()),
-        "acc_ge_dense": bool(rm.vote.mean() >= dense.vote.mean()),
-        "acc_gt_best_single_le_cost": bool(
-            best_single_cheap is not None and rm.vote.mean() > best_single_cheap.vote.mean()
-        ),
+        "agreement_minus_noevidence": d_old,
+        "agreement_flops_vs_noevidence": float(rm.flops.mean() / old.flops.mean()),
+        "agreement_flops_le_10pct_dense": bool(rm.flops.mean() <= 0.10 * dense.flops.mean()),
+        "agreement_acc_ge_noevidence": bool(rm.vote.mean() >= old.vote.mean()),
+        "answer_features_minus_agreement": d_feat,
+        "answer_features_flops_vs_agreement": float(feats.flops.mean() / rm.flops.mean()),
     }
-    console.print(f"goal checks (vote): {goal}   [{time.time() - t0:.0f}s]")
+    console.print(f"answer evidence (vote, paired over the same queries): {json.dumps(goal)}")
+    console.print(f"[{time.time() - t0:.0f}s]")
     return {
-        "setting": name,
+        **ev.to_dict(),
         "n_models": len(gt.models),
-        "n_test": len(test_rows),
         "seed": seed,
         "encoder": encoder,
         "head": s.head,
         "heads_validation": cands,
-        "policies": rows_out,
-        "best_single": [best_single.policy, float(best_single.vote.mean())],
-        "best_single_le_cost": (
-            [best_single_cheap.policy, float(best_single_cheap.vote.mean())]
-            if best_single_cheap
-            else None
-        ),
         "hit_rates": rep.rows,
+        "hit_rates_ci": hits,
+        "answer_features": feat,
         "calibration": {"mse": rep.calibration.mse, "ece": rep.calibration.ece},
         "goal": goal,
     }
@@ -390,11 +386,21 @@ def main() -> None:
         "--live-threads", type=int, default=0, help="aggregator CPU threads (0 = all cores)"
     )
     ap.add_argument("--cache", type=Path, default=OUT / "route_live_cache.sqlite")
+    ap.add_argument(
+        "--test-pool",
+        default=None,
+        help="evaluate on this ground-truth pool (name or folder: an external test pool) "
+        "instead of the setting's test split; ids the router trained on are dropped",
+    )
+    ap.add_argument(
+        "--ids", type=Path, default=None, help="evaluate on these query ids (one a line)"
+    )
     args = ap.parse_args()
+    ids = [x.strip() for x in args.ids.read_text().splitlines() if x.strip()] if args.ids else None
     OUT.mkdir(parents=True, exist_ok=True)
     if not args.live_only:
         out = [
-            run_setting(p.strip(), args.encoder, args.seed)
+            run_setting(p.strip(), args.encoder, args.seed, args.test_pool, ids)
             for p in args.pools.split(",")
             if p.strip()
         ]

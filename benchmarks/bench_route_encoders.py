@@ -23,7 +23,9 @@ Metrics, per test query: top-1 / top-3 hit (the paper's tie handling: any tied-b
 model is a hit; queries no model answers right count too, where every model is
 tied-best), Brier score and ECE of the predicted P(correct) over all (query, model)
 cells, ``select`` = the label of the top-1 pick, and ``vote`` = RouteMoA (default
-settings, 3 rounds) answered by majority vote of its last round's recorded answers
+settings, 3 rounds; on these replay pools its default assessment is answer agreement,
+``RouteMoAConfig.assessment="agreement"``) answered by majority vote of its last round's
+recorded answers
 (:func:`moagraph.route.gt_eval.evaluate_gt`). Differences are paired over the same
 test queries with a bootstrap 95% CI (``gt_eval.paired_bootstrap``), against the prior
 and against the hashing encoder with the same head; a CI that covers 0 is no result.

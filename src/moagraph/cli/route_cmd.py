@@ -23,7 +23,9 @@ app.add_typer(route_app, name="route")
 console = Console()
 
 POLICIES = "dense,smoa,sparse,single,random,threshold,routemoa,routemoa-1r"
-GT_POLICIES = "dense,smoa,sparse,single,random,threshold,oracle,routemoa,routemoa-1r"
+GT_POLICIES = (
+    "routemoa,routemoa-noevidence,routemoa-1r,sparse,smoa,dense,single,random,threshold,oracle"
+)
 
 
 def _pool_and_labels(pool: str | None, data: str | None) -> tuple[Any, Any]:
@@ -190,83 +192,39 @@ def train(
     console.print(f"saved {out} (pool {p.name!r}, {len(p.models)} models)")
 
 
-def held_out(scorer: Any, table: Any, gt: Any) -> tuple[Any, str]:
-    """The queries a router file was not trained on, and a sentence saying which they are.
+def held_out(
+    scorer: Any, table: Any, gt: Any, ids: list[str] | None = None, source: str = ""
+) -> tuple[Any, Any]:
+    """The chosen queries (``ids``, default every query of the labels) minus the ones the
+    router was trained on (:func:`moagraph.route.evaluator.select_ids`): the label table
+    of what is left and the :class:`~moagraph.route.evaluator.EvalIds` saying how many
+    were dropped. An old router file without train ids re-applies its stored split."""
+    from moagraph.route.evaluator import select_ids
 
-    Ground-truth pools: the test part of the stored ``split_ids`` split; always minus the
-    stored train ids. Refuses when nothing held out is left (e.g. ``--test-frac 0``)."""
     split = scorer.meta.get("split", {})
-    train_ids = set(scorer.meta.get("train_ids") or [])
-    if gt is not None and split.get("by", "").startswith("split_ids"):
-        tf, vf = float(split.get("test_frac", 0.3)), float(split.get("val_frac", 0.2))
-        if tf <= 0:
-            raise ValueError(
-                "this router was trained with --test-frac 0 (on every query of the pool): "
-                "there are no held-out queries to report; retrain with --test-frac 0.3"
-            )
-        part = gt.split(int(split["seed"]), (1.0 - vf - tf, vf, tf))["test"]
-        ids = [q for q in part if q not in train_ids]
-        how = f"test part of split_ids(seed={split['seed']}, test_frac={tf})"
-    elif train_ids:
-        ids = [q for q in table.query_ids if q not in train_ids]
-        how = f"every query not among the router's {len(train_ids)} train ids"
-    elif "test_frac" in split and float(split["test_frac"]) > 0:
-        _, te0 = table.split(float(split["test_frac"]), int(split.get("seed", 0)))
-        ids = list(te0.query_ids)
-        how = (
-            f"old router file without train ids: the stored split (test_frac={split['test_frac']}, "
-            f"seed={split.get('seed', 0)}) re-applied to these labels"
-        )
-    else:
+
+    def old_split() -> list[str]:
+        if "test_frac" in split and float(split["test_frac"]) > 0:
+            _, te0 = table.split(float(split["test_frac"]), int(split.get("seed", 0)))
+            return list(te0.query_ids)
         raise ValueError(
             "the router file records no split or train ids; cannot tell held-out queries apart"
         )
-    overlap = [q for q in ids if q in train_ids]
-    if overlap:
-        raise ValueError(
-            f"{len(overlap)} of the chosen queries were used to train this router; refusing to "
-            "report them as held-out"
-        )
-    if not ids:
-        raise ValueError(
-            "no held-out queries: every query of these labels was used to train this router"
-        )
+
+    sel = select_ids(scorer, list(table.query_ids), ids, source, fallback=old_split)
     pos = {q: i for i, q in enumerate(table.query_ids)}
-    return table.subset([pos[q] for q in ids if q in pos]), how
+    return table.subset([pos[q] for q in sel.ids]), sel
 
 
-def _print_gt(res: list[Any]) -> None:
-    from moagraph.route.gt_eval import FINAL_ANSWER_NOTE
-
-    ref = next((r for r in res if r.policy == "dense"), None)
-    t = Table(
-        title="Routing on a ground-truth replay pool (held-out queries)", caption=FINAL_ANSWER_NOTE
-    )
-    for c in (
-        "policy",
-        "n",
-        "vote acc",
-        "select acc",
-        "FLOPs vs dense",
-        "$ / query",
-        "calls",
-        "rounds",
-    ):
-        t.add_column(c, justify="left" if c == "policy" else "right")
-    for r in res:
-        m = r.mean
-        rel = f"{100 * m['flops'] / ref.mean['flops']:.1f}%" if ref is not None else "-"
-        t.add_row(
-            r.policy,
-            str(r.n),
-            f"{m['vote']:.3f}",
-            f"{m['select']:.3f}",
-            rel,
-            f"{m['dollars']:.5f}",
-            f"{m['calls']:.1f}",
-            f"{m['rounds']:.2f}",
-        )
-    console.print(t)
+def _read_ids(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    if not path.exists():
+        raise ValueError(f"--ids {path} does not exist (one query id a line)")
+    ids = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not ids:
+        raise ValueError(f"--ids {path} holds no ids")
+    return ids
 
 
 @route_app.command("eval")
@@ -274,6 +232,14 @@ def evaluate(
     router: Annotated[Path, opt("--router")],
     data: DataOpt = None,
     pool: RouterPool = None,
+    ids: Annotated[
+        Path | None,
+        typer.Option(
+            "--ids",
+            help="Evaluate on these query ids only (a file, one id a line); default every "
+            "query of --pool. Ids the router was trained on are dropped (and counted).",
+        ),
+    ] = None,
     policies: Annotated[
         str | None,
         typer.Option(
@@ -294,7 +260,13 @@ def evaluate(
     embed_cache: EmbedCache = None,
     cache: OldCache = None,
 ) -> None:
-    """Evaluate policies offline on the held-out queries of the replay labels."""
+    """Evaluate policies offline on every chosen query the router was not trained on.
+
+    Any pool works, an external test pool (a pool folder) included; a router trained on
+    a subset of the pool's models (e.g. the benchmark's mmlu-pro-small) is evaluated on
+    those models. On a ground-truth pool every policy is graded by the task's grader,
+    the baselines (best single model, top-k vote) are chosen on the router's training
+    ids, and accuracies come with 95% CIs and paired differences."""
     cache = _embed_cache(embed_cache, cache)
     try:
         from moagraph.models.runtime import PoolRuntime
@@ -303,37 +275,52 @@ def evaluate(
         from moagraph.route.scorer import Scorer
 
         p, table, gt = _pool_and_labels_any(pool, data)
-        s = Scorer.load(router, pool=p, cache_path=cache)
-        te, how = held_out(s, table, gt)
+        s = Scorer.load(router, cache_path=cache)
+        names_saved = list(s.fingerprint.get("names") or [])
+        if gt is not None and names_saved and set(names_saved) < set(gt.models):
+            gt = gt.subset_models([m for m in gt.models if m in set(names_saved)])
+            p, table = gt.pool, gt.table
+            console.print(f"the router covers {len(gt.models)} of the pool's models: using those")
+        s.check_pool(p)
+        chosen = _read_ids(ids)
+        source = f"pool {p.name}" + (f", --ids {ids}" if ids is not None else "")
         seed = int(s.meta.get("split", {}).get("seed", 0))
-        names = [
-            n.strip()
-            for n in (policies or (GT_POLICIES if gt is not None else POLICIES)).split(",")
-            if n.strip()
-        ]
+        default = GT_POLICIES if gt is not None else POLICIES
+        names = [n.strip() for n in (policies or default).split(",") if n.strip()]
+        from rich.progress import Progress
+
+        if gt is not None:
+            from moagraph.route.evaluator import evaluate_router
+
+            with Progress(console=console, transient=True) as prog:
+                n_ids = len(chosen) if chosen is not None else len(gt.table)
+                task = prog.add_task("simulating", total=n_ids * len(names))
+                ev = evaluate_router(
+                    s,
+                    gt,
+                    chosen,
+                    names,
+                    k=k,
+                    layers=layers,
+                    seed=seed,
+                    source=source,
+                    progress=lambda: prog.advance(task),
+                )
+            console.print(ev.ids.line())
+            console.print(ev.table())
+            for line in ev.summary_lines():
+                console.print(line)
+            if json_out is not None:
+                json_out.write_text(json.dumps(ev.to_dict(), indent=2, default=float))
+                console.print(f"results: {json_out}")
+            return
+        te, sel = held_out(s, table, gt, chosen, source)
         labels = {
             q: {m: float(v) for m, v in zip(te.models, row) if v == v}
             for q, row in zip(te.query_ids, te.labels)
         }
         pols = build_policies(names, s, PoolRuntime(p), k, layers, seed, labels=labels)
-        console.print(f"scoring {len(te)} of {len(table)} queries: {how}")
-        from rich.progress import Progress
-
-        if gt is not None:
-            from moagraph.route.gt_eval import evaluate_gt
-
-            with Progress(console=console, transient=True) as prog:
-                task = prog.add_task("simulating", total=len(te) * len(pols))
-                gres = evaluate_gt(
-                    pols, gt, gt.rows(te.query_ids), progress=lambda: prog.advance(task)
-                )
-            _print_gt(gres)
-            if json_out is not None:
-                json_out.write_text(
-                    json.dumps([{"policy": r.policy, "n": r.n, **r.mean} for r in gres], indent=2)
-                )
-                console.print(f"results: {json_out}")
-            return
+        console.print(sel.line())
         with Progress(console=console, transient=True) as prog:
             task = prog.add_task("planning", total=len(te) * len(pols))
             res = evaluate_policies(pols, te, p, progress=lambda: prog.advance(task))

@@ -47,6 +47,7 @@ __all__ = [
     "RouterError",
     "budget_scope",
     "build_policies",
+    "evaluate_router",
     "get_router_class",
     "load_router",
     "plan_flops",
@@ -116,11 +117,20 @@ def build_policies(
     """Routers by name with shared settings, as ``route eval`` and the benchmarks compare
     them: ``k`` models per layer, ``layers`` answer rounds, ``seed`` for ``random``,
     ``labels`` (query id -> model -> label) for ``oracle``; ``routemoa-1r`` is RouteMoA
-    with one round."""
+    with one round; ``routemoa`` takes its default assessment (answer agreement on a
+    replay pool, the official in-answer self-assessment on a live one);
+    ``routemoa-agreement`` / ``routemoa-noevidence`` name ``assessment="agreement"`` /
+    the official ``"inline"`` (which reads no score on a replay: the scorer alone decides)."""
     out: list[Any] = []
     for n in names:
         if n == "routemoa":
             out.append(RouteMoA(scorer, runtime, k=k, rounds=layers))
+        elif n == "routemoa-agreement":
+            out.append(
+                RouteMoA(scorer, runtime, name=n, k=k, rounds=layers, assessment="agreement")
+            )
+        elif n == "routemoa-noevidence":
+            out.append(RouteMoA(scorer, runtime, name=n, k=k, rounds=layers, assessment="inline"))
         elif n == "routemoa-1r":
             out.append(RouteMoA(scorer, runtime, name=n, k=k, rounds=1))
         elif n == "smoa":
@@ -136,3 +146,12 @@ def build_policies(
         else:
             out.append(get_router_class(n)(runtime, scorer))
     return out
+
+
+def evaluate_router(scorer: Any, gt: Any, ids: Any = None, **settings: Any) -> Any:
+    """The one router evaluator (:func:`moagraph.route.evaluator.evaluate_router`): every
+    policy on the queries of ground-truth pool ``gt`` (or ``ids``) the router was not
+    trained on, baselines chosen on training ids, one grader, 95% CIs."""
+    from moagraph.route.evaluator import evaluate_router as run
+
+    return run(scorer, gt, ids, **settings)

@@ -10,10 +10,16 @@ scores, judge/moderator or aggregator outputs. So, stated for every policy:
   higher-ranked answer), graded with the task grader against the pool's
   reference; ``select`` = the recorded label of the answer the policy ranks first.
   A model's answer in a later round is its recorded (round-1) answer.
-- **RouteMoA's rounds**: no self/peer score can be read from a recording, so
-  every assessment takes the official fallback (round 1 self 0.8, round 2 0.5,
-  cross unreadable) and the rounds and early stop follow from the scorer's
-  probabilities alone (:func:`moagraph.route.routemoa.replay_rounds`).
+- **RouteMoA's rounds**: no self/peer score can be read from a recording. With
+  ``assessment="agreement"`` (the default on replay pools) each round is assessed by
+  the agreement between its models' recorded extracted answers (task ``equivalent``,
+  clustered as the graph vote does) and the stop rule sees that evidence; with the
+  official ``"inline"`` (or ``"judge"``/``"none"``) every assessment takes the official
+  fallback (round 1 self 0.8, round 2 0.5, cross unreadable) and the rounds and early
+  stop follow from the scorer's probabilities alone
+  (:func:`moagraph.route.routemoa.replay_rounds`).
+- **One grader**: every policy, single models included, is graded with the task's
+  grader on the extracted answer (``GroundTruth.correct``), not with the recorded label.
 - **SMoA's moderator**: picks the ``k`` responses of the models with the best
   training prior and ends the debate when those responses agree (the official
   prompt asks it to judge consistency); a label-free stand-in, stated.
@@ -38,7 +44,13 @@ from moagraph.models.cost import call_dollars, call_flops, unit_flops
 from moagraph.route.base import Router
 from moagraph.route.baselines import DenseMoA
 from moagraph.route.gt import GroundTruth, _task
-from moagraph.route.routemoa import AGGREGATOR_PROMPT, ROUND1_PROMPT, RouteMoA, round2_prompt
+from moagraph.route.routemoa import (
+    AGGREGATOR_PROMPT,
+    ROUND1_PROMPT,
+    RouteMoA,
+    replay_rounds,
+    round2_prompt,
+)
 from moagraph.tasks.base import Example
 
 ROUND1_TOKENS = len(ROUND1_PROMPT) // 4
@@ -53,8 +65,9 @@ SMOA_ROLE_PROMPT_TOKENS = 60
 SMOA_ROLE_OUT_PER_MODEL = 60
 
 FINAL_ANSWER_NOTE = (
-    "vote = majority of the extracted answers of the last round's models, graded against the reference; "
-    "select = label of the answer the policy ranks first; later rounds reuse recorded answers; "
+    "vote = majority of the extracted answers of the last round's models; select = the answer the "
+    "policy ranks first; both graded by the task grader against the reference; later rounds reuse "
+    "recorded answers; "
     "aggregator/moderator outputs are costed but not measured"
 )
 
@@ -145,8 +158,31 @@ def _eq(tk: Any, a: Any, b: Any) -> bool:
 
 
 def _label(gt: GroundTruth, qi: int, model: str) -> float:
-    v = gt.table.labels[qi, gt.models.index(model)]
-    return 0.0 if np.isnan(v) else float(v)
+    """The model's recorded answer on query ``qi`` graded by the task grader (the grader
+    every policy is graded with; the recorded label agrees on > 95% of records)."""
+    return float(gt.correct(qi, gt.answers[qi][gt.models.index(model)]))
+
+
+def routemoa_replay_layers(pol: RouteMoA, gt: GroundTruth, qi: int) -> tuple[list[list[str]], str]:
+    """RouteMoA's rounds on query ``qi`` of a ground-truth pool, with answer evidence when its
+    assessment is ``"agreement"`` (the recorded extracted answers; later rounds reuse them)."""
+    scores, _ = pol.score(gt.table.texts[qi])
+    ranked = pol.rank(scores)
+    if pol.config.assessment != "agreement":
+        return replay_rounds(pol.config, scores, ranked)
+    tk = _task(gt.task_name)
+    col = {m: j for j, m in enumerate(gt.models)}
+    out = gt.table.out_tokens
+    return replay_rounds(
+        pol.config,
+        scores,
+        ranked,
+        answer_of=lambda m: gt.answers[qi][col[m]],
+        equivalent=lambda a, b: _eq(tk, a, b),
+        tokens_of=lambda m: (
+            float(out[qi, col[m]]) if out is not None and np.isfinite(out[qi, col[m]]) else 0.0
+        ),
+    )
 
 
 def simulate(pol: Router, gt: GroundTruth, qi: int) -> tuple[list[str], str, _Cost, int]:
@@ -158,6 +194,8 @@ def simulate(pol: Router, gt: GroundTruth, qi: int) -> tuple[list[str], str, _Co
         return _simulate_smoa(pol, gt, qi, cost)
     plan = pol.plan(ex)
     layers = plan.layers
+    if isinstance(pol, RouteMoA) and pol.config.assessment == "agreement":
+        layers = routemoa_replay_layers(pol, gt, qi)[0]
     jmax = pol.config.judge_max_tokens if isinstance(pol, RouteMoA) else 8
     inline = isinstance(pol, RouteMoA) and pol.config.assessment == "inline"
     judge = isinstance(pol, RouteMoA) and pol.config.assessment == "judge"
@@ -260,10 +298,10 @@ def evaluate_gt(
 
 
 def single_model_results(gt: GroundTruth, rows: np.ndarray) -> list[GTResult]:
-    """Every model alone (one recorded call): accuracy and cost per query."""
+    """Every model alone (one recorded call): accuracy (task grader) and cost per query."""
     res = []
     for j, m in enumerate(gt.models):
-        lab = np.nan_to_num(gt.table.labels[rows, j], nan=0.0)
+        lab = np.asarray([float(gt.correct(int(qi), gt.answers[int(qi)][j])) for qi in rows])
         fl, dl = [], []
         for qi in rows:
             cst = _Cost(gt, int(qi))

@@ -179,17 +179,24 @@ def evaluate_policies(
     return results
 
 
-def results_table(results: list[PolicyResult], reference: str = "dense") -> Any:
-    """A rich table with cost/latency reduction vs the ``reference`` policy."""
+def results_table(results: list[PolicyResult], reference: str = "dense", seed: int = 0) -> Any:
+    """A rich table with cost/latency reduction vs the ``reference`` policy, the selected
+    win probability with a 95% bootstrap CI and its paired difference to the reference."""
     from rich.table import Table
 
+    from moagraph.route.gt_eval import bootstrap_ci, paired_bootstrap
+
     ref = next((r for r in results if r.policy == reference), None)
-    t = Table(title="Routing on AlpacaEval replay (held-out queries)", caption=FINAL_ANSWER_MODEL)
+    t = Table(
+        title="Routing on AlpacaEval replay (held-out queries)",
+        caption=FINAL_ANSWER_MODEL + "; CIs: 95% bootstrap, differences paired over the queries",
+    )
     for col in (
         "policy",
         "n",
         "oracle win",
-        "selected win",
+        "selected win [95% CI]",
+        f"selected - {reference} [CI]",
         "FLOPs (norm)",
         "$ / query",
         "latency s (model)",
@@ -198,14 +205,26 @@ def results_table(results: list[PolicyResult], reference: str = "dense") -> Any:
         f"latency vs {reference}",
     ):
         t.add_column(col, justify="left" if col == "policy" else "right")
+
+    def sel(r: PolicyResult) -> np.ndarray:
+        return np.nan_to_num(np.asarray([q["selected"] for q in r.per_query], float))
+
     for r in results:
         dc = f"{100 * (r.flops_norm / ref.flops_norm - 1):+.1f}%" if ref else "-"
         dl = f"{100 * (r.latency_s / ref.latency_s - 1):+.1f}%" if ref else "-"
+        ci, dd = "", "-"
+        if r.per_query:
+            lo, hi = bootstrap_ci(sel(r), seed=seed)
+            ci = f" [{lo:.3f}, {hi:.3f}]"
+            if ref is not None and len(ref.per_query) == len(r.per_query):
+                d = paired_bootstrap(sel(r), sel(ref), seed=seed)
+                dd = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
         t.add_row(
             r.policy,
             str(r.n),
             f"{r.oracle:.3f}",
-            f"{r.selected:.3f}",
+            f"{r.selected:.3f}{ci}",
+            dd,
             f"{r.flops_norm:.1f}",
             f"{r.dollars:.5f}",
             f"{r.latency_s:.1f}",

@@ -43,9 +43,26 @@ unless said):
   both. And the official round-2 update also applies the "dropped" formula to
   models that never answered (their cross-score defaults to 1.0); here it
   applies only to models that answered in round 1.
-- ``assessment`` ("inline" official, "judge", "none"); ``aggregator``;
+- ``assessment`` ("inline" official, "judge", "none", "agreement"); ``aggregator``;
   ``aggregator_prompt`` ("official", or "moa": dense MoA's aggregator prompt);
   ``rounds``; ``k``; weights and threshold are all overridable.
+
+Answer evidence where no self/peer score exists (``assessment="agreement"``, not in the
+official code): a replay pool records one answer per model and no self/peer scores, so the
+official assessment reads nothing and the stop rule decides from the scorer alone. With
+``"agreement"`` each round's answers are extracted with the task's extractor and clustered
+with ``task.equivalent`` exactly as the graph vote (:func:`moagraph.graph.executor.vote`)
+clusters them; an answer's agreement is the share of the round's answers in its cluster
+(cross-assessment by the other models' answers). The combined score of a model that
+answered is ``w_mapped * mapped + w_agree * agreement`` (``agreement_weights``, default
+(0.2, 0.8): with ``k = 3`` and the official threshold 0.76 a round stops exactly when all
+its answers agree), never below its mapped prior (``agreement_floor``: agreement adds
+evidence, so a round that disagrees keeps its models rather than trading them for
+models nobody has assessed); optionally (``answer_model``) a logistic model over answer-level
+features (scorer prior, agreement, answer length) fitted on training queries gives the
+answered model's P(correct) instead. It is the **default when every model of the pool
+replays recordings** (a replay pool) and an assessment was not named; live pools keep the
+official in-answer self-assessment (``"inline"``).
 
 The layer loop, budget guard and trace are the shared router base's
 (:mod:`moagraph.route.layered`); every decision (prior,
@@ -56,8 +73,10 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from textwrap import dedent
 from typing import Any, Literal
@@ -224,6 +243,58 @@ def map_scores(
     return out
 
 
+def answer_clusters(equivalent: Callable[[Any, Any], bool], answers: list[Any]) -> list[list[int]]:
+    """Positions of ``answers`` grouped as the graph vote groups them
+    (:func:`moagraph.graph.executor.vote`): each answer joins the first cluster whose
+    representative (its first member) is ``equivalent`` to it, else opens a new one;
+    ``None`` (nothing extracted) joins no cluster."""
+    clusters: list[tuple[Any, list[int]]] = []
+    for i, a in enumerate(answers):
+        if a is None:
+            continue
+        for rep, members in clusters:
+            try:
+                same = rep == a or bool(equivalent(rep, a))
+            except Exception:
+                same = False
+            if same:
+                members.append(i)
+                break
+        else:
+            clusters.append((a, [i]))
+    return [m for _, m in clusters]
+
+
+def agreement_scores(
+    answers: dict[str, Any], equivalent: Callable[[Any, Any], bool]
+) -> dict[str, float]:
+    """Cross-assessment from agreement: per model, the share of the round's answers in its
+    answer's cluster (1.0 = every answer agrees; an unextractable answer scores 0)."""
+    models = list(answers)
+    n = len(models)
+    out = {m: 0.0 for m in models}
+    for members in answer_clusters(equivalent, [answers[m] for m in models]):
+        for i in members:
+            out[models[i]] = len(members) / n
+    return out
+
+
+def _logit(p: float) -> float:
+    p = min(1 - 1e-4, max(1e-4, float(p)))
+    return math.log(p / (1 - p))
+
+
+def answer_features(prior: float, agreement: float, tokens: float) -> list[float]:
+    """Answer-level features of one answered model: (1, logit prior, agreement share,
+    log(1 + answer tokens)); the inputs of ``RouteMoAConfig.answer_model``."""
+    return [1.0, _logit(prior), float(agreement), math.log1p(max(0.0, float(tokens)))]
+
+
+def answer_probability(coef: tuple[float, ...], features: list[float]) -> float:
+    z = sum(c * f for c, f in zip(coef, features))
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
 class RouteMoAConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -231,9 +302,30 @@ class RouteMoAConfig(BaseModel):
     rounds: int = Field(
         3, ge=1, le=3, description="Answer rounds before the aggregator (official 3)."
     )
-    assessment: Literal["inline", "judge", "none"] = Field(
+    assessment: Literal["inline", "judge", "none", "agreement"] = Field(
         "inline",
-        description="inline: scores in the answer reply (official); judge: separate calls.",
+        description="inline: scores in the answer reply (official); judge: separate calls; "
+        "agreement: cross-assessment from agreement between the round's answers (task "
+        "equivalence), no extra call or token; the default on replay pools.",
+    )
+    agreement_weights: tuple[float, float] = Field(
+        (0.2, 0.8),
+        description="agreement: (mapped prior, agreement share) weights of an answered "
+        "model's combined score; (0.2, 0.8) with k=3 stops exactly on a unanimous round.",
+    )
+    agreement_floor: bool = Field(
+        True,
+        description="agreement: an answered model's combined score never drops below its "
+        "mapped prior (agreement only adds evidence), so a round that does not agree keeps "
+        "its models; False: the weighted sum alone, and a dissenting or unmatched answer's "
+        "model can be replaced by an unanswered one.",
+    )
+    answer_model: tuple[float, float, float, float] | None = Field(
+        None,
+        description="agreement: logistic coefficients (intercept, logit prior, agreement "
+        "share, log answer tokens) fitted on training queries "
+        "(moagraph.route.evaluator.fit_answer_model); the answered model's combined score is "
+        "then its predicted P(correct). None: agreement_weights.",
     )
     map_prior: bool = Field(True, description="Power-map the scorer prior (official map_scores).")
     w_round1: tuple[float, float] = (0.9, 0.1)
@@ -384,6 +476,31 @@ class RoundsState:
         )
         return upd
 
+    def after_agreement(
+        self,
+        rnd: int,
+        models: list[str],
+        agreement: dict[str, float],
+        tokens: dict[str, float] | None = None,
+    ) -> dict[str, float]:
+        """``assessment="agreement"``: the answered models' combined scores from the
+        agreement between this round's answers (and, with ``answer_model``, the answer
+        lengths); every other model keeps its score."""
+        c = self.config
+        upd: dict[str, float] = {}
+        for m in models:
+            if c.answer_model is not None:
+                f = answer_features(self.prior[m], agreement.get(m, 0.0), (tokens or {}).get(m, 0))
+                upd[m] = answer_probability(c.answer_model, f)
+            else:
+                w_m, w_a = c.agreement_weights
+                upd[m] = w_m * self.mapped[m] + w_a * agreement.get(m, 0.0)
+                if c.agreement_floor:
+                    upd[m] = max(upd[m], self.mapped[m])
+        self.combined.update(upd)
+        self.history.append({"round": rnd, "agreement": dict(agreement), "combined": dict(upd)})
+        return upd
+
     def stops(self, upd: dict[str, float]) -> tuple[bool, str]:
         if not upd:
             return False, "no combined scores"
@@ -396,23 +513,55 @@ class RoundsState:
 
 
 def replay_rounds(
-    config: RouteMoAConfig, prior: dict[str, float], order: list[str]
+    config: RouteMoAConfig,
+    prior: dict[str, float],
+    order: list[str],
+    answer_of: Callable[[str], Any] | None = None,
+    equivalent: Callable[[Any, Any], bool] | None = None,
+    tokens_of: Callable[[str], float] | None = None,
 ) -> tuple[list[list[str]], str]:
-    """The rounds RouteMoA runs when no self/peer score can be read (a replay pool has
-    none): every assessment takes the official fallback. Returns (models per round, why it stopped)."""
+    """The rounds RouteMoA runs on a replay pool. Returns (models per round, why it stopped).
+
+    Without ``answer_of`` (or with an assessment other than ``"agreement"``) no self/peer
+    score can be read, so every assessment takes the official fallback and the rounds
+    follow from the scorer alone. With ``assessment="agreement"`` and ``answer_of``
+    (model -> its recorded extracted answer; a later round reuses it) and ``equivalent``
+    (the task's), each round is assessed by agreement between its answers."""
     st = RoundsState(config, prior, order)
+    evidence = config.assessment == "agreement" and answer_of is not None
     rounds = [order[: config.k]]
-    upd = st.after_round1(rounds[0], {})
-    stop, why = st.stops(upd)
-    if stop or config.rounds == 1:
-        return rounds, (f"early stop after round 1: {why}" if stop else "rounds=1")
-    rounds.append(st.top())
-    upd = st.after_round2(rounds[0], rounds[1], {}, {}, {})
-    stop, why = st.stops(upd)
-    if stop or config.rounds == 2:
-        return rounds, (f"early stop after round 2: {why}" if stop else "rounds=2")
-    rounds.append(st.top())
+    for rnd in (1, 2):
+        if evidence:
+            assert answer_of is not None
+            cur = rounds[-1]
+            agree = agreement_scores({m: answer_of(m) for m in cur}, equivalent or _same)
+            toks = {m: tokens_of(m) for m in cur} if tokens_of is not None else None
+            upd = st.after_agreement(rnd, cur, agree, toks)
+        elif rnd == 1:
+            upd = st.after_round1(rounds[0], {})
+        else:
+            upd = st.after_round2(rounds[0], rounds[1], {}, {}, {})
+        stop, why = st.stops(upd)
+        if stop or config.rounds == rnd:
+            return rounds, (f"early stop after round {rnd}: {why}" if stop else f"rounds={rnd}")
+        rounds.append(st.top())
     return rounds, "3 rounds"
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b)
+
+
+def is_replay_pool(pool: Pool) -> bool:
+    """Every model of the pool replays recordings (no live model could score itself)."""
+    return bool(pool.models) and all(m.backend == "replay" for m in pool.models)
+
+
+def _extract(task: Task, text: str | None) -> Any:
+    try:
+        return task.extract(text or "")
+    except Exception:
+        return None
 
 
 @dataclass
@@ -446,6 +595,12 @@ class RouteMoA(LayeredRouter[_RouteMoAState]):
     ) -> None:
         scorer.check_pool(runtime.pool)
         base = config or RouteMoAConfig()
+        named = "assessment" in overrides or "assessment" in base.model_fields_set
+        self.assessment_note = "named" if named else "official default"
+        if not named and is_replay_pool(runtime.pool):
+            # a replay pool records no self/peer score: assess by answer agreement instead
+            overrides = {**overrides, "assessment": "agreement"}
+            self.assessment_note = "replay-pool default: no self/peer scores are recorded"
         # Validate the merged settings and keep the *validated* model (model_copy skips validation).
         c = RouteMoAConfig.model_validate({**base.model_dump(), **overrides})
         if c.aggregator is not None and c.aggregator not in runtime.pool:
@@ -466,6 +621,12 @@ class RouteMoA(LayeredRouter[_RouteMoAState]):
         )
         self.scorer = scorer
         self.config = c
+
+    @property
+    def assessment_label(self) -> str:
+        """The assessment in use and why, as evaluations print it."""
+        extra = " + answer features" if self.config.answer_model is not None else ""
+        return f"assessment={self.config.assessment}{extra} ({self.assessment_note})"
 
     # --- decisions without LLM calls ----------------------------------------
     def score(self, text: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -508,7 +669,10 @@ class RouteMoA(LayeredRouter[_RouteMoAState]):
             meta={
                 "timing": timing,
                 "stop": why,
-                "note": "rounds as decided with no readable self/peer scores (official fallbacks)",
+                "note": "rounds as decided with no readable self/peer scores (official fallbacks)"
+                if c.assessment != "agreement"
+                else "rounds before any answer is seen: agreement decides them at answer time",
+                "assessment": self.assessment_label,
             },
         )
 
@@ -528,6 +692,7 @@ class RouteMoA(LayeredRouter[_RouteMoAState]):
             "mapped_prior": st.mapped,
             "ranking": ranked,
             "timing": timing,
+            "assessment": self.assessment_label,
             "rounds": [],
         }
         return _RouteMoAState(
@@ -559,7 +724,16 @@ class RouteMoA(LayeredRouter[_RouteMoAState]):
             else:
                 state.selfs[rnd] = {}
             info["self_scores"] = state.selfs[rnd]
-            if rnd == 1:
+            if c.assessment == "agreement":
+                answers = {m: _extract(task, r.output) for m, r in got.items()}
+                agree = agreement_scores(answers, task.equivalent)
+                toks = {
+                    m: float(r.completion_tokens or len(r.output or "") / 4) for m, r in got.items()
+                }
+                info["answers"] = {m: (None if a is None else str(a)) for m, a in answers.items()}
+                info["agreement"] = agree
+                upd = st.after_agreement(rnd, list(got), agree, toks)
+            elif rnd == 1:
                 upd = st.after_round1(list(got), state.selfs[1])
             else:
                 cross: dict[str, float | None] = {}
