@@ -232,19 +232,14 @@ def update_schema(space: SearchSpace, fixed_nodes: int | None = None) -> dict[st
     n_slots = space.max_nodes if fixed_nodes is None else max(1, fixed_nodes)
     slots = [f"n{i}" for i in range(n_slots)]
     prob = {"type": "number"}
-    models = space.model_names + ["off"]
-    per_node = {
-        "type": "object",
-        "properties": {m: prob for m in models},
-        "additionalProperties": False,
-    }
+
+    def per_slot(labels: list[str]) -> dict[str, Any]:
+        """{slot: {label: p}} for every slot: one categorical per node."""
+        return _closed(slots, _closed(labels, prob))
+
     probs: dict[str, Any] = {}
     if fixed_nodes is None:
-        probs["models"] = {
-            "type": "object",
-            "properties": {n: per_node for n in slots},
-            "additionalProperties": False,
-        }
+        probs["models"] = per_slot([*space.model_names, "off"])
     node: dict[str, Any] = {
         "id": {"type": "string", "enum": slots},
         "model": {"type": "string", "enum": space.model_names},
@@ -252,66 +247,22 @@ def update_schema(space: SearchSpace, fixed_nodes: int | None = None) -> dict[st
     required = ["id", "model"]
     if not space.flat:
         roles = [r.value for r in space.roles]
-        per_role = {
-            "type": "object",
-            "properties": {r: prob for r in roles},
-            "additionalProperties": False,
-        }
-        probs["roles"] = {
-            "type": "object",
-            "properties": {n: per_role for n in slots},
-            "additionalProperties": False,
-        }
+        probs["roles"] = per_slot(roles)
         edges = [f"n{i}->n{j}" for i in range(len(slots)) for j in range(i + 1, len(slots))]
-        probs["edges"] = {
-            "type": "object",
-            "properties": {e: prob for e in edges},
-            "additionalProperties": False,
-        }
-        probs["sink"] = {
-            "type": "object",
-            "properties": {n: prob for n in slots},
-            "additionalProperties": False,
-        }
+        probs["edges"] = _closed(edges, prob)
+        probs["sink"] = _closed(slots, prob)
         node["role"] = {"type": "string", "enum": roles}
         node["inputs"] = {"type": "array", "items": {"type": "string", "enum": slots}}
     escalate: dict[str, Any] = {}
     if space.conditional:
-        stage_labels = [str(i) for i in range(space.stages)]
         later = [f"stage{s}" for s in range(1, space.stages)]
-        thr = [f"{t:g}" for t in space.thresholds]
-        per_stage = {
-            "type": "object",
-            "properties": {lab: prob for lab in stage_labels},
-            "additionalProperties": False,
-        }
-        probs["stages"] = {
-            "type": "object",
-            "properties": {n: per_stage for n in slots},
-            "additionalProperties": False,
-        }
-        probs["escalate_below"] = {
-            "type": "object",
-            "properties": {
-                st: {
-                    "type": "object",
-                    "properties": {t: prob for t in thr},
-                    "additionalProperties": False,
-                }
-                for st in later
-            },
-            "additionalProperties": False,
-        }
+        probs["stages"] = per_slot([str(i) for i in range(space.stages)])
+        probs["escalate_below"] = _closed(
+            later, _closed([f"{t:g}" for t in space.thresholds], prob)
+        )
         node["stage"] = {"type": "integer", "enum": list(range(space.stages))}
-        escalate = {
-            "escalate_below": {
-                "type": "object",
-                "properties": {
-                    st: {"type": "number", "enum": list(space.thresholds)} for st in later
-                },
-                "additionalProperties": False,
-            }
-        }
+        threshold = {"type": "number", "enum": list(space.thresholds)}
+        escalate = {"escalate_below": _closed(later, threshold)}
     graph = {
         "type": "object",
         "properties": {
@@ -352,6 +303,15 @@ def update_schema(space: SearchSpace, fixed_nodes: int | None = None) -> dict[st
             "graph": graph,
         },
         "required": ["probabilities"],
+        "additionalProperties": False,
+    }
+
+
+def _closed(keys: list[str], value: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-schema object whose only (optional) properties are ``keys``, each ``value``."""
+    return {
+        "type": "object",
+        "properties": {k: value for k in keys},
         "additionalProperties": False,
     }
 
