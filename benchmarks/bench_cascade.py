@@ -272,71 +272,40 @@ async def run_one(
     res = await run_study(study, opt, ev, evals)
     wall = time.perf_counter() - t0
     await opt.aclose()
-    cmp = await compare_best_single(ev, space, res.best_graph, seed=seed)
-    assert cmp is not None
-    d, ci, ratio = await test_against(ev, space, res.best_graph, best_open)
-    ds, dsci, static = await against_static(ev, space, res.best_graph)
-    row = Row(
-        pool_name,
-        label,
-        name,
-        seed,
-        res.n_trials,
-        cmp.graph_test,
-        res.test_cost or cmp.graph_cost,
-        res.worst_cost,
-        res.escalated,
-        cmp.diff,
-        cmp.diff_ci,
-        cmp.single.model,
-        ds,
-        dsci,
-        static,
-        d,
-        ci,
-        ratio,
-        graph_text(res.best_graph).replace("\n", "; "),
-        wall,
-    )
+    row = await _row(setup, pool_name, label, name, seed, res.n_trials, res.best_graph, best_open)
+    row.wall_s = wall
     console.print(
         f"  {name:38s} s{seed} e{evals}: test {row.test:.3f} cost {row.cost:6.2f} "
         f"vs fit-single {100 * row.diff_fit:+.1f} [{100 * row.diff_fit_ci[0]:+.1f}, "
-        f"{100 * row.diff_fit_ci[1]:+.1f}] vs best {100 * d:+.1f} at {ratio:.2f}x ({wall:.1f}s)",
+        f"{100 * row.diff_fit_ci[1]:+.1f}] vs best {100 * row.diff_best:+.1f} at {row.ratio_best:.2f}x ({wall:.1f}s)",
         highlight=False,
     )
     return row
 
 
-async def exhaustive_row(
-    pool_name: str, label: str, graphs: list[Any], setup: Any, best_open: str
+async def _row(
+    setup: Any,
+    pool_name: str,
+    label: str,
+    name: str,
+    seed: int,
+    evals: int,
+    graph: Any,
+    best_open: str,
 ) -> Row:
-    """The optimum on train among graphs whose expected train cost fits, then reported on
-    test like the others (picked on train + validation among the top 3)."""
+    """One table row: the picked graph on test against the three static choices."""
     ev, space = setup.evaluator, setup.space
-    t0 = time.perf_counter()
-    scored = []
-    for g in graphs:
-        r = await ev.evaluate(g, "train")
-        if not r.over_budget:
-            scored.append((r.reward, -r.cost, g))
-    scored.sort(key=lambda x: (x[0], x[1]), reverse=True)
-    top = scored[:3]
-    picks = []
-    for tr, _, g in top:
-        h = await ev.evaluate(g, "heldout")
-        picks.append((h.reward if not h.over_budget else -1.0, tr, g))
-    g = max(picks, key=lambda x: (x[0], x[1]))[2]
-    cmp = await compare_best_single(ev, space, g)
+    t = await ev.evaluate(graph, "test")
+    cmp = await compare_best_single(ev, space, graph, seed=seed)
     assert cmp is not None
-    d, ci, ratio = await test_against(ev, space, g, best_open)
-    ds, dsci, static = await against_static(ev, space, g)
-    t = await ev.evaluate(g, "test")
-    row = Row(
+    d, ci, ratio = await test_against(ev, space, graph, best_open)
+    ds, dsci, static = await against_static(ev, space, graph)
+    return Row(
         pool_name,
         label,
-        f"exhaustive ({len(graphs)} graphs)",
-        0,
-        len(graphs),
+        name,
+        seed,
+        evals,
         cmp.graph_test,
         t.cost,
         t.worst_cost,
@@ -350,9 +319,35 @@ async def exhaustive_row(
         d,
         ci,
         ratio,
-        graph_text(g).replace("\n", "; "),
-        time.perf_counter() - t0,
+        graph_text(graph).replace("\n", "; "),
+        0.0,
     )
+
+
+async def exhaustive_row(
+    pool_name: str, label: str, graphs: list[Any], setup: Any, best_open: str
+) -> Row:
+    """The optimum on train among graphs whose expected train cost fits, then reported on
+    test like the others (picked on train + validation among the top 3)."""
+    ev = setup.evaluator
+    t0 = time.perf_counter()
+    scored = []
+    for g in graphs:
+        r = await ev.evaluate(g, "train")
+        if not r.over_budget:
+            scored.append((r.reward, -r.cost, g))
+    scored.sort(key=lambda x: (x[0], x[1]), reverse=True)
+    top = scored[:3]
+    picks = []
+    for tr, _, g in top:
+        h = await ev.evaluate(g, "heldout")
+        picks.append((h.reward if not h.over_budget else -1.0, tr, g))
+    g = max(picks, key=lambda x: (x[0], x[1]))[2]
+    row = await _row(
+        setup, pool_name, label, f"exhaustive ({len(graphs)} graphs)", 0, len(graphs), g, best_open
+    )
+    row.wall_s = time.perf_counter() - t0
+    d, ratio = row.diff_best, row.ratio_best
     console.print(
         f"  exhaustive ({len(graphs)}): test {row.test:.3f} cost {row.cost:.2f} vs best "
         f"{100 * d:+.1f} at {ratio:.2f}x",
