@@ -232,8 +232,8 @@ class Graph(BaseModel):
         if cycle:
             path = " -> ".join([*cycle, cycle[0]])
             raise GraphError(
-                f"{where}: nodes form a cycle {path} (rule: acyclic, inputs and conditions "
-                "together); remove one input or condition"
+                f"{where}: nodes form a cycle {path} (rule: acyclic); remove one input or "
+                "condition (a condition orders its node after the nodes it names)"
             )
         # Nodes that reach the sink = the sink's ancestors: one walk up the inputs
         # (linear in nodes + edges; a has_path per node was quadratic on long chains).
