@@ -164,6 +164,15 @@ async def run_pool(pool_name: str, args: argparse.Namespace, agent: Any) -> list
             ("agent-reinforce[no LLM]", {"agent": None}),
             ("agent-reinforce[no LLM, no updates]", {"agent": None, "updates": False}),
         ]
+        if args.sampled_pretest:
+            sampled = {"agent": None, "pretest": "sample"}
+            variants.append(("agent-reinforce[no LLM, sampled pretest]", sampled))
+            variants.append(
+                (
+                    "agent-reinforce[no LLM, sampled pretest, no updates]",
+                    {**sampled, "updates": False},
+                )
+            )
         if agent is not None and (not args.live_budgets or b in args.live_budgets):
             variants.append(("agent-reinforce[live]", {"agent": agent}))
             variants.append(
@@ -527,6 +536,11 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--live-agent", action="store_true", help="Also run the local Qwen agent.")
     ap.add_argument("--live-seeds", type=int, default=4)
     ap.add_argument("--only-live", action="store_true", help="Only the live-agent rows.")
+    ap.add_argument(
+        "--sampled-pretest",
+        action="store_true",
+        help="Also Agent-REINFORCE with the official sampled pretest graph (pretest='sample').",
+    )
     ap.add_argument(
         "--live-budgets", default="", help="Budgets b with the live agent (default: all)."
     )

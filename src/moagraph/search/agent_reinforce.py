@@ -77,6 +77,12 @@ from moagraph.search.space import SearchSpace, finalize_graph, graph_text
 PILOT_MODES = ("size", "coverage")
 """``AgentReinforce(pilot=...)``: which models the pilot runs (see the module docs)."""
 
+PRETEST_MODES = ("cascade", "sample")
+"""``AgentReinforce(pretest=...)`` in conditional spaces: each candidate mix's pretest graph is
+the insight's cascade (``"cascade"``, moagraph's default) or one sample of the distribution
+(``"sample"``, as the official code draws every pretest graph; escalation is then left to the
+updates to find)."""
+
 MIX_MODES = ("maximal", "all")
 """``AgentReinforce(mixes=...)``: which mixes the agent is offered (see the module docs)."""
 
@@ -122,10 +128,14 @@ class AgentReinforce(Optimizer):
         pilot: str = "auto",
         mixes: str = "auto",
         updates: bool = True,
+        pretest: str = "cascade",
         **kwargs: Any,
     ) -> None:
         super().__init__(space, seed, **kwargs)
         self.updates = updates
+        if pretest not in PRETEST_MODES:
+            raise ConfigError(f"pretest={pretest!r}: use one of {', '.join(PRETEST_MODES)}")
+        self.pretest = pretest
         auto_pilot, auto_mixes = auto_pilot_mixes(space.sink_mode)
         mixes = auto_mixes if mixes == "auto" else mixes
         if mixes not in MIX_MODES:
@@ -287,7 +297,8 @@ class AgentReinforce(Optimizer):
             d = GraphDistribution(self.space)
             d.load_state_dict(self.dist.state_dict())
             d.fix_mix(mix)
-            if self.space.conditional:  # the insight's cascade: the best model escalated to
+            if self.space.conditional and self.pretest == "cascade":
+                # the insight's cascade: the best pilot model escalated to
                 d.focus_stages(self._cascade_stages(mix), strength=0.999)
                 g = d.argmax_graph()
             else:
@@ -338,7 +349,7 @@ class AgentReinforce(Optimizer):
                 self.fixed_mix = tuple(best)
             else:
                 self.dist.focus_mix(best, strength=0.8)
-            if self.space.conditional:
+            if self.space.conditional and self.pretest == "cascade":
                 self.dist.focus_stages(self._cascade_stages(best), strength=0.7)
 
     def project(self, g: Graph) -> Graph:
