@@ -178,6 +178,15 @@ async def run_pool(pool_name: str, args: argparse.Namespace, agent: Any) -> list
             variants.append(
                 ("agent-reinforce[live, no updates]", {"agent": agent, "updates": False})
             )
+            if args.sampled_pretest:
+                live_sampled = {"agent": agent, "pretest": "sample"}
+                variants.append(("agent-reinforce[live, sampled pretest]", live_sampled))
+                variants.append(
+                    (
+                        "agent-reinforce[live, sampled pretest, no updates]",
+                        {**live_sampled, "updates": False},
+                    )
+                )
         for name, opts in variants:
             if args.only_live and "live" not in name:
                 continue
