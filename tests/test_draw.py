@@ -96,6 +96,7 @@ def test_conditional_html_says_which_nodes_and_on_what(tmp_path: Path) -> None:
     assert "runs if s0_0, s0_1 disagree" in page  # the node table row of s1_0
     assert "<code>s1_0</code> runs only if s0_0, s0_1 disagree" in page
     assert "dashed" in page and page.count("<td>always</td>") == 3  # s0_0, s0_1, vote
+    assert "2-3 LLM calls" in page
 
 
 def test_plain_graph_draws_without_condition_legend(tmp_path: Path) -> None:

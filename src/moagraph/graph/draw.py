@@ -97,6 +97,13 @@ def _model_colours(graph: Graph) -> dict[str, tuple[float, float, float, float]]
     return {m: cmap(i % 10) for i, m in enumerate(graph.models_used)}
 
 
+def _calls(graph: Graph) -> str:
+    """``3 calls``; a conditional graph: ``2-3 calls`` (the conditional nodes may be skipped)."""
+    n = len(graph.llm_nodes)
+    k = sum(1 for x in graph.llm_nodes if x.condition is not None)
+    return f"{n - k}-{n} calls" if k else f"{n} calls"
+
+
 def draw_png(graph: Graph, path: str | Path, pool: Pool | None = None, *, dpi: int = 150) -> Path:
     import matplotlib
 
@@ -203,7 +210,7 @@ def draw_png(graph: Graph, path: str | Path, pool: Pool | None = None, *, dpi: i
         handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False
     )
     ax.set_title(
-        f"{graph.name or 'graph'}  (width {graph.width}, depth {graph.depth}, {len(graph.llm_nodes)} calls)",
+        f"{graph.name or 'graph'}  (width {graph.width}, depth {graph.depth}, {_calls(graph)})",
         fontsize=10,
     )
     xs = [p[0] for p in pos.values()]
@@ -254,7 +261,7 @@ def draw_html(graph: Graph, path: str | Path, png: Path, pool: Pool | None = Non
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .7em;text-align:left}}
 th{{background:#f3f3f3}}img{{max-width:100%}}</style></head><body>
 <h1>{e(graph.name or "graph")}</h1>
-<p>{len(graph.nodes)} nodes, {len(graph.llm_nodes)} LLM calls, width {graph.width}, depth {graph.depth}, sink <code>{e(graph.sink)}</code>.</p>
+<p>{len(graph.nodes)} nodes, {_calls(graph).replace("calls", "LLM calls")}, width {graph.width}, depth {graph.depth}, sink <code>{e(graph.sink)}</code>.</p>
 <img alt="graph {e(graph.name)}" src="data:image/png;base64,{b64}">
 {cond_note}
 <table><thead><tr><th>node</th><th>role</th><th>model</th><th>label</th><th>size</th><th>inputs</th><th>condition</th></tr></thead>
