@@ -212,3 +212,37 @@ def test_served_usage_lists_only_the_nodes_that_ran(tmp_path: Path) -> None:
     assert len(backend.calls) == 2
     assert ext["calls"] == 2
     assert "s1_0" not in {n["id"] for n in ext["nodes"]}
+
+
+def test_agreement_below_cascade_matches_exact_replay() -> None:
+    """agreement_below on three real stage-0 models: 2 of 3 agreeing (0.67) is below 0.7,
+    so the big model is skipped exactly when all three answers are equivalent."""
+    from moagraph.search.evaluator import ExactReplayEvaluator
+    from moagraph.search.space import SearchSpace
+
+    pool = load_pool(resolve_pool("zeroeval-gsm8k"))
+    task = moagraph.get_task("gsm8k")
+    exs = task.load("zeroeval", n=40, seed=1)
+    first = [SMALL, CODER, "gemma-2-9b-it"]
+    graph = builders.cascade(first, [BIG], threshold=0.7)
+    ex = GraphExecutor(PoolRuntime(pool), task)
+
+    async def go() -> list[Trace]:
+        return [await ex.run(graph, e) for e in exs]
+
+    traces = asyncio.run(go())
+    space = SearchSpace.from_pool(
+        pool, task, models=[*first, BIG], flat=True, stages=2, max_copies=1
+    )
+    res = ExactReplayEvaluator.from_pool(pool, space, exs, task=task).evaluate_sync(graph)
+    assert [float(t.meta["sink_score"]) for t in traces] == res.scores
+    # critical-path latency from the recorded latencies (the executor adds a few µs of vote time)
+    assert res.latency_s == pytest.approx(sum(t.latency_s for t in traces) / len(traces), rel=1e-3)
+    for t in traces:
+        by = {n.node_id: n for n in t.nodes}
+        a = [by[f"s0_{j}"].answer for j in range(3)]
+        all_agree = all(x is not None for x in a) and all(task.equivalent(a[0], x) for x in a[1:])
+        assert by["s1_0"].skipped == all_agree
+    assert res.escalated == pytest.approx(
+        sum(not {n.node_id: n for n in t.nodes}["s1_0"].skipped for t in traces) / len(traces)
+    )
