@@ -7,7 +7,7 @@ import random
 import pytest
 
 from moagraph.graph import builders
-from moagraph.graph.spec import GraphError, Role
+from moagraph.graph.spec import Graph, GraphError, Node, Role
 from moagraph.graph.testing import fake_pool
 
 POOL = fake_pool("m1", "m2", "m3")
@@ -62,3 +62,78 @@ def test_bad_arguments_name_the_field() -> None:
         builders.parallel_vote("m1", 0)
     with pytest.raises(GraphError, match="`edge_p`"):
         builders.random_dag(["m1"], 3, 1.5)
+
+
+# --- cascade (issue 20) -------------------------------------------------------------
+
+
+def test_cascade_shape_and_conditions() -> None:
+    from moagraph.graph.builders import cascade
+
+    g = cascade(["m1", "m2"], ["m3"])
+    assert g.conditional and g.sink == "vote"
+    assert [n.id for n in g.nodes] == ["s0_0", "s0_1", "s1_0", "vote"]
+    c = g.node("s1_0").condition
+    assert c is not None and c.when == "disagree" and c.among == ["s0_0", "s0_1"]
+    assert g.node("s0_0").condition is None and g.node("s0_1").condition is None
+    assert g.node("vote").inputs == ["s1_0", "s0_0", "s0_1"]  # escalated first
+    kinds = {(u, v): k for u, v, k in g.to_networkx().edges(data="kind")}
+    assert kinds[("s0_0", "s1_0")] == "condition" and kinds[("s1_0", "vote")] == "input"
+    assert g.name == "cascade-m1+m2-then-m3"
+
+
+def test_cascade_several_stages_threshold() -> None:
+    from moagraph.graph.builders import cascade
+
+    g = cascade(["m1"], [["m2", "m2"], ["m3"]], threshold=0.6)
+    s1, s2 = g.node("s1_0").condition, g.node("s2_0").condition
+    assert s1 is not None and s1.when == "agreement_below" and s1.threshold == 0.6
+    assert s1.among == ["s0_0"]
+    assert s2 is not None and s2.among == ["s0_0", "s1_0", "s1_1"]
+    assert g.node("vote").inputs == ["s2_0", "s1_0", "s1_1", "s0_0"]
+    assert g.name.endswith("-t0.6")
+
+
+def test_cascade_same_shape_as_search_space_cascade() -> None:
+    from moagraph.graph.builders import cascade
+    from moagraph.search.space import cascade_nodes, finalize_graph
+
+    g = cascade(["m1", "m2"], ["m3"], threshold=0.7)
+    raw = [Node(id=n.id, model=n.model) for n in g.nodes if n.model]
+    stage = {"s0_0": 0, "s0_1": 0, "s1_0": 1}
+    ref = finalize_graph(cascade_nodes(raw, stage, {1: 0.7}), [], name="x")
+    assert ref.node(ref.sink).inputs == g.node("vote").inputs
+    for n in raw:
+        assert ref.node(n.id).condition == g.node(n.id).condition
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"first": [], "then": ["m2"]}, "`first`"),
+        ({"first": "m1", "then": ["m2"]}, "`first`"),
+        ({"first": ["m1"], "then": []}, "`then`"),
+        ({"first": ["m1"], "then": "m2"}, "`then`"),
+        ({"first": ["m1"], "then": [["m2"], []]}, "`then`"),
+        ({"first": ["m1"], "then": ["m2", ["m3"]]}, "`then`"),
+        ({"first": ["m1"], "then": ["m2"], "threshold": 0.0}, "`threshold`"),
+        ({"first": ["m1"], "then": ["m2"], "threshold": 1.5}, "`threshold`"),
+        ({"first": [""], "then": ["m2"]}, "`first`"),
+    ],
+)
+def test_cascade_bad_arguments_name_the_argument(kw: dict, needle: str) -> None:
+    from moagraph.graph.builders import cascade
+
+    with pytest.raises(GraphError, match=needle):
+        cascade(**kw)
+
+
+def test_bundled_cascade3_is_the_builder_shape() -> None:
+    from moagraph.graph.builders import cascade
+    from moagraph.graphs import bundled_graphs
+
+    g = Graph.load(bundled_graphs()["cascade3"])
+    b = cascade(["gemma-270m", "gemma-270m"], ["qwen-coder-1.5b"])
+    assert g.name == b.name
+    strip = [n.model_dump(exclude_none=True, exclude={"temperature"}) for n in g.nodes]
+    assert strip == [n.model_dump(exclude_none=True) for n in b.nodes]

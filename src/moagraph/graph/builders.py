@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from moagraph.graph.spec import Graph, GraphError, Node, Role
+from moagraph.graph.spec import Condition, Graph, GraphError, Node, Role
 
-__all__ = ["best_of_n", "chain", "moa", "parallel_vote", "random_dag", "single"]
+__all__ = ["best_of_n", "cascade", "chain", "moa", "parallel_vote", "random_dag", "single"]
 
 
 def _short(models: Sequence[str]) -> str:
@@ -47,6 +47,78 @@ def parallel_vote(models: str | Sequence[str], n: int | None = None) -> Graph:
     nodes = [Node(id=f"a{i}", model=m) for i, m in enumerate(picked)]
     nodes.append(Node(id="vote", role=Role.VOTE, inputs=[x.id for x in nodes]))
     return Graph(name=f"vote-{_short(picked)}", nodes=nodes, sink="vote").validate_structure()
+
+
+def cascade(
+    first: Sequence[str], then: Sequence[str] | Sequence[Sequence[str]], threshold: float = 1.0
+) -> Graph:
+    """A cascade: the ``first`` models answer; each later stage runs only when the answers
+    of all earlier stages agree less than ``threshold`` (1.0: any disagreement, i.e.
+    ``when: disagree``; else ``when: agreement_below``); a vote over every answer that ran.
+
+    ``then`` is one later stage (a list of model names) or several (a list of lists).
+    The vote lists escalated answers first, so a tie goes to the latest stage that ran
+    (the shape ``moagraph.search.space.cascade_nodes`` + ``finalize_graph`` build).
+    Nodes are ``s{stage}_{j}``; the sink is ``vote``.
+    """
+    _need(
+        not isinstance(first, str),
+        "first",
+        f"give a list of model names, e.g. [{first!r}], not a bare string",
+    )
+    _need(bool(first), "first", "give at least one model name for stage 0")
+    _need(
+        not isinstance(then, str),
+        "then",
+        f"give a list of model names (one stage) or a list of lists (several), e.g. [{then!r}]",
+    )
+    _need(bool(then), "then", "give at least one later stage (a list of model names)")
+    stages_raw = list(then)
+    if all(isinstance(x, str) for x in stages_raw):
+        later: list[list[str]] = [[str(x) for x in stages_raw]]
+    else:
+        _need(
+            all(not isinstance(x, str) for x in stages_raw),
+            "then",
+            "give either model names (one stage) or lists of model names (stages), not a mix",
+        )
+        later = [list(x) for x in stages_raw]
+    _need(all(later), "then", "every stage needs at least one model name; drop empty stages")
+    for where, names in (("first", list(first)), *(("then", s) for s in later)):
+        _need(
+            all(isinstance(m, str) and m for m in names),
+            where,
+            "model names must be non-empty strings",
+        )
+    _need(
+        isinstance(threshold, int | float) and 0.0 < float(threshold) <= 1.0,
+        "threshold",
+        f"must be in (0, 1] (1.0 = run on any disagreement), got {threshold!r}",
+    )
+    t = float(threshold)
+    stages: list[list[str]] = [list(first), *later]
+    nodes: list[Node] = []
+    by_stage: list[list[str]] = []
+    for s, models in enumerate(stages):
+        earlier = [i for ids in by_stage for i in ids]
+        cond = None
+        if s > 0:
+            cond = (
+                Condition(when="disagree", among=earlier)
+                if t >= 1.0
+                else Condition(when="agreement_below", among=earlier, threshold=t)
+            )
+        ids = [f"s{s}_{j}" for j in range(len(models))]
+        nodes += [
+            Node(id=i, model=m, condition=cond.model_copy() if cond else None)
+            for i, m in zip(ids, models, strict=True)
+        ]
+        by_stage.append(ids)
+    sink_inputs = [i for ids in reversed(by_stage) for i in ids]  # escalated first
+    nodes.append(Node(id="vote", role=Role.VOTE, inputs=sink_inputs))
+    tag = "" if t >= 1.0 else f"-t{t:g}"
+    name = "cascade-" + "-then-".join(_short(m) for m in stages) + tag
+    return Graph(name=name, nodes=nodes, sink="vote").validate_structure()
 
 
 def best_of_n(model: str, n: int, judge_model: str | None = None) -> Graph:

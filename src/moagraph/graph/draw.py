@@ -2,7 +2,10 @@
 
 Layout is layered left to right by topological generation, so the flow of
 a query (first answers -> refinements -> sink) reads like the paper figures.
-Colour = model, marker = role, the sink gets a thick ring.
+Colour = model, marker = role, the sink gets a thick ring. Input edges (they
+carry text) are solid grey; condition edges (they only order: the target runs
+when the answers of its ``condition.among`` nodes disagree) are dashed orange and
+labelled with the condition (``disagree`` / ``agree<0.5``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from pathlib import Path
 
 import networkx as nx
 
-from moagraph.graph.spec import Graph, Role
+from moagraph.graph.spec import Condition, Graph, Role
 from moagraph.models.pool import Pool
 
-__all__ = ["draw", "draw_html", "draw_png", "layout"]
+__all__ = ["condition_label", "draw", "draw_html", "draw_png", "edge_styles", "layout"]
 
 ROLE_MARKERS = {
     Role.ASSISTANT: "o",
@@ -26,6 +29,48 @@ ROLE_MARKERS = {
     Role.VOTE: "^",
     Role.JUDGE: "h",
 }
+
+
+INPUT_EDGE = {"color": "0.45", "linestyle": "solid"}
+CONDITION_EDGE = {"color": "darkgoldenrod", "linestyle": "dashed"}  # not a tab10 model colour
+
+
+def condition_label(cond: Condition) -> str:
+    """Short edge label: ``disagree`` or ``agree<0.5``."""
+    return "disagree" if cond.when == "disagree" else f"agree<{cond.cutoff:g}"
+
+
+@dataclass(frozen=True)
+class EdgeStyle:
+    src: str
+    dst: str
+    kind: str  # "input" (carries text) or "condition" (orders only)
+    color: str
+    linestyle: str
+    label: str  # the condition on one condition edge per node, else ""
+
+
+def edge_styles(graph: Graph) -> list[EdgeStyle]:
+    """How each edge of ``graph.to_networkx()`` is drawn (``label``: the condition, on
+    one condition edge per conditional node; the PNG writes it above that node). A node
+    whose ``among`` are all inputs too has no condition edge: its label goes on its
+    middle input edge instead."""
+    g = graph.to_networkx()
+    by_id = {n.id: n for n in graph.nodes}
+    out: list[EdgeStyle] = []
+    labelled: set[str] = set()
+    for src, dst, kind in g.edges(data="kind", default="input"):
+        style = CONDITION_EDGE if kind == "condition" else INPUT_EDGE
+        label = ""
+        cond = by_id[dst].condition
+        if cond is not None and dst not in labelled:
+            cond_edges = [s for s in cond.among if s not in by_id[dst].inputs]
+            carriers = cond_edges or list(cond.among)
+            if src == carriers[len(carriers) // 2]:
+                label = condition_label(cond)
+                labelled.add(dst)
+        out.append(EdgeStyle(src, dst, str(kind), style["color"], style["linestyle"], label))
+    return out
 
 
 @dataclass(frozen=True)
@@ -52,6 +97,13 @@ def _model_colours(graph: Graph) -> dict[str, tuple[float, float, float, float]]
     return {m: cmap(i % 10) for i, m in enumerate(graph.models_used)}
 
 
+def _calls(graph: Graph) -> str:
+    """``3 calls``; a conditional graph: ``2-3 calls`` (the conditional nodes may be skipped)."""
+    n = len(graph.llm_nodes)
+    k = sum(1 for x in graph.llm_nodes if x.condition is not None)
+    return f"{n - k}-{n} calls" if k else f"{n} calls"
+
+
 def draw_png(graph: Graph, path: str | Path, pool: Pool | None = None, *, dpi: int = 150) -> Path:
     import matplotlib
 
@@ -64,20 +116,36 @@ def draw_png(graph: Graph, path: str | Path, pool: Pool | None = None, *, dpi: i
     n_gen = 1 + max(x for x, _ in pos.values())
     tallest = max(sum(1 for x, _ in pos.values() if x == g) for g in range(int(n_gen)))
     fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * n_gen + 1.5), max(3.0, 1.3 * tallest + 1.2)))
-    for n in graph.nodes:
-        for src in n.inputs:
-            ax.annotate(
-                "",
-                xy=pos[n.id],
-                xytext=pos[src],
-                arrowprops={
-                    "arrowstyle": "-|>",
-                    "color": "0.45",
-                    "lw": 1.2,
-                    "shrinkA": 16,
-                    "shrinkB": 16,
-                    "connectionstyle": "arc3,rad=0.06",
-                },
+    for e in edge_styles(graph):
+        cond = e.kind == "condition"
+        ax.annotate(
+            "",
+            xy=pos[e.dst],
+            xytext=pos[e.src],
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": e.color,
+                "linestyle": e.linestyle,
+                "lw": 1.4 if cond else 1.2,
+                "shrinkA": 16,
+                "shrinkB": 16,
+                "connectionstyle": f"arc3,rad={-0.12 if cond else 0.06}",
+            },
+            gid=f"edge:{e.kind}:{e.src}->{e.dst}",
+        )
+        if e.label:  # once per conditional node, just above it, where its dashed edges arrive
+            x1, y1 = pos[e.dst]
+            ax.text(
+                x1,
+                y1 + 0.24,
+                "if " + e.label,
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color=e.color,
+                style="italic",
+                zorder=5,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
             )
     for n in graph.nodes:
         x, y = pos[n.id]
@@ -133,11 +201,16 @@ def draw_png(graph: Graph, path: str | Path, pool: Pool | None = None, *, dpi: i
         for r in Role
         if any(n.role is r for n in graph.nodes)
     ]
+    if graph.conditional:
+        handles += [
+            Line2D([], [], color=INPUT_EDGE["color"], ls="solid", label="input (text)"),
+            Line2D([], [], color=CONDITION_EDGE["color"], ls="dashed", label="condition (runs if)"),
+        ]
     ax.legend(
         handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False
     )
     ax.set_title(
-        f"{graph.name or 'graph'}  (width {graph.width}, depth {graph.depth}, {len(graph.llm_nodes)} calls)",
+        f"{graph.name or 'graph'}  (width {graph.width}, depth {graph.depth}, {_calls(graph)})",
         fontsize=10,
     )
     xs = [p[0] for p in pos.values()]
@@ -164,7 +237,23 @@ def draw_html(graph: Graph, path: str | Path, png: Path, pool: Pool | None = Non
         rows.append(
             f"<tr><td>{e(n.id)}{' <b>(sink)</b>' if n.id == graph.sink else ''}</td><td>{e(n.role.value)}</td>"
             f"<td>{e(n.model or '')}</td><td>{e(spec.display if spec else '')}</td><td>{size}</td>"
-            f"<td>{e(', '.join(n.inputs))}</td></tr>"
+            f"<td>{e(', '.join(n.inputs))}</td>"
+            f"<td>{e('runs ' + n.condition.text()) if n.condition else 'always'}</td></tr>"
+        )
+    conditional = [n for n in graph.nodes if n.condition is not None]
+    cond_note = ""
+    if conditional:
+        items = "".join(
+            f"<li><code>{e(n.id)}</code> runs only {e(n.condition.text())} "
+            f"(<code>{e(condition_label(n.condition))}</code>)</li>"
+            for n in conditional
+            if n.condition is not None
+        )
+        cond_note = (
+            f"<p>Conditional graph: {len(conditional)} node(s) run only when earlier answers "
+            "disagree, otherwise they are skipped at no cost. Solid grey edges carry text "
+            "(inputs); dashed orange edges are conditions (they only order).</p>"
+            f"<ul>{items}</ul>"
         )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(graph.name or "graph")}</title>
@@ -172,9 +261,10 @@ def draw_html(graph: Graph, path: str | Path, png: Path, pool: Pool | None = Non
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .7em;text-align:left}}
 th{{background:#f3f3f3}}img{{max-width:100%}}</style></head><body>
 <h1>{e(graph.name or "graph")}</h1>
-<p>{len(graph.nodes)} nodes, {len(graph.llm_nodes)} LLM calls, width {graph.width}, depth {graph.depth}, sink <code>{e(graph.sink)}</code>.</p>
+<p>{len(graph.nodes)} nodes, {_calls(graph).replace("calls", "LLM calls")}, width {graph.width}, depth {graph.depth}, sink <code>{e(graph.sink)}</code>.</p>
 <img alt="graph {e(graph.name)}" src="data:image/png;base64,{b64}">
-<table><thead><tr><th>node</th><th>role</th><th>model</th><th>label</th><th>size</th><th>inputs</th></tr></thead>
+{cond_note}
+<table><thead><tr><th>node</th><th>role</th><th>model</th><th>label</th><th>size</th><th>inputs</th><th>condition</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>
