@@ -13,23 +13,37 @@ the child's stdin/stdout. The child moves its real stdout aside first and
 points fd 1 at stderr, so text printed by native code can never corrupt the
 stream; its stderr goes to a temporary file whose tail is quoted on a crash.
 
-parent → child: ``{"op": "init", "settings": {...}}`` once, then
-``{"op": "generate" | "metadata" | "load", "payload": {...}, "stream": bool}``
-or ``{"op": "shutdown"}``.
-child → parent: ``{"type": "token", "text": ...}`` while streaming, then one
-``{"type": "result", "result": {...}}`` or
-``{"type": "error", "config": bool, "message": ...}``.
+Every frame is a JSON object and carries the request's ``id`` (an int, one
+per request, increasing):
+parent → child: ``{"id": 0, "op": "init", "settings": {...}}`` once, then
+``{"id": n, "op": "generate" | "metadata" | "load", "payload": {...}, "stream": bool}``
+or ``{"id": n, "op": "shutdown"}``.
+child → parent: ``{"id": n, "type": "token", "text": ...}`` while streaming, then one
+``{"id": n, "type": "result", "result": {...}}`` or
+``{"id": n, "type": "error", "config": bool, "message": ...}``.
+A frame that breaks this (not an object, no or another ``id``, an unknown
+``op`` or ``type``, a field of the wrong type) is an error on either side,
+never an answer: the parent stops the process and fails the call (the next
+call starts a fresh process), so one stray frame on the pipe cannot shift
+every later answer by one; the child answers a malformed request with a
+protocol error and exits.
 
-The child exits when its stdin closes, so it cannot outlive a parent that
-was killed; a child busy in a long generation (it reads stdin only between
-calls) also watches its parent's pid and exits within a second of the parent's
-death. The parent also stops every child on ``aclose()`` and at exit.
+A call has one deadline, ``timeout_s`` (the first call, which loads the model,
+at least ``LOAD_TIMEOUT_S``), streaming or not: a model that streams tokens
+forever is stopped like one that never answers.
+
+The child cannot outlive its parent: on Linux it asks the kernel for SIGKILL
+when the parent dies (``PR_SET_PDEATHSIG``: at once, even while it is stopped
+with SIGSTOP or busy in native code); elsewhere it exits when its stdin closes
+or, mid-call, when a watcher thread sees its parent's pid change (within
+0.2 s). The parent also stops every child on ``aclose()`` and at exit.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import json
 import os
 import select
@@ -45,6 +59,10 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from moagraph.models.base import BackendConfigError, BackendError
+
+PARENT_ENV = "MOAGRAPH_LOCAL_WORKER_PARENT"
+"""The parent's pid, so the child can tell that its parent died before it asked for a
+parent-death signal."""
 
 TEST_CRASH_ENV = "MOAGRAPH_TEST_LOCAL_WORKER_CRASH"
 """Test-only hook: ``SIGSEGV@2`` makes the first worker process of each model kill
@@ -84,12 +102,70 @@ def _read_exact(f: IO[bytes], n: int) -> bytes | None:
     return buf
 
 
-def _read_message(f: IO[bytes]) -> dict[str, Any] | None:
+class ProtocolError(ValueError):
+    """A frame on the worker's pipe that breaks the protocol."""
+
+
+EOF = object()
+"""What the readers return at the end of the stream (a JSON ``null`` frame is None)."""
+
+
+def _read_message(f: IO[bytes]) -> Any:
+    """The next frame's JSON value (any type: the caller checks it); EOF at the end."""
     head = _read_exact(f, _HEADER.size)
     if head is None:
+        return EOF
+    (size,) = _HEADER.unpack(head)
+    if size > _MAX_MESSAGE:
+        raise ProtocolError(f"a {size}-byte frame (the limit is {_MAX_MESSAGE})")
+    body = _read_exact(f, size)
+    if body is None:
+        return EOF
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise ProtocolError(f"a frame that is not JSON ({e})") from None
+
+
+_OPS = ("init", "generate", "metadata", "load", "shutdown")
+
+
+def check_request(msg: Any) -> str | None:
+    """What is wrong with a parent → child frame, or None."""
+    if not isinstance(msg, dict):
+        return f"a frame that is not a JSON object ({type(msg).__name__})"
+    rid = msg.get("id")
+    if type(rid) is not int:
+        return "a request without an integer 'id'"
+    op = msg.get("op")
+    if op not in _OPS:
+        return f"unknown op {op!r} (expected one of {', '.join(_OPS)})"
+    if op == "init":
+        settings = msg.get("settings")
+        if not isinstance(settings, dict) or not isinstance(settings.get("name"), str):
+            return "an 'init' without a 'settings' object naming the model"
+    elif "payload" in msg and not isinstance(msg["payload"], (dict, type(None))):
+        return "a 'payload' that is not a JSON object"
+    return None
+
+
+def check_reply(msg: Any, rid: int) -> str | None:
+    """What is wrong with a child → parent frame answering request ``rid``, or None."""
+    if not isinstance(msg, dict):
+        return f"a frame that is not a JSON object ({type(msg).__name__})"
+    if msg.get("id") != rid:
+        return (
+            f"a frame for request {msg.get('id')!r} while request {rid} was waiting (a stray or "
+            "stale frame on the worker's pipe; answers would be out of step)"
+        )
+    kind = msg.get("type")
+    if kind == "token" and isinstance(msg.get("text"), str):
         return None
-    body = _read_exact(f, _HEADER.unpack(head)[0])
-    return None if body is None else json.loads(body)
+    if kind == "result" and isinstance(msg.get("result"), dict):
+        return None
+    if kind == "error" and isinstance(msg.get("message"), str):
+        return None
+    return f"a malformed {kind!r} frame"
 
 
 def _test_crash_hook(spec: str | None) -> tuple[int, signal.Signals] | None:
@@ -99,14 +175,30 @@ def _test_crash_hook(spec: str | None) -> tuple[int, signal.Signals] | None:
     return int(call or 1), signal.Signals[sig.strip().upper()]
 
 
-def _exit_with_parent(period_s: float = 0.5) -> None:
-    """Exit as soon as the parent is gone, even mid-call.
+def _exit_with_parent(period_s: float = 0.2) -> None:
+    """Exit as soon as the parent is gone, even mid-call, even stopped.
 
     Stdin's EOF is seen only between calls, and one generation can take minutes on a
-    CPU: without this, a killed search leaves its worker computing for nobody. llama.cpp
-    releases the GIL while it computes, so this thread runs during a generation.
+    CPU: without this, a killed search leaves its worker computing for nobody. On Linux
+    the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG), which also ends a
+    SIGSTOPped worker (nothing in the worker can run then). The watcher thread is the
+    fallback elsewhere (llama.cpp releases the GIL while it computes, so it runs during
+    a generation).
     """
     parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(
+                ctypes.c_ulong(1),  # PR_SET_PDEATHSIG
+                ctypes.c_ulong(signal.SIGKILL),
+                ctypes.c_ulong(0),
+                ctypes.c_ulong(0),
+                ctypes.c_ulong(0),
+            )
+    expected = os.environ.get(PARENT_ENV, "")
+    if expected.isdigit() and int(expected) != parent:
+        os._exit(0)  # the parent died before we asked: re-parented already
 
     def watch() -> None:
         while True:
@@ -133,15 +225,35 @@ def main() -> int:
     name = "?"
     crash: tuple[int, signal.Signals] | None = None
     calls = 0
-    while (msg := _read_message(inp)) is not None:
-        op = msg.get("op")
+    while True:
+        try:
+            msg = _read_message(inp)
+            problem = None if msg is EOF else check_request(msg)
+        except ProtocolError as e:
+            msg, problem = {}, str(e)
+        if msg is EOF:
+            break
+        if problem is not None:
+            text = (
+                f"model {name!r}: local worker protocol error: it got {problem}; "
+                "the worker exits (the parent restarts it)"
+            )
+            sys.stderr.write(text + "\n")
+            with contextlib.suppress(OSError):
+                rid = msg.get("id") if isinstance(msg, dict) else None
+                send({"id": rid, "type": "error", "config": False, "message": text})
+            if engine is not None:
+                engine.close()
+            return 2
+        rid = msg["id"]
+        op = msg["op"]
         if op == "shutdown":
             break
         if op == "init":
             from moagraph.models.llamacpp import install_buffer_policy, make_engine
 
             settings = msg["settings"]
-            name = settings.get("name", "?")
+            name = settings["name"]
             crash = _test_crash_hook(msg.get("test_crash"))
             try:
                 install_buffer_policy(bool(settings.get("extra_buffers", False)))
@@ -152,8 +264,8 @@ def main() -> int:
         push: Callable[[str], None] | None = None
         if msg.get("stream"):
 
-            def push(text: str) -> None:
-                send({"type": "token", "text": text})
+            def push(text: str, rid: int = rid) -> None:
+                send({"id": rid, "type": "token", "text": text})
 
         try:
             if engine is None:
@@ -165,12 +277,13 @@ def main() -> int:
                     os.kill(os.getpid(), crash[1])
                     time.sleep(5)  # a signal that does not kill (e.g. SIGTERM ignored) stops here
             result = engine.handle(op, msg.get("payload") or {}, push)
-            send({"type": "result", "result": result})
+            send({"id": rid, "type": "result", "result": result})
         except BrokenPipeError:
             break
         except Exception as e:
             send(
                 {
+                    "id": rid,
                     "type": "error",
                     "config": isinstance(e, ValueError),
                     "message": str(e)
@@ -210,6 +323,7 @@ class LocalWorkerProcess:
         self._buf = bytearray()
         self._log: IO[bytes] | None = None
         self._loaded = False
+        self._next_id = 0
 
     @property
     def pid(self) -> int | None:
@@ -220,6 +334,7 @@ class LocalWorkerProcess:
         self._log = None if self.verbose else tempfile.TemporaryFile()  # noqa: SIM115
         env = dict(os.environ)
         env.pop(TEST_CRASH_ENV, None)
+        env[PARENT_ENV] = str(os.getpid())
         # The child imports moagraph from where this process did (a source checkout too).
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
@@ -233,12 +348,18 @@ class LocalWorkerProcess:
         )
         self._buf.clear()
         self._loaded = False
-        init: dict[str, Any] = {"op": "init", "settings": self.settings}
+        self._next_id = 0
+        init: dict[str, Any] = {"id": self._take_id(), "op": "init", "settings": self.settings}
         if self.starts == 0 and os.environ.get(TEST_CRASH_ENV):
             init["test_crash"] = os.environ[TEST_CRASH_ENV]
         self.starts += 1
         _LIVE.add(self)
         self._send(init)
+
+    def _take_id(self) -> int:
+        rid = self._next_id
+        self._next_id += 1
+        return rid
 
     def close(self, grace_s: float = 5.0) -> None:
         """Stop the process: ``shutdown`` and wait, then SIGKILL. Safe to call twice."""
@@ -248,7 +369,7 @@ class LocalWorkerProcess:
             if proc.poll() is None:
                 with contextlib.suppress(OSError):
                     assert proc.stdin is not None
-                    proc.stdin.write(encode({"op": "shutdown"}))
+                    proc.stdin.write(encode({"id": self._take_id(), "op": "shutdown"}))
                     proc.stdin.flush()
                 with contextlib.suppress(OSError):
                     assert proc.stdin is not None
@@ -306,17 +427,29 @@ class LocalWorkerProcess:
             self._buf += chunk
         return True
 
-    def _receive(self, deadline: float) -> dict[str, Any] | None:
+    def _receive(self, deadline: float) -> Any:
+        """The next frame's JSON value (checked by the caller); EOF at the end."""
         if not self._fill(_HEADER.size, deadline):
-            return None
+            return EOF
         (size,) = _HEADER.unpack(self._buf[: _HEADER.size])
         if size > _MAX_MESSAGE:
-            raise BackendError(f"model {self.name!r}: local worker sent a {size}-byte message")
+            raise ProtocolError(f"a {size}-byte frame (the limit is {_MAX_MESSAGE})")
         if not self._fill(_HEADER.size + size, deadline):
-            return None
+            return EOF
         body = bytes(self._buf[_HEADER.size : _HEADER.size + size])
         del self._buf[: _HEADER.size + size]
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise ProtocolError(f"a frame that is not JSON ({e})") from None
+
+    def _protocol_error(self, problem: str) -> BackendError:
+        self._kill()
+        return BackendError(
+            f"model {self.name!r}: local worker protocol error: its pipe carried {problem}; "
+            "its process was stopped and restarts for the next call",
+            model=self.name,
+        )
 
     def _crash_error(self, during: str) -> WorkerCrashed:
         proc = self.proc
@@ -368,31 +501,45 @@ class LocalWorkerProcess:
             self._start()
         limit = timeout_s if self._loaded else max(timeout_s, LOAD_TIMEOUT_S)
         during = "a call" if op == "generate" else f"'{op}'"
+        rid = self._take_id()
         try:
-            self._send({"op": op, "payload": payload, "stream": push is not None})
+            self._send({"id": rid, "op": op, "payload": payload, "stream": push is not None})
         except OSError:
             raise self._crash_error(during) from None
+        # One deadline for the whole call: tokens do not extend it, so a model that streams
+        # forever is stopped like one that never answers.
         deadline = time.monotonic() + limit
         push_failed = False
+        pieces = 0
         while True:
             try:
                 msg = self._receive(deadline)
             except TimeoutError:
                 self._kill()
+                what = (
+                    f"streamed {pieces} pieces but did not finish" if pieces else "gave no answer"
+                )
                 raise BackendError(
-                    f"model {self.name!r}: the local model gave no answer in {limit:.0f} s; "
-                    "its process was stopped and restarts for the next call. Raise `timeout_s` "
-                    "in the pool or lower max_tokens.",
+                    f"model {self.name!r}: the local model {what} in {limit:.0f} s "
+                    f"(the call's timeout, `timeout_s`); its process was stopped and restarts "
+                    "for the next call. Raise `timeout_s` in the pool or lower max_tokens.",
                     model=self.name,
                 ) from None
+            except ProtocolError as e:
+                raise self._protocol_error(str(e)) from None
             except BaseException:
                 self._kill()  # the stream is out of step (or we are interrupted)
                 raise
-            if msg is None:
+            if msg is EOF:
                 raise self._crash_error(during)
-            kind = msg.get("type")
+            problem = check_reply(msg, rid)
+            if problem is not None:
+                if isinstance(msg, dict) and msg.get("type") == "error":
+                    problem += f": {str(msg.get('message'))[:500]}"
+                raise self._protocol_error(problem)
+            kind = msg["type"]
             if kind == "token":
-                deadline = time.monotonic() + limit  # a streaming call is alive while tokens flow
+                pieces += 1
                 if push is not None and not push_failed:
                     try:
                         push(msg["text"])
@@ -401,12 +548,10 @@ class LocalWorkerProcess:
                 continue
             self._loaded = True
             if kind == "result":
-                return msg["result"]
-            if kind == "error":
-                cls = BackendConfigError if msg.get("config") else BackendError
-                raise cls(msg["message"], model=self.name)
-            self._kill()
-            raise BackendError(f"model {self.name!r}: local worker sent {kind!r}")
+                result: dict[str, Any] = msg["result"]
+                return result
+            cls = BackendConfigError if msg.get("config") else BackendError
+            raise cls(msg["message"], model=self.name)
 
 
 def running_workers() -> list[int]:

@@ -39,15 +39,20 @@ def connect(address: str | None = "auto", *, namespace: str | None = None) -> di
     try:
         if addr == "local":
             # A private cluster listens on loopback only. On Linux Ray maps 127.0.0.1 to the
-            # host's address, so use another loopback address there.
+            # host's address, so use another loopback address there. address="local" starts
+            # a new one even when a cluster already runs here (`ray start --head`, or
+            # $RAY_ADDRESS): without it ray.init() joins that cluster, and then refuses the
+            # object_store_memory meant for a new one ("must not be provided").
             ip = "127.0.0.1" if sys.platform in ("darwin", "win32") else "127.0.0.2"
             ray.init(
+                address="local",
                 include_dashboard=False,
                 _node_ip_address=ip,
                 object_store_memory=256 * 1024**2,  # text only: small calls, small results
                 **kwargs,
             )
-        else:
+        else:  # an existing cluster: its object store is already sized
+            _probe(addr)
             ray.init(address=addr, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ValueError(
@@ -57,11 +62,40 @@ def connect(address: str | None = "auto", *, namespace: str | None = None) -> di
     return dict(ray.cluster_resources())
 
 
+def _probe(addr: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at the cluster's address (Ray
+    itself retries an unreachable GCS for minutes)."""
+    import socket
+
+    target = os.environ.get("RAY_ADDRESS", "") if addr == "auto" else addr
+    target = target.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # 'auto' with nothing exported: Ray looks for a local cluster itself
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port}: {e}") from None
+
+
+_connect_failed: list[str] = []
+
+
 def ensure_connected() -> None:
-    """Connect if nobody has: to $RAY_ADDRESS when set, else a private local cluster."""
+    """Connect if nobody has: to $RAY_ADDRESS when set, else a private local cluster.
+
+    A failure is remembered and raised again at once: every model with a ``ray:`` option
+    (and every query that builds one) gets the same clear error without trying again."""
     ray = require_ray()
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return
+    if _connect_failed:
+        raise ValueError(_connect_failed[0])
+    try:
         connect(os.environ.get("RAY_ADDRESS") or "local")
+    except ValueError as e:
+        _connect_failed.append(str(e))
+        raise
 
 
 def alive_nodes() -> int:

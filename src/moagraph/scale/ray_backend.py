@@ -134,7 +134,12 @@ class RayBackend:
     ) -> None:
         from moagraph.scale.cluster import ensure_connected
 
-        ensure_connected()
+        try:
+            ensure_connected()
+        except ValueError as e:  # a configuration error: not retried, not a transient failure
+            raise BackendConfigError(
+                f"model {spec.name!r} has a `ray:` option but {e}", model=spec.name
+            ) from None
         self.spec = spec
         self.pool = pool
         self.ray_spec: RaySpec = spec.ray or RaySpec()

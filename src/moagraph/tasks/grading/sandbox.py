@@ -34,16 +34,43 @@ Namespaces, so the candidate sees nothing of the host (root not needed)
     namespace, and when the judge kills it the kernel kills everything it
     started; its tmpfs and IPC objects vanish with it.
 
+Kernel objects, so nothing outside the limits holds memory or secrets
+    The candidate joins a fresh, empty session keyring (so does the judge) and a
+    seccomp filter makes ``memfd_create``, ``memfd_secret``, SysV ``shmget``,
+    ``add_key``, ``request_key`` and ``keyctl`` fail with EPERM (any foreign
+    syscall ABI with ENOSYS): memfds and SysV segments hold memory that
+    RLIMIT_AS does not count (the probe held 768 MB against a 512 MB limit), and
+    keyrings can hold the evaluator's secrets. ``/proc/keys`` is masked.
+
 Limits
-    rlimits on address space, file size, process count, CPU seconds and open
-    files; a wall-clock limit after which the judge's process group is
-    killed (the candidate dies with it through ``PR_SET_PDEATHSIG``).
+    rlimits on address space, file size, process count, CPU seconds, open
+    files, POSIX message queues and locked memory; a wall-clock limit after
+    which the judge's process group is killed (the candidate dies with it
+    through ``PR_SET_PDEATHSIG``). **There is no total memory cap**: RLIMIT_AS
+    is per process, so a run can hold up to ``max_procs x memory_mb`` of
+    address space plus its tmpfs (``4 x max_file_mb``, at least 16 MB). A total
+    cap needs a cgroup (systemd-run, a container's memory limit); the sandbox
+    does not create one. See docs/threat-model.md.
+
+Nothing left behind
+    stdout/stderr go to unnamed temporary files; the run's directory is named
+    ``moagraph-sbx-<evaluator pid>-*``. If the evaluator dies mid-run (``kill
+    -9``) the judge gets SIGTERM (``PR_SET_PDEATHSIG``), kills the candidate and
+    everything it started, removes the directory and exits; a directory whose
+    evaluator pid is gone is also removed by the next evaluator's first run.
 
 Where user namespaces are not available (some containers), the sandbox
 refuses to run unless ``MOAGRAPH_UNSAFE_SANDBOX=1`` or
-``allow_unisolated=True`` is given, and then warns: the judge/candidate split
-and the rlimits remain, as root the candidate still runs under a throw-away
-uid, but it shares the host filesystem view, network and process table.
+``allow_unisolated=True`` is given, and then warns: the judge/candidate split,
+the seccomp filter and the rlimits remain, as root the candidate still runs
+under a throw-away uid, but it shares the host filesystem view, network and
+process table. As an ordinary user the candidate then has the evaluator's
+uid: the evaluator makes itself undumpable (``PR_SET_DUMPABLE=0``, for the
+rest of its life: no core dumps, no debugger) and so does the judge, so the
+candidate can neither read their memory or environment through ``/proc`` nor
+open their pipes there, and the judge is sent the nonce only once ``/proc``
+shows it undumpable. It can still read every file the user can, signal the
+user's other processes and use the network.
 """
 
 from __future__ import annotations
@@ -65,7 +92,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 SandboxStatus = Literal["passed", "failed", "timeout", "memory", "error"]
 
@@ -187,6 +214,14 @@ NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET = (
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
     1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
 PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+# Syscalls the candidate may not make (seccomp, EPERM): memory that no rlimit counts
+# (memfd_create, memfd_secret, SysV shmget) and the kernel keyrings (add_key,
+# request_key, keyctl). Per machine: its audit arch, then the numbers in that order.
+SECCOMP = {
+    "x86_64": (0xC000003E, (319, 447, 29, 248, 249, 250)),
+    "aarch64": (0xC00000B7, (279, 447, 194, 217, 218, 219)),
+    "riscv64": (0xC00000F3, (279, 447, 194, 217, 218, 219)),
+}
 _STDLIB = set(getattr(sys, "stdlib_module_names", ())) - {
     "antigravity", "this", "turtle", "turtledemo", "tkinter", "idlelib", "webbrowser", "pydoc", "ensurepip"}
 PLAIN = "int, float, complex, bool, str, bytes, None, list, tuple, dict, set, frozenset"
@@ -404,6 +439,9 @@ def _build_root(spec):
         f.write("root:x:0:\n")
     try:  # a /proc of our own PID namespace (refused where /proc is partly masked)
         _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        for name in ("keys", "key-users"):  # names of keys our uid may view: masked
+            if os.path.exists(root + "/proc/" + name):
+                _mount(root + "/dev/null", root + "/proc/" + name, None, MS_BIND)
     except OSError:
         pass
     nr = PIVOT_ROOT.get(platform.machine())
@@ -429,6 +467,47 @@ def _drop_capabilities():
         raise _sys_err("capset")
 
 
+def _new_session_keyring():
+    """Leave the evaluator's session keyring: join a fresh, empty, anonymous one."""
+    import platform
+    entry = SECCOMP.get(platform.machine())
+    if _libc is not None and entry is not None:
+        _libc.syscall(entry[1][5], 1, None)  # KEYCTL_JOIN_SESSION_KEYRING, NULL: a new one
+
+
+def _seccomp():
+    """A seccomp filter: the SECCOMP syscalls fail with EPERM, any foreign ABI with ENOSYS.
+    Needs no_new_privs. False on a machine without a table (nothing installed)."""
+    import ctypes, platform
+    entry = SECCOMP.get(platform.machine())
+    if entry is None or _libc is None:
+        return False
+    arch, nrs = entry
+    allow, err = 0x7FFF0000, 0x00050000  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, RET|K
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, err | 38), (ld, 0, 0, 0)]
+    if arch == 0xC000003E:  # the x32 ABI: same arch value, syscall numbers with bit 30 set
+        prog += [(jge, 0, 1, 0x40000000), (ret, 0, 0, err | 38)]
+    for nr in nrs:
+        prog += [(jeq, 0, 1, nr), (ret, 0, 0, err | 1)]
+    prog.append((ret, 0, 0, allow))
+
+    class Insn(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                    ("k", ctypes.c_uint32)]
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
+
+    insns = (Insn * len(prog))(*[Insn(*x) for x in prog])
+    fprog = Prog(len(prog), insns)
+    # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+    if _libc.prctl(ctypes.c_ulong(22), ctypes.c_ulong(2), ctypes.byref(fprog), ctypes.c_ulong(0),
+                   ctypes.c_ulong(0)) != 0:
+        raise _sys_err("seccomp")
+    return True
+
+
 def _candidate(spec, resp_w, req_r):
     """The forked candidate: isolate, run the model's code, then answer calls."""
     sys.set_int_max_str_digits(0) if hasattr(sys, "set_int_max_str_digits") else None
@@ -445,10 +524,20 @@ def _candidate(spec, resp_w, req_r):
             sys.stderr.flush()
             os._exit(16)
         os.environ.update(HOME="/work", TMPDIR="/tmp")
-    _prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
+    _prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (args 3-5 must be 0, or EINVAL)
     _prctl(1, signal.SIGKILL)
+    _new_session_keyring()
+    try:
+        _seccomp()
+    except OSError as e:
+        if spec["iso"]:
+            sys.stderr.write("sandbox: cannot isolate the candidate: %s\n" % e)
+            sys.stderr.flush()
+            os._exit(16)
     lim = spec["lim"]
     _limit(resource.RLIMIT_CORE, 0)
+    _limit(resource.RLIMIT_MSGQUEUE, 0)  # POSIX message queues: memory no other limit counts
+    _limit(resource.RLIMIT_MEMLOCK, 0)
     _limit(resource.RLIMIT_NOFILE, 256)
     _limit(resource.RLIMIT_CPU, lim["cpu"])
     _limit(resource.RLIMIT_FSIZE, lim["fsize"])
@@ -567,17 +656,59 @@ class CandidateError(Exception):
     """An exception the candidate raised whose type is not a builtin one."""
 
 
+_CLEAN = {"pid": -1}
+
+
+def _parent_died(*_):
+    """SIGTERM, our PR_SET_PDEATHSIG: the evaluator died (e.g. kill -9) and cannot clean up.
+    Kill the candidate and all it started, remove the run's directory, leave."""
+    pid, spec = _CLEAN["pid"], _CLEAN.get("spec")
+    if pid > 0:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)  # a PID-namespace init is reaped after all its processes
+        except OSError:
+            pass
+    if spec is not None and not spec["iso"]:
+        try:  # unisolated: the candidate's children are in our process group (or our uid)
+            os.kill(-1, signal.SIGKILL) if spec["uid"] >= 0 else os.killpg(0, signal.SIGKILL)
+        except OSError:
+            pass
+    if spec is not None:
+        import shutil
+        root = spec["root"]
+        for top, dirs, _ in os.walk(root):  # (a candidate may leave mode-000 directories)
+            for d in dirs:
+                if not os.path.islink(os.path.join(top, d)):
+                    try:
+                        os.chmod(os.path.join(top, d), 0o700)
+                    except OSError:
+                        pass
+        shutil.rmtree(root, ignore_errors=True)
+    os._exit(0)
+
+
 def _judge():
     global _libc
     spec_fd, verdict_fd = int(sys.argv[1]), int(sys.argv[2])
+    signal.signal(signal.SIGTERM, _parent_died)
     spec = _recv(spec_fd)
+    _CLEAN["spec"] = spec
     sys.set_int_max_str_digits(0) if hasattr(sys, "set_int_max_str_digits") else None
     try:
         import ctypes
         _libc = ctypes.CDLL(None, use_errno=True)
     except Exception:
         _libc = None
-    _prctl(1, signal.SIGKILL)
+    _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: _parent_died cleans up if the evaluator dies
+    if os.getppid() != spec["parent"]:
+        _parent_died()  # it died before we asked
+    _new_session_keyring()  # the evaluator's keys stay behind (the candidate blocks keyctl too)
+    if not spec["iso"] and spec["uid"] < 0:
+        # Unisolated, same uid as the evaluator: undumpable before the nonce exists here, so
+        # the candidate cannot read our memory or open our fds through /proc. (The evaluator
+        # sends the nonce only once /proc shows this.)
+        _prctl(4, 0)
     if spec["uid"] >= 0:
         os.setgroups([])
         os.setgid(spec["uid"])
@@ -592,7 +723,9 @@ def _judge():
             _enter_namespaces()
         except OSError as e:
             setup_error = "cannot create namespaces: %s" % e
-    _prctl(1, signal.SIGKILL)
+    _prctl(1, signal.SIGTERM)  # again: a uid change clears it
+    if os.getppid() != spec["parent"]:
+        _parent_died()
     _prctl(4, 0)  # PR_SET_DUMPABLE=0: same-uid processes cannot ptrace us or open our fds
     _limit(resource.RLIMIT_AS, spec["lim"]["mem"] + (256 << 20))
     req_r, req_w = os.pipe()
@@ -602,6 +735,7 @@ def _judge():
         pid = os.fork()
         if pid == 0:
             try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 lo, hi = min(req_r, resp_w), max(req_r, resp_w)
                 os.closerange(3, lo)
                 for fd in range(lo + 1, hi):
@@ -613,6 +747,7 @@ def _judge():
                 _candidate(spec, resp_w, req_r)
             finally:
                 os._exit(15)
+    _CLEAN["pid"] = pid
     os.close(req_r)
     os.close(resp_w)
     side = _recv(spec_fd)  # the tests: read only now, after the fork
@@ -853,19 +988,125 @@ def _sweep(uid: int, pgid: int) -> None:
         time.sleep(0.005)
 
 
-def _read_capped(path: Path, keep_tail: bool) -> str:
+def _read_capped(f: IO[bytes], keep_tail: bool) -> str:
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            if size > _OUTPUT_KEEP:
-                if keep_tail:
-                    f.seek(size - _OUTPUT_KEEP)
-                data = f.read(_OUTPUT_KEEP)
-            else:
-                data = f.read()
+        size = os.fstat(f.fileno()).st_size
+        f.seek(size - _OUTPUT_KEEP if keep_tail and size > _OUTPUT_KEEP else 0)
+        data = f.read(_OUTPUT_KEEP)
     except OSError:
         return ""
     return data.decode("utf-8", errors="replace")
+
+
+_undumpable = False
+
+
+def _make_undumpable() -> None:
+    """PR_SET_DUMPABLE=0 for this (evaluator) process, for the rest of its life: a process
+    of our uid can then neither read our memory or environment through /proc nor open our
+    pipes there (nor ptrace us). Side effects: no core dumps, debuggers cannot attach."""
+    global _undumpable
+    if _undumpable:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if (
+        libc.prctl(
+            ctypes.c_ulong(4),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+        )
+        != 0
+    ):
+        raise SandboxError(
+            "cannot make the evaluator undumpable (prctl PR_SET_DUMPABLE failed), so an "
+            "unisolated candidate could read the verdict's nonce from it; refusing to run"
+        )
+    _undumpable = True
+
+
+def _write_when_undumpable(
+    fd: int, first: bytes, second: bytes, proc: subprocess.Popen, limit_s: float
+) -> None:
+    """Send the judge its spec, and its nonce and tests only once /proc/<judge>/fd is no
+    longer ours (the judge made itself undumpable): until then they could be read there."""
+    try:
+        view = memoryview(first)
+        while view:
+            view = view[os.write(fd, view) :]
+        deadline = time.monotonic() + limit_s
+        me = os.getuid()
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if os.stat(f"/proc/{proc.pid}/fd").st_uid != me:
+                    view = memoryview(second)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    return
+            except OSError:
+                return
+            time.sleep(0.001)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_swept = False
+
+
+def _sweep_stale_dirs() -> None:
+    """Remove run directories (``moagraph-sbx-<pid>-*``) of evaluators that are gone: one
+    killed mid-run (kill -9) whose judge could not clean up (its SIGTERM cleanup covers the
+    usual case). Once per process."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    tmp = Path(tempfile.gettempdir())
+    try:
+        entries = list(tmp.iterdir())
+    except OSError:
+        return
+    for d in entries:
+        parts = d.name.split("-")
+        if len(parts) < 4 or parts[:2] != ["moagraph", "sbx"] or not parts[2].isdigit():
+            continue
+        pid = int(parts[2])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or another user's live process)
+        except PermissionError:
+            continue
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        _rmtree_forced(d)
+
+
+def _rmtree_forced(path: Path) -> None:
+    """rmtree that also enters directories a candidate made unreadable (mode 000); never
+    follows a symlink (chmod would change its target)."""
+    try:
+        if not path.is_symlink():
+            os.chmod(path, 0o700)
+    except OSError:
+        pass
+    for top, dirs, _ in os.walk(path):
+        for d in dirs:
+            p = os.path.join(top, d)
+            try:
+                if not os.path.islink(p):
+                    os.chmod(p, 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _frame(obj: object) -> bytes:
@@ -924,15 +1165,25 @@ def _warn_unisolated(why: str) -> None:
     if _warned:
         return
     _warned = True
+    root = os.geteuid() == 0
     warnings.warn(
-        "moagraph code sandbox is running WITHOUT isolation (" + why + "): model-written code "
-        "can read the evaluator's files, environment variables (API keys) through /proc, reach "
-        "the network, see and signal other processes, and leave files in /tmp or /dev/shm; only "
-        "rlimits, the judge/candidate split"
-        + (" and a throw-away uid" if os.geteuid() == 0 else "")
-        + " protect you. Unset "
-        + UNSAFE_ENV
-        + " to refuse instead.",
+        "moagraph code sandbox is running WITHOUT isolation ("
+        + why
+        + "): model-written code can read every file "
+        + ("a throw-away uid can (world-readable ones)" if root else "your user can")
+        + ", reach the network, see (and "
+        + ("" if root else "as your user, ")
+        + "signal) other processes, and leave files in /tmp or /dev/shm. What still holds: "
+        "the verdict (judge/candidate split, a per-run nonce"
+        + (
+            ", a throw-away uid"
+            if root
+            else "; this process and the judge are made undumpable so the candidate cannot "
+            "read their memory, environment or pipes through /proc (so no core dumps or "
+            "debugger for this process)"
+        )
+        + "), the seccomp filter (no memfd, SysV shm or keyrings), per-process rlimits (no "
+        "total memory cap). Unset " + UNSAFE_ENV + " to refuse instead.",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -951,16 +1202,25 @@ def _execute(
     max_procs: int,
 ) -> SandboxResult:
     uid = _UID_BASE + secrets.randbelow(_UID_SPAN - 1) if drop else -1
+    # Unisolated under our own uid, the candidate could read our memory (the nonce) and open
+    # our pipes through /proc: we and the judge are made undumpable, and the judge gets the
+    # nonce only once /proc shows it undumpable (before that it could be read there).
+    guarded = not iso and uid < 0 and os.geteuid() != 0
+    if guarded:
+        _make_undumpable()
     nproc = max_procs + 1  # + the judge
     if uid < 0 and os.geteuid() != 0:
-        # RLIMIT_NPROC counts every process of our user, not just this run's.
-        nproc += len(_uid_processes(os.getuid()))
-    work = Path(tempfile.mkdtemp(prefix="moagraph-sbx-"))
-    logs = Path(tempfile.mkdtemp(prefix="moagraph-sbx-log-"))
+        # RLIMIT_NPROC counts every process of our user, not just this run's (+ ourselves,
+        # whom the count misses once we are undumpable: our /proc entry is root's then).
+        nproc += len(_uid_processes(os.getuid())) + 1
+    _sweep_stale_dirs()
+    # The pid in the name lets a later run remove it if we are killed before we can.
+    work = Path(tempfile.mkdtemp(prefix=f"moagraph-sbx-{os.getpid()}-"))
     nonce = secrets.token_hex(16)
     spec = {
         "iso": iso,
         "uid": uid,
+        "parent": os.getpid(),
         "root": str(work),
         "mode": mode,
         "code": code,
@@ -972,7 +1232,8 @@ def _execute(
             "cpu": int(timeout_s) + 2,
         },
     }
-    payload = _frame(spec) + _frame({"nonce": nonce, "mode": mode, **judge_side})
+    first, second = _frame(spec), _frame({"nonce": nonce, "mode": mode, **judge_side})
+    payload = first + second
     spec_r = spec_w = verdict_r = verdict_w = -1
     proc = None
     timed_out = False
@@ -994,9 +1255,9 @@ def _execute(
             "LANG": "C.UTF-8",
             "PYTHONIOENCODING": "utf-8",
         }
-        out_path, err_path = logs / "stdout", logs / "stderr"
         start = time.perf_counter()
-        with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
+        # Unnamed files: nothing of the output is left behind, even if we are killed.
+        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
             try:
                 proc = subprocess.Popen(
                     [python, "-I", "-S", "-c", _RUNNER, str(spec_r), str(verdict_w)],
@@ -1014,7 +1275,14 @@ def _execute(
             os.close(verdict_w)
             spec_r = verdict_w = -1
             writer = None
-            if len(payload) <= _pipe_capacity(spec_w, len(payload)):
+            if guarded:
+                writer = threading.Thread(
+                    target=_write_when_undumpable,
+                    args=(spec_w, first, second, proc, timeout_s),
+                    daemon=True,
+                )
+                writer.start()
+            elif len(payload) <= _pipe_capacity(spec_w, len(payload)):
                 _write_all(spec_w, payload)  # fits: no thread needed
             else:
                 writer = threading.Thread(target=_write_all, args=(spec_w, payload), daemon=True)
@@ -1025,21 +1293,21 @@ def _execute(
             rc = proc.wait()
             if writer is not None:
                 writer.join(timeout=1)
-        duration = time.perf_counter() - start
-        data = b""
-        while True:
-            try:
-                chunk = os.read(verdict_r, 1 << 16)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            data += chunk
-        v, cand_pid = _verdicts(data, nonce)
-        if cand_pid > 0 and (timed_out or v is None):
-            _await_gone(cand_pid)  # the judge was killed: its candidate dies with it
-        stdout = _read_capped(out_path, keep_tail=False)
-        stderr = _read_capped(err_path, keep_tail=True)
+            duration = time.perf_counter() - start
+            data = b""
+            while True:
+                try:
+                    chunk = os.read(verdict_r, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            v, cand_pid = _verdicts(data, nonce)
+            if cand_pid > 0 and (timed_out or v is None):
+                _await_gone(cand_pid)  # the judge was killed: its candidate dies with it
+            stdout = _read_capped(out_f, keep_tail=False)
+            stderr = _read_capped(err_f, keep_tail=True)
     finally:
         for fd in (spec_r, spec_w, verdict_r, verdict_w):
             if fd >= 0:
@@ -1047,8 +1315,7 @@ def _execute(
                     os.close(fd)
                 except OSError:
                     pass
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(logs, ignore_errors=True)
+        _rmtree_forced(work)
     if timed_out:
         status: SandboxStatus = "timeout"
         detail = f"wall-clock limit of {timeout_s:g}s"
