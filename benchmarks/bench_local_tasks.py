@@ -89,7 +89,9 @@ def run_task(args: argparse.Namespace, pool: str, task: str, run_id: str) -> Non
     ]
     if run_exists(args.store, run_id):
         cmd.append("--resume")
-    subprocess.run(cmd, check=True)
+    rc = subprocess.run(cmd).returncode
+    if rc not in (0, 3):  # 3: some queries failed (stored with their error, counted below)
+        raise SystemExit(f"moagraph eval exited {rc}: {' '.join(cmd)}")
 
 
 def summarise(store: Path, run_id: str, max_tokens: int) -> dict[str, Any]:

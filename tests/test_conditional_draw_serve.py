@@ -180,11 +180,6 @@ def test_served_cascade_reports_only_nodes_that_ran(tmp_path: Path) -> None:
     assert e2["calls"] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve/app.py _extension counts a skipped node as a call and lists it in "
-    "`nodes` with no skipped flag (reported to the lead; not this worktree's file)",
-)
 def test_served_usage_lists_only_the_nodes_that_ran(tmp_path: Path) -> None:
     from moagraph.serve.app import create_app
     from moagraph.serve.config import ServeConfig

@@ -705,6 +705,7 @@ def create_app(
         from moagraph.graph.cost import task_unit_flops
 
         unit = task_unit_flops(pool, conv_task)
+        ran = [n for n in trace.nodes if not n.skipped]  # a skipped node made no call
         return MoagraphUsage(
             trace_id=trace_id,
             policy=entry.name,
@@ -714,7 +715,7 @@ def create_app(
             dollars=trace.dollars,
             latency_s=trace.latency_s,
             wall_s=wall_s,
-            calls=sum(1 for n in trace.nodes if n.model),
+            calls=sum(1 for n in ran if n.model),
             cache_hits=trace.cache_hits,
             nodes=[
                 NodeUsage(
@@ -726,7 +727,7 @@ def create_app(
                     latency_s=n.latency_s,
                     cached=n.cached,
                 )
-                for n in trace.nodes
+                for n in ran
             ],
             route=trace.meta if entry.kind == "router" else None,
         )
