@@ -118,3 +118,43 @@ def test_a_ray_option_without_a_cluster_is_one_named_config_error(tmp_path: Path
     assert len(set(errs)) == 1
     times = json.loads(proc.stdout.split("TIMES", 1)[1].strip())
     assert max(times[1:]) < 0.5, times
+
+
+def test_eval_with_a_ray_option_and_no_cluster_stops_before_any_query(tmp_path: Path) -> None:
+    """`moagraph eval` on a pool whose model has a `ray:` option and an unreachable
+    cluster stops up front with the named error (exit 2), and no query is stored."""
+    import yaml
+
+    from moagraph.models.pool import load_pool
+    from moagraph.pools import resolve_pool
+
+    src = resolve_pool("zeroeval-gsm8k")
+    pool = load_pool(src)
+    spec = pool["Meta-Llama-3.1-8B-Instruct"]
+    model = spec.model_dump(mode="json", exclude_none=True)
+    model["replay"] = str(pool.resolve(spec.replay))
+    model["ray"] = {"replicas": 1}
+    (tmp_path / "pool.yaml").write_text(
+        yaml.safe_dump({"name": "ray-pool", "models": [model]}), encoding="utf-8"
+    )
+    env = dict(os.environ)
+    env["RAY_ADDRESS"] = "127.0.0.2:1"  # nothing listens there
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    store = tmp_path / "runs.sqlite"
+    cmd = [sys.executable, "-c", "from moagraph.cli import main; main()", "eval"]
+    cmd += ["--pool", str(tmp_path / "pool.yaml"), "--task", "gsm8k", "--split", "zeroeval"]
+    cmd += ["--n", "3", "--store", str(store), "--no-progress"]
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "`ray:` option" in out and "ray start --head" in out
+    if store.exists():
+        import sqlite3
+
+        with sqlite3.connect(store) as c:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
+            if "results" in tables:
+                assert c.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0

@@ -256,6 +256,16 @@ def prepare_eval(
         else single(model or p.models[0].name)
     )
     g.validate_against(p)
+    on_ray = [m for m in g.models_used if p[m].ray is not None]
+    if connect_ray and on_ray:
+        # a model with a `ray:` option: connect now, so an unreachable cluster stops the
+        # command before any query instead of failing each one
+        from moagraph.scale.cluster import ensure_connected
+
+        try:
+            ensure_connected()
+        except ValueError as e:
+            raise ConfigError(f"model {on_ray[0]!r} has a `ray:` option, but {e}") from None
     t = get_task(task) if isinstance(task, str) else task
     examples = t.load(split, n=n, seed=seed)
     if not examples:
