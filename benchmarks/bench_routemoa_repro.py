@@ -135,7 +135,11 @@ def _task(name: str) -> Any:
 
 
 def moagraph_grade(
-    dataset: str, response: str, ground_truth: str, unwrap_json: bool = True
+    dataset: str,
+    response: str,
+    ground_truth: str,
+    unwrap_json: bool = True,
+    question: str = "",
 ) -> tuple[float | None, Any, Any]:
     """(score in {0, 1} or None when moagraph has no grader / no usable reference,
     moagraph's extracted answer, the reference it compared with).
@@ -192,8 +196,9 @@ def moagraph_grade(
         )
     if dataset in MATH_SHORT:
         ref = gt.strip().strip("$").strip()
-        if re.fullmatch(r"[A-D]", ref):
-            got = extract_choice(choice_text)
+        if re.fullmatch(r"[A-Z]", ref):  # lettered question: the letters it offers
+            offered = "".join(dict.fromkeys(re.findall(r"\(([A-Z])\)", question))) or "ABCD"
+            got = extract_choice(choice_text, letters=offered)
             return (1.0 if choice_equivalent(got, ref) else 0.0), got, ref
         task = _task("math")
         return (
@@ -237,6 +242,7 @@ class Item:
     dataset: str
     item_id: str
     ground_truth: str
+    question: str
     response: str
     parsed: Any
     released: float | None  # released per-item grade in [0, 1], None when not recorded
@@ -299,6 +305,7 @@ def load(eval_dir: Path) -> tuple[dict[str, list[Item]], dict[str, Any], dict[st
                             dataset=ds,
                             item_id=str(raw["item_id"]),
                             ground_truth=str(raw["ground_truth"]),
+                            question=str(raw.get("full_prompt") or raw.get("question") or ""),
                             response=str(raw.get("model_response") or ""),
                             parsed=raw.get("parsed_answer"),
                             released=released_grade(raw, metric),
@@ -322,9 +329,11 @@ def grade_all(items: dict[str, list[Item]]) -> None:
     for its in items.values():
         for it in its:
             it.mg, it.mg_answer, it.mg_ref = moagraph_grade(
-                it.dataset, it.response, it.ground_truth
+                it.dataset, it.response, it.ground_truth, question=it.question
             )
-            it.mg_raw = moagraph_grade(it.dataset, it.response, it.ground_truth, False)[0]
+            it.mg_raw = moagraph_grade(
+                it.dataset, it.response, it.ground_truth, False, question=it.question
+            )[0]
 
 
 def released_binary(it: Item) -> float | None:
@@ -336,23 +345,38 @@ def released_binary(it: Item) -> float | None:
 
 
 def disagreement_kind(it: Item) -> str:
-    """Why moagraph's grade differs from the released one (a heuristic first cut)."""
-    if it.dataset in MATH_JUDGED:
-        return (
-            "judge partial credit: final answer right, judge < 3/4"
-            if it.mg
-            else "judge credits a wrong/unmatched final answer (>= 3/4)"
-        )
-    if it.mg_answer is None:
-        return "moagraph extracts no answer"
-    rel = it.parsed if not isinstance(it.parsed, list) else (it.parsed[-1] if it.parsed else "")
-    rel_s = str(rel or "").strip().lower()
-    mg_s = str(it.mg_answer).strip().lower()
+    """Why moagraph's grade differs from the released one. The prefix says
+    which side is wrong on reading the reply (checked by hand on every
+    disagreement of the released files; see docs/routemoa-reproduction.md)."""
+    mg_ok = bool(it.mg is not None and it.mg >= 0.5)
+    ans = None if it.mg_answer is None else str(it.mg_answer)
+    if mg_ok:  # released (or judge) says wrong
+        if it.dataset in MATH_JUDGED:
+            return "judge: partial credit (< 3 of 4) for a right final answer"
+        if it.dataset in LABELS or it.dataset in LETTERED:
+            return "released error: keyword map misreads the reply"
+        p = it.parsed
+        last = str(p[-1] if isinstance(p, list) and p else ("" if isinstance(p, list) else p))
+        last = last.strip()
+        if re.search(r"self_score|confidence", it.response) and last in ("0", "1", "0.99", "1.0"):
+            return "released error: NumberParser reads the JSON self_score (last number)"
+        if not last:
+            return "released error: NumberParser finds no number in a letter answer"
+        if ans is not None and ("\\!" in ans or "," in ans):
+            return "released error: NumberParser splits a thousands-separated number"
+        return "released error: other"
+    # moagraph says wrong, released (or judge) says right
+    if ans is None:
+        return "moagraph miss: no option extracted (bold 'B. text' / 'Option B')"
+    if ans.rstrip().endswith(","):
+        return 'moagraph miss: JSON bare number keeps a trailing comma ("answer": 600, -> "600,")'
     if it.dataset in LABELS or it.dataset in LETTERED:
-        return "extraction: different option read from the reply"
-    if rel_s and (rel_s == mg_s or rel_s in mg_s or mg_s in rel_s):
-        return "equivalence: same answer, different reference rule"
-    return "extraction: different final answer read from the reply"
+        return "moagraph miss: reads another option mentioned later in the reply"
+    if re.search(r"[A-Za-z]{4,}", ans) and "sqrt" not in ans and "\\" not in ans:
+        return "moagraph miss: 'answer is' rule takes a sentence, not the final number"
+    if not re.search(r"\d", ans):
+        return "moagraph miss: 'answer is' rule takes a sentence, not the final number"
+    return "format: moagraph rejects the answer's form (5:00 AM vs 5am, plain sqrt, unit)"
 
 
 def disagreements(items: dict[str, list[Item]]) -> list[tuple[str, Item]]:
@@ -451,7 +475,8 @@ def ratio_bootstrap(
     idx = rng.integers(0, len(a), size=(n_boot, len(a)))
     ma = (wa * a)[idx].sum(axis=1) / np.maximum(wa[idx].sum(axis=1), 1e-300)
     mb = (wb * b)[idx].sum(axis=1) / np.maximum(wb[idx].sum(axis=1), 1e-300)
-    lo, hi = np.percentile(ma / mb - 1.0, [2.5, 97.5])
+    ok = mb > 0  # a resample with no recorded cost for b says nothing about the ratio
+    lo, hi = np.percentile(ma[ok] / mb[ok] - 1.0, [2.5, 97.5])
     return point, float(lo), float(hi)
 
 
