@@ -255,14 +255,23 @@ class Item:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+TIMEOUT_MARK = "Error Occur!"  # the reply of a call that hit the 1000 s limit
+
+
+def is_timeout(response: str) -> bool:
+    return str(response or "").lstrip().startswith(TIMEOUT_MARK)
+
+
 def released_grade(raw: dict[str, Any], metric: str) -> float | None:
     ic = raw.get("is_correct")
     if ic is not None:
         return float(ic)
+    if metric == "norm_score" and is_timeout(raw.get("model_response")):
+        return 0.0  # the release scores a timed-out item 0 (its summary divides by 15)
     if metric == "norm_score":
         m = _SCORE_RE.findall(str(raw.get("parsed_answer") or ""))
         if m:
-            return float(m[-1]) / 4.0
+            return float(m[0]) / 4.0  # the release reads the first "Score: N"
     return None
 
 
@@ -546,6 +555,34 @@ def analyse(items: dict[str, list[Item]], summary: dict[str, Any]) -> dict[str, 
     pairs["graded_acc"] = paired_bootstrap(
         [ri[j].mg for j in both], [mi[j].mg for j in both], seed=0
     )
+    # sensitivity: drop every item on which any system timed out
+    timed = {
+        (i.category, i.dataset, i.item_id)
+        for s in SYSTEMS
+        for i in items[s]
+        if is_timeout(i.response)
+    }
+    res["timeouts"] = {s: sum(is_timeout(i.response) for i in items[s]) for s in SYSTEMS}
+    res["timeout_latency"] = {
+        s: float(np.mean([i.latency for i in items[s] if is_timeout(i.response)] or [0.0]))
+        for s in SYSTEMS
+    }
+    res["no_timeout_items"] = sum(
+        1 for i in ri if (i.category, i.dataset, i.item_id) not in timed and i.mg is not None
+    )
+    for s in SYSTEMS:
+        keep = [
+            i
+            for i in res["systems"][s]["_order"]
+            if i.mg is not None and (i.category, i.dataset, i.item_id) not in timed
+        ]
+        k = sum(i.mg for i in keep)
+        res["systems"][s]["nt_mg"] = k / len(keep) if keep else float("nan")
+        res["systems"][s]["nt_mg_ci"] = wilson_interval(k, len(keep))
+    keep_j = [j for j in both if (ri[j].category, ri[j].dataset, ri[j].item_id) not in timed]
+    pairs["graded_acc_no_timeouts"] = paired_bootstrap(
+        [ri[j].mg for j in keep_j], [mi[j].mg for j in keep_j], seed=0
+    )
     for which, key in (("moagraph", "_mg_ds"), ("released", "_rel_ds"), ("raw", "_raw_ds")):
         a = item_values(ri, r[key], which) * w * n
         b = item_values(mi, m[key], which) * w * n
@@ -657,11 +694,36 @@ def report(res: dict[str, Any], show: int) -> str:
         ),
         ("macro_acc_released", "accuracy, paper aggregate, released grades", 100, " pts"),
         ("graded_acc", "accuracy on items both re-graded by moagraph (micro)", 100, " pts"),
+        (
+            "graded_acc_no_timeouts",
+            "same, items where any system timed out dropped",
+            100,
+            " pts",
+        ),
         ("cost_diff", "normalized cost per item, paper aggregate", 1, ""),
         ("latency_diff", "latency per item (s), paper aggregate", 1, " s"),
     ):
         d, lo, hi = P[key]
         lines.append(f"- {label}: {d * scale:+.1f}{unit} [{lo * scale:+.1f}, {hi * scale:+.1f}]")
+    to = res["timeouts"]
+    lines += [
+        "",
+        "Timeouts: replies `Error Occur! response text:` (the call hit the 1000 s limit; cost "
+        "recorded as 0): "
+        + ", ".join(
+            f"{NAMES[s]} {to[s]} (mean latency {res['timeout_latency'][s]:.0f} s)" for s in SYSTEMS
+        )
+        + ". The release grades them 0, averages cost without them and latency with them "
+        "(capped at 1000 s).",
+        "",
+        f"moagraph accuracy on the {res['no_timeout_items']} re-graded items where no system "
+        "timed out: "
+        + ", ".join(
+            f"{NAMES[s]} {_pct(S[s]['nt_mg'])} {_ci(S[s]['nt_mg_ci'])}"
+            for s in ("routemoa", "moa", "smoa")
+        )
+        + ".",
+    ]
     cov = res["coverage"]
     lines += [
         "",

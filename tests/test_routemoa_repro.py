@@ -274,3 +274,17 @@ def test_aggregate_cost_and_latency(release: Path, tmp_path: Path) -> None:
     md = out.read_text(encoding="utf-8")
     assert "| accuracy RouteMoA | 78.6 |" in md and "-89.8%" in md
     assert "## Disagreements: 2 (system, item) pairs" in md
+
+
+def test_released_judge_score_rules() -> None:
+    # the release reads the first "Score: N" and scores a timed-out reply 0
+    judge = {"is_correct": None, "model_response": "x", "parsed_answer": "Score: 4 ... Score: 3"}
+    assert bench.released_grade(judge, "norm_score") == 1.0
+    timeout = {
+        "is_correct": None,
+        "model_response": "Error Occur! response text: ",
+        "parsed_answer": "Error Occur! response text: ",
+    }
+    assert bench.is_timeout(timeout["model_response"])
+    assert bench.released_grade(timeout, "norm_score") == 0.0
+    assert bench.released_grade({"is_correct": None, "parsed_answer": "x"}, "recall") is None
