@@ -34,7 +34,15 @@ Released grades: ``is_correct`` (0/1) where present; for the three MATH
 datasets the released grade is a GPT-4o judge score 0-4 (``Score: N`` in
 ``parsed_answer``) divided by 4; for msra, lcsts and the two GEC sets the
 files give only the dataset-level score (taken from the summary). For
-disagreement counting a judge score counts as correct at >= 3 of 4.
+disagreement counting a judge score counts as correct at >= 3 of 4. Replies
+``Error Occur! response text:`` are calls that hit the 1000 s limit: the
+release grades them 0 and leaves them (cost 0) out of its cost average; the
+output reports them and the accuracy without them.
+
+The choice graders get the reply's JSON ``"answer"`` field first (RouteMoA's
+and SMoA's aggregators answer ``{"answer": "G", ...}``, which
+``extract_choice`` alone does not read); a column shows the grade without it.
+Write-up: docs/routemoa-reproduction.md.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import json
 import re
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +260,6 @@ class Item:
     mg_answer: Any = None
     mg_ref: Any = None
     mg_raw: float | None = None  # moagraph's grade without JSON unwrapping for choice
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 TIMEOUT_MARK = "Error Occur!"  # the reply of a call that hit the 1000 s limit
