@@ -259,3 +259,48 @@ def test_a_streamed_answer_carries_the_pick(server: Any) -> None:
     last = chunks[-1].model_extra["moagraph"]
     assert last["pick"]["option"] == "vote3"
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+
+
+def test_a_fixed_graph_over_a_dollar_budget_is_refused_and_a_set_of_scripted_models_picks() -> None:
+    """Fixed graphs keep refusing (now on dollars too); the same graphs as a set pick.
+    Scripted models with prices (the zeroeval recordings carry none)."""
+    from moagraph.graph.testing import ScriptedBackend, fake_pool
+    from moagraph.models.runtime import PoolRuntime
+    from moagraph.serve.runtime import ServeRuntime
+
+    pool = fake_pool("m1", "m2")
+    backend = ScriptedBackend(respond=lambda r: f"{r.model.name}: 3")
+    runtime = ServeRuntime(PoolRuntime(pool, overrides={m: backend for m in pool.names}))
+    one = Graph(
+        name="one",
+        nodes=[Node(id="a", model="m1", max_tokens=32)],
+        sink="a",
+        meta={"train_accuracy": 0.5},
+    )
+    two = Graph(
+        name="two",
+        nodes=[Node(id="a", model="m2", max_tokens=32)],
+        sink="a",
+        meta={"train_accuracy": 0.7},
+    )
+    app = create_app(runtime, graphs={"fixed": two, "set": [one, two]})
+    est = {o["option"]: o["expected"]["dollars"] for o in app.state.served["set"].info.options}
+    assert 0 < est["one"] < est["two"]
+    budget = (est["one"] + est["two"]) / 2
+    with ServerThread(app) as srv:
+        c = _client(srv)
+        msgs = [{"role": "user", "content": "What is 1 + 2?"}]
+        with pytest.raises(openai.BadRequestError) as e:
+            c.chat.completions.create(
+                model="fixed",
+                messages=msgs,
+                extra_headers={"X-Moagraph-Budget-Dollars": str(budget)},
+            )
+        assert e.value.body["param"] == "X-Moagraph-Budget-Dollars"
+        assert e.value.body["code"] == "budget_exceeded"
+        r = c.chat.completions.create(
+            model="set", messages=msgs, extra_headers={"X-Moagraph-Budget-Dollars": str(budget)}
+        )
+    assert r.model_extra["moagraph"]["pick"]["option"] == "one"
+    assert r.choices[0].message.content == "m1: 3"
+    assert r.model_extra["moagraph"]["dollars"] <= budget
