@@ -469,6 +469,7 @@ async def _search(
         await setup.aclose()
     path = out or study_path.with_name(f"{name}.best.yaml")
     res.best_graph.name = res.best_graph.name or f"best-{name}"
+    res.best_graph.meta.update(train_accuracy=res.train_reward, expected_flops_norm=res.cost)
     res.best_graph.save(path)
     oracle = space.sink_mode == "select"
     t = Table(

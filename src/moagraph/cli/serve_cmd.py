@@ -20,7 +20,13 @@ console = Console()
 def serve_cmd(
     pool: Annotated[str, opt("--pool")] = "local",
     graph: Annotated[
-        list[str] | None, opt("--graph", "Served as NAME=GRAPH, e.g. math=vote3 (repeatable).")
+        list[str] | None,
+        opt(
+            "--graph",
+            "Served as NAME=GRAPH, e.g. math=vote3 (repeatable). A set: NAME=a.yaml,b.yaml "
+            "or NAME=DIR (every *.yaml in it); a request's budget picks the best graph "
+            "expected to fit (docs/serve-budgets.md).",
+        ),
     ] = None,
     router: Annotated[
         list[str] | None, opt("--router", "Served as NAME=FILE (repeatable).")
@@ -116,7 +122,10 @@ def serve_cmd(
 ) -> None:
     """Serve graphs and routers as OpenAI chat models (/v1/models, /v1/chat/completions).
 
-    With no --graph/--router every pool model is served as a one-node graph.
+    With no --graph/--router every pool model is served as a one-node graph. A request
+    may carry a budget (body `moagraph.budget_flops` / `budget_dollars` / `budget_latency_s`,
+    or headers X-Moagraph-Budget-Flops / -Dollars / -Latency-S): a set of graphs answers
+    with its best option expected to fit (docs/serve-budgets.md).
     """
     import uvicorn
 
@@ -195,6 +204,20 @@ def serve_cmd(
             if i.estimated_flops_normalised is not None
             else "-"
         )
+        if i.options:  # a set: one row per option, with what a budget picks by
+            for o in i.options:
+                exp = o["expected"].get("flops_norm")
+                src = o["cost_source"].get("flops_norm")
+                q = o["quality"]
+                table.add_row(
+                    f"{entry.name} / {o['option']}",
+                    "set option",
+                    ", ".join(o["models"]),
+                    "-",
+                    (f"{exp:.3g} {'expected' if src == 'meta' else 'worst case'}" if exp else "-")
+                    + (f"; acc {q:.3g}" if q is not None else ""),
+                )
+            continue
         table.add_row(entry.name, i.kind, ", ".join(i.models), shape, est)
     console.print(table)
     auth = (

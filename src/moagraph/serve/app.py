@@ -51,12 +51,21 @@ from moagraph.models.pool import Pool
 from moagraph.models.redact import redact, register_secret
 from moagraph.models.runtime import PoolRuntime
 from moagraph.serve.auth import check_bearer
-from moagraph.serve.build import Named, PoolLike, resolve_served, serve_runtime
+from moagraph.serve.build import GraphSet, Named, PoolLike, resolve_served, serve_runtime
 from moagraph.serve.config import ServeConfig
 from moagraph.serve.conversation import ConversationTask, to_example
 from moagraph.serve.errors import ApiError, validation_error
 from moagraph.serve.http import RequestGuard, check_json_content_type
 from moagraph.serve.log import RequestLog, RequestRow
+from moagraph.serve.pick import (
+    BUDGET_FIELDS,
+    DIMS,
+    NoOptionFits,
+    Option,
+    RequestBudget,
+    option_from_meta,
+    pick,
+)
 from moagraph.serve.runtime import Overrides, ServeRuntime
 from moagraph.serve.schemas import (
     AssistantMessage,
@@ -113,6 +122,62 @@ class Served:
     policy: Policy | Any = None
     executor: Any = None
     created: int = field(default_factory=lambda: int(time.time()))
+    options: list[Served] | None = None
+    """A set of graphs: one entry per graph (named as the set), picked per request."""
+    label: str | None = None
+    """An option of a set: its graph's name."""
+
+    def option(
+        self,
+        task: Task,
+        max_tokens: int | None,
+        pool: Any,
+        prompt_tokens: float | None = None,
+        example: Any = None,
+    ) -> Option:
+        """This graph as an option of a set: quality and expected cost from its meta, the
+        planned worst case (this request's prompt length; dollars: task averages) else, and
+        the run-time guard's bound of the calls that always run."""
+        from moagraph.graph.cost import estimate_cost, task_unit_flops
+        from moagraph.models.cost import call_dollars, call_flops
+
+        g = self.graph
+        assert g is not None
+        worst = {
+            "flops_norm": self.estimate_flops(task, max_tokens, pool, prompt_tokens, example),
+            "dollars": estimate_cost(g, pool, task).dollars,
+        }
+        # nodes that always run: no condition, and every dependency always runs
+        by_id = {n.id: n for n in g.nodes}
+        always: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for n in g.nodes:
+                if (
+                    n.id not in always
+                    and n.condition is None
+                    and all(i in always for i in n.inputs if i in by_id)
+                ):
+                    always.add(n.id)
+                    changed = True
+        # the guard bounds a prompt by its bytes (no tokenizer): so does this
+        a: float = task.avg_input_tokens if prompt_tokens is None else prompt_tokens
+        if example is not None:
+            from moagraph.graph.run import prompt_token_bound
+
+            a = max(a, prompt_token_bound(task.prompt(example)))
+        default_mt = getattr(getattr(self.executor, "default_params", None), "max_tokens", 512)
+        flops = dollars = 0.0
+        for n in g.llm_nodes:
+            if n.id in always and n.model is not None:
+                mt = n.max_tokens or default_mt
+                spec = pool[n.model]
+                p_tokens = a + len(n.inputs) * mt
+                flops += call_flops(spec, p_tokens, mt)
+                dollars += call_dollars(spec, p_tokens, mt)
+        guard = {"flops_norm": flops / task_unit_flops(pool, task), "dollars": dollars}
+        return option_from_meta(self.label or g.name or self.name, g.meta, worst, guard)
 
     def estimate_flops(
         self,
@@ -173,6 +238,52 @@ def _graph_info(graph: Graph, estimate: float | None) -> ServedInfo:
         estimated_flops_normalised=estimate,
         description=str(graph.meta.get("description", "")),
     )
+
+
+def _graph_entry(name: str, graph: Graph, rt: Any, task: Task, pool: Pool) -> Served:
+    from moagraph.graph.executor import GraphExecutor
+
+    executor = GraphExecutor(rt, task)
+    executor.plan(graph)  # validates against the pool now, not on the first request
+    entry = Served(
+        name=name,
+        kind="graph",
+        info=ServedInfo(kind="graph", models=[]),
+        graph=graph,
+        executor=executor,
+        label=graph.name,
+    )
+    entry.info = _graph_info(graph, entry.estimate_flops(task, None, pool))
+    return entry
+
+
+def _set_entry(name: str, graphs: GraphSet, rt: Any, task: Task, pool: Pool) -> Served:
+    """A served set of graphs: one option entry per graph, picked per request."""
+    if not graphs.graphs:
+        raise ConfigError(f"served set {name!r} has no graphs")
+    options = [_graph_entry(name, g, rt, task, pool) for g in graphs.graphs]
+    listed = []
+    for o in options:
+        opt = o.option(task, None, pool)
+        listed.append(
+            {
+                "option": opt.name,
+                "quality": opt.quality,
+                "expected": {k: v for k, v in opt.expected.items() if v is not None},
+                "cost_source": dict(opt.cost_source),
+                "worst": {k: v for k, v in opt.worst.items() if v is not None},
+                "models": o.info.models,
+            }
+        )
+    models = sorted({m for o in options for m in o.info.models})
+    info = ServedInfo(
+        kind="graph",
+        models=models,
+        description=f"a set of {len(options)} graphs; a request's budget picks the best "
+        "expected to fit: " + ", ".join(str(x["option"]) for x in listed),
+        options=listed,
+    )
+    return Served(name=name, kind="graph", info=info, options=options)
 
 
 def _router_info(policy: Any, pool_names: list[str]) -> ServedInfo:
@@ -344,19 +455,12 @@ def create_app(
 
     entries: dict[str, Served] = {}
     for name, obj in served.items():
-        if isinstance(obj, Graph):
-            from moagraph.graph.executor import GraphExecutor
-
-            executor = GraphExecutor(rt, conv_task)  # type: ignore[arg-type]  # duck-typed runtime
-            executor.plan(obj)  # validates against the pool now, not on the first request
-            entry = Served(
-                name=name,
-                kind="graph",
-                info=ServedInfo(kind="graph", models=[]),
-                graph=obj,
-                executor=executor,
-            )
-            entry.info = _graph_info(obj, entry.estimate_flops(conv_task, None, pool))
+        if isinstance(obj, list | tuple) and all(isinstance(g, Graph) for g in obj):
+            obj = GraphSet(list(obj))
+        if isinstance(obj, GraphSet):
+            entry = _set_entry(name, obj, rt, conv_task, pool)
+        elif isinstance(obj, Graph):
+            entry = _graph_entry(name, obj, rt, conv_task, pool)
         else:
             if not callable(getattr(obj, "answer", None)):
                 raise ValueError(
@@ -563,13 +667,20 @@ def create_app(
             row.kind = entry.kind
             max_tokens = req.token_limit or config.default_max_tokens
             example = to_example(req_id, req.messages)
-            if config.budget_flops or (req.moagraph and req.moagraph.budget_flops):
+            budget = _request_budget(req, request)
+            picked: dict[str, Any] | None = None
+            if budget.capped or entry.options:
                 # the first-layer prompt as the nodes will see it (conversation + task format)
                 prompt_tokens = max(
                     prompt_tokens,
                     sum(estimate_tokens(m["content"]) for m in conv_task.prompt(example)),
                 )
-                _check_budget(entry, req, max_tokens, prompt_tokens, example)
+            if entry.options:  # a set: the budget picks (no budget: the best quality)
+                entry, picked = _pick_option(entry, budget, max_tokens, prompt_tokens, example)
+            elif budget.capped:
+                _check_budget(entry, budget, max_tokens, prompt_tokens, example)
+                if entry.kind == "router":
+                    picked = _router_pick(entry, budget, max_tokens, prompt_tokens, example)
         except ApiError as e:
             row.status, row.http_status, row.error = "rejected", e.status, e.message
             if store_bodies:
@@ -583,14 +694,39 @@ def create_app(
             seed=req.seed,
             stop=req.stop_list,
         )
-        limit = _budget_limit(req) if entry.kind == "router" else None
-        # a router's run stops at the budget too: its query run (moagraph.graph.run) refuses
-        # any call that might pass it (graphs were checked whole, before the run)
-        scope = budget_scope(Budget(max_flops_norm=limit) if limit else None)
-        with rt.overrides(ov), scope:
+        # a router's or a picked option's run stops at the budget too: its query run
+        # (moagraph.graph.run) refuses any call that might pass it; a fixed graph was checked
+        # whole before the run, so only a latency budget caps its run
+        if entry.kind == "router" or picked is not None:
+            cap: Budget | None = budget.as_budget() if budget.capped else None
+        else:
+            cap = Budget(max_latency_s=budget.latency_s) if budget.latency_s else None
+        with rt.overrides(ov), budget_scope(cap):
             if req.stream:
-                return await _stream(entry, req, example, row, t0, request)
-            return await _complete(entry, req, example, row, t0, request)
+                return await _stream(entry, req, example, row, t0, request, picked)
+            return await _complete(entry, req, example, row, t0, request, picked)
+
+    def _router_pick(
+        entry: Served,
+        budget: RequestBudget,
+        max_tokens: int | None,
+        prompt_tokens: int,
+        example: Any,
+    ) -> dict[str, Any]:
+        """What the response says of a router under a budget: it runs capped at it."""
+        est = entry.estimate_flops(conv_task, max_tokens, pool, prompt_tokens, example)
+        return {
+            "option": entry.name,
+            "kind": "router",
+            "reason": "router run capped at the budget: each call is made only if it fits; "
+            "the router's own plan was checked against it first",
+            "expected": {"flops_norm": est} if est is not None else {},
+            "budget": budget.caps(),
+            "budget_fields": {d: budget.param(d) for d in budget.caps()},
+            "fits_by": "plan estimate",
+            "capped_at_run_time": True,
+            "not_fit": [],
+        }
 
     async def _read_body(request: Request) -> bytes:
         """The body, refused with 413 before it is read when Content-Length says it is too
@@ -669,39 +805,106 @@ def create_app(
                 )
         return tokens
 
-    def _budget_limit(req: ChatCompletionRequest) -> float | None:
-        """The tighter of the server's --budget and the request's own budget."""
-        limits = [b for b in (config.budget_flops, req.moagraph and req.moagraph.budget_flops) if b]
-        return min(limits) if limits else None
+    def _request_budget(req: ChatCompletionRequest, request: Request) -> RequestBudget:
+        """The tightest of the server's --budget, the body's ``moagraph.budget_*`` and the
+        ``X-Moagraph-Budget-*`` headers, per dimension (each remembers who set it)."""
+        parts: list[tuple[Any, float | None, str]] = [
+            ("flops_norm", config.budget_flops, "--budget")
+        ]
+        body = req.moagraph
+        for dim in DIMS:
+            field_name, header = BUDGET_FIELDS[dim]
+            if body is not None:
+                parts.append((dim, getattr(body, field_name.split(".", 1)[1]), field_name))
+            raw = request.headers.get(header)
+            if raw is not None:
+                try:
+                    value = float(raw.strip())
+                except ValueError:
+                    value = float("nan")
+                if not (value > 0 and value != float("inf")):
+                    raise ApiError(
+                        400,
+                        f"header {header}: expected a positive number, got {raw[:40]!r}",
+                        param=header,
+                        code="invalid_value",
+                    )
+                parts.append((dim, value, header))
+        return RequestBudget.combine(*parts)
+
+    def _param(budget: RequestBudget, dim: Any) -> str:
+        where = budget.param(dim)
+        return "model" if where.startswith("--") else where  # the server's own cap
+
+    def _pick_option(
+        entry: Served,
+        budget: RequestBudget,
+        max_tokens: int | None,
+        prompt_tokens: int,
+        example: Any,
+    ) -> tuple[Served, dict[str, Any]]:
+        """A set: the option the budget picks (:func:`moagraph.serve.pick.pick`), or 400."""
+        assert entry.options is not None
+        opts = [
+            o.option(conv_task, max_tokens, pool, prompt_tokens, example) for o in entry.options
+        ]
+        try:
+            chosen = pick(opts, budget)
+        except NoOptionFits as e:
+            where = e.param
+            raise ApiError(
+                400,
+                f"{entry.name!r}: {e.message}",
+                param="model" if where.startswith("--") else where,
+                code="budget_exceeded",
+            ) from None
+        return entry.options[opts.index(chosen.option)], chosen.info()
 
     def _check_budget(
         entry: Served,
-        req: ChatCompletionRequest,
+        budget: RequestBudget,
         max_tokens: int | None,
         prompt_tokens: int,
         example: Any,
     ) -> None:
-        limit = _budget_limit(req)
+        """A fixed graph or a router: refused when its planned cost is over the budget."""
+        if entry.graph is not None and budget.dollars is not None:
+            from moagraph.graph.cost import estimate_cost
+
+            dollars = estimate_cost(entry.graph, pool, conv_task).dollars
+            if dollars > budget.dollars:
+                raise ApiError(
+                    400,
+                    f"{entry.name!r} is estimated at ${dollars:.4g} per request, over the "
+                    f"budget of ${budget.dollars:.4g}; raise {budget.param('dollars')} or pick "
+                    f"a cheaper model (served: {', '.join(entries)})",
+                    param=_param(budget, "dollars"),
+                    code="budget_exceeded",
+                )
+        limit = budget.flops_norm
         if limit is None:
             return
         est = entry.estimate_flops(conv_task, max_tokens, pool, prompt_tokens, example)
         if est is not None and est > limit:
-            param = (
-                "moagraph.budget_flops"
-                if req.moagraph and req.moagraph.budget_flops == limit
-                else "model"
-            )
+            param = _param(budget, "flops_norm")
             raise ApiError(
                 400,
                 f"{entry.name!r} is estimated at {est:.3g} normalised FLOPs for this "
                 f"{prompt_tokens:,}-token prompt, over the budget of {limit:.3g}; raise "
-                f"moagraph.budget_flops / --budget, shorten the prompt, lower max_tokens, "
+                f"moagraph.budget_flops (header X-Moagraph-Budget-Flops) / --budget, shorten "
+                "the prompt, lower max_tokens, "
                 f"or pick a smaller model (served: {', '.join(entries)})",
                 param=param,
                 code="budget_exceeded",
             )
 
-    def _extension(entry: Served, trace: Trace, trace_id: str, wall_s: float) -> MoagraphUsage:
+    def _extension(
+        entry: Served,
+        trace: Trace,
+        trace_id: str,
+        wall_s: float,
+        picked: dict[str, Any] | None = None,
+    ) -> MoagraphUsage:
         from moagraph.graph.cost import task_unit_flops
 
         unit = task_unit_flops(pool, conv_task)
@@ -730,6 +933,7 @@ def create_app(
                 for n in ran
             ],
             route=trace.meta if entry.kind == "router" else None,
+            pick=picked,
         )
 
     def _finish(row: RequestRow, entry: Served, trace: Trace, ext: MoagraphUsage) -> None:
@@ -779,6 +983,7 @@ def create_app(
         row: RequestRow,
         t0: float,
         request: Request,
+        picked: dict[str, Any] | None = None,
     ) -> Response:
         task = asyncio.current_task()
         gone = [False]
@@ -823,7 +1028,7 @@ def create_app(
             if task is not None:
                 inflight.discard(task)
         wall = time.perf_counter() - t0
-        ext = _extension(entry, trace, row.id, wall)
+        ext = _extension(entry, trace, row.id, wall, picked)
         _finish(row, entry, trace, ext)
         out = ChatCompletion(
             id=row.id,
@@ -847,6 +1052,7 @@ def create_app(
         row: RequestRow,
         t0: float,
         request: Request,
+        picked: dict[str, Any] | None = None,
     ) -> Response:
         """Start the run; answer 502 if it fails before its first token, else stream SSE."""
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -937,7 +1143,7 @@ def create_app(
                         # A cached or vote sink may not have streamed: send what is missing.
                         if trace.output != sent and trace.output.startswith(sent):
                             yield chunk(Delta(content=trace.output[len(sent) :]))
-                        ext = _extension(entry, trace, row.id, time.perf_counter() - t0)
+                        ext = _extension(entry, trace, row.id, time.perf_counter() - t0, picked)
                         _finish(row, entry, trace, ext)
                         finished = True
                         yield chunk(

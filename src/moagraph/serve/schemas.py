@@ -62,7 +62,20 @@ class MoagraphRequest(BaseModel):
     budget_flops: float | None = Field(
         None,
         gt=0,
-        description="Refuse the request if its estimated cost (normalised FLOPs) is higher.",
+        description="Normalised FLOPs for this request (header X-Moagraph-Budget-Flops). A "
+        "graph whose estimated cost is higher is refused; a set of graphs picks the best one "
+        "expected to fit; a router runs capped at it.",
+    )
+    budget_dollars: float | None = Field(
+        None,
+        gt=0,
+        description="Dollars for this request (header X-Moagraph-Budget-Dollars); as budget_flops.",
+    )
+    budget_latency_s: float | None = Field(
+        None,
+        gt=0,
+        description="Seconds for this request (header X-Moagraph-Budget-Latency-S): sets pick by "
+        "their recorded expected latency; every run is stopped when it is used up.",
     )
 
 
@@ -148,6 +161,11 @@ class MoagraphUsage(BaseModel):
         description="Routers only: the decisions behind the answer (scorer prior per model, "
         "models and scores per round, combined score, stop reason, aggregator).",
     )
+    pick: dict[str, Any] | None = Field(
+        None,
+        description="Sets of graphs (and routers under a budget): which option answered and "
+        "why: its expected cost and quality, the budget, the options that did not fit.",
+    )
 
 
 class AssistantMessage(BaseModel):
@@ -208,6 +226,11 @@ class ServedInfo(BaseModel):
     sink: str | None = None
     estimated_flops_normalised: float | None = None
     description: str = ""
+    options: list[dict[str, Any]] | None = Field(
+        None,
+        description="Sets of graphs only: each option's quality and expected cost, "
+        "from which a request's budget picks.",
+    )
 
 
 class ModelObject(BaseModel):
