@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -23,12 +24,12 @@ def _doc_blocks(lang: str) -> list[str]:
 class _Upstream(BaseHTTPRequestHandler):
     """`large` adds right; `small` is off by one when the first addend is odd."""
 
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []
 
     def log_message(self, *a: object) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         model = body["model"]
         text = body["messages"][-1]["content"]
