@@ -64,6 +64,14 @@ def import_jsonl_cmd(
         typer.Option("--map", help="Rename a source field: SOURCE=FIELD (repeatable)."),
     ] = None,
     tokens: Annotated[str, opt("--tokens")] = "chars4",
+    task: Annotated[
+        str | None,
+        opt(
+            "--task",
+            "The task the records answer (default: their `task` field); refused if the "
+            "records name another.",
+        ),
+    ] = None,
     old_models: Annotated[
         Path | None, typer.Option("--models", hidden=True, help="Deprecated: --models-file.")
     ] = None,
@@ -88,6 +96,7 @@ def import_jsonl_cmd(
             name=name,
             field_map=parse_field_map(field_map or []),
             tokens=tokens,
+            task=task,
         )
     except ValueError as e:
         raise fail(e) from None
