@@ -123,6 +123,41 @@ def test_doc_commands_end_to_end(
     assert (tmp_path / "best.yaml").exists()
     assert len(_Upstream.calls) == n_calls  # the search replays the recording: no call
 
+    # the recording carries its task: route trains on it, and the found graph evaluates on it
+    out = _cli(["route", "train", "--pool", "my-recording", "--encoder", "hashing"])
+    out += _cli(
+        [
+            "route",
+            "train",
+            "--pool",
+            "my-recording",
+            "--encoder",
+            "hashing",
+            "--test-frac",
+            "0",
+            "--out",
+            "r.pt",
+        ]
+    )
+    assert (tmp_path / "r.pt").exists()
+    out = _cli(
+        [
+            "eval",
+            "--task",
+            "jsonl:questions.jsonl:number",
+            "--pool",
+            "my-recording",
+            "--graph",
+            "best.yaml",
+            "--n",
+            "5",
+            "--store",
+            "runs.sqlite",
+            "--no-progress",
+        ]
+    )
+    assert len(_Upstream.calls) == n_calls
+
 
 def test_doc_rows_match_the_task_layout(tmp_path: Path) -> None:
     from moagraph.tasks.registry import get_task
