@@ -51,8 +51,9 @@ FLAGS: dict[str, Flag] = {
         Flag(
             ("--task", "-t"),
             (str,),
-            "Task: gsm8k, math, humaneval, mbpp, mmlu, mmlu-pro, chat, ... or "
-            "package.module:TaskClass for your own.",
+            "Task: gsm8k, math, humaneval, mbpp, mmlu, mmlu-pro, chat, ...; your own JSONL "
+            "file as jsonl:PATH:GRADER (GRADER: exact, number, math, choice or code; rows "
+            "{question, reference, id?, choices?}); or package.module:TaskClass.",
         ),
         Flag(
             ("--split",),
@@ -112,6 +113,12 @@ FLAGS: dict[str, Flag] = {
         ),
         Flag(("--resume",), (bool,), "Continue a stopped run where it ended."),
         Flag(("--name",), (str,), "Pool name (default: the output folder's name)."),
+        Flag(
+            ("--data-dir",),
+            (Path,),
+            "Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data); "
+            "a relative jsonl:PATH task is also looked for there.",
+        ),
         Flag(("--limit",), (int,), "Keep only the first N questions (instructions)."),
         Flag(
             ("--tokens",),
@@ -148,8 +155,11 @@ def deprecated(old: str, new: str) -> None:
 
 
 def resolve_task(name: str, data_dir: Path | None = None) -> Task:
-    """A registered task name, or ``package.module:TaskClass`` for a user's own task."""
-    if ":" in name:
+    """A registered task name, ``jsonl:PATH:GRADER`` (a JSONL file of questions and a
+    grader), or ``package.module:TaskClass`` for a user's own task class."""
+    from moagraph.tasks.jsonl import is_jsonl_spec
+
+    if ":" in name and not is_jsonl_spec(name):
         import importlib
 
         mod_name, _, cls_name = name.partition(":")

@@ -63,13 +63,7 @@ def eval_command(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data).",
-        ),
-    ] = None,
+    data_dir: Annotated[Path | None, opt("--data-dir")] = None,
     ray: Annotated[str | None, opt("--ray")] = None,
     dry_run: Annotated[
         bool, opt("--dry-run", "Estimates use the task's average input/output lengths.")

@@ -64,6 +64,14 @@ def import_jsonl_cmd(
         typer.Option("--map", help="Rename a source field: SOURCE=FIELD (repeatable)."),
     ] = None,
     tokens: Annotated[str, opt("--tokens")] = "chars4",
+    task: Annotated[
+        str | None,
+        opt(
+            "--task",
+            "The task the records answer (default: their `task` field); refused if the "
+            "records name another.",
+        ),
+    ] = None,
     old_models: Annotated[
         Path | None, typer.Option("--models", hidden=True, help="Deprecated: --models-file.")
     ] = None,
@@ -88,6 +96,7 @@ def import_jsonl_cmd(
             name=name,
             field_map=parse_field_map(field_map or []),
             tokens=tokens,
+            task=task,
         )
     except ValueError as e:
         raise fail(e) from None
@@ -170,6 +179,14 @@ def import_zeroeval_cmd(
     limit: Limit = None,
     name: PoolName = None,
     tokens: Annotated[str, opt("--tokens")] = "chars4",
+    task: Annotated[
+        str | None,
+        opt(
+            "--task",
+            "Here gsm8k or math: checked against what the folder holds (default: detected; "
+            "another benchmark's dump, e.g. CRUXEval, is refused).",
+        ),
+    ] = None,
 ) -> None:
     """Import ZeroEval GSM8K / MATH-L5 outputs of 40+ LLMs with 0/1 ground truth."""
     from moagraph.pools.ground_truth import import_zeroeval
@@ -180,6 +197,7 @@ def import_zeroeval_cmd(
         data_dir,
         out,
         full_text_max_b=full_text_max_b,
+        task=task,
         **_selection(name, models, max_params_b, exclude_closed, limit, tokens),
     )
 
@@ -192,7 +210,7 @@ def import_mmlu_pro_cmd(
     max_params_b: MaxParamsB = None,
     exclude_closed: ExcludeClosed = False,
     limit: Limit = None,
-    name: Annotated[str, opt("--name")] = "mmlu-pro",
+    name: PoolName = None,
     tokens: Annotated[str, opt("--tokens")] = "chars4",
 ) -> None:
     """Import MMLU-Pro letters + 0/1 correctness of 29 LLMs (synthetic texts, estimated tokens)."""
@@ -447,13 +465,7 @@ def record_cmd(
         list[str] | None, opt("--model", "Record only these models (repeatable).")
     ] = None,
     name: Annotated[str | None, opt("--name")] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            help="Folder with the full data sets (default: $MOAGRAPH_DATA_DIR or ../shared/data).",
-        ),
-    ] = None,
+    data_dir: Annotated[Path | None, opt("--data-dir")] = None,
     ray: Annotated[str | None, opt("--ray", "The recording is written here.")] = None,
     dry_run: Annotated[
         bool,

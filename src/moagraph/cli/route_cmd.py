@@ -54,6 +54,16 @@ def _pool_and_labels_any(pool: str | None, data: str | None) -> tuple[Any, Any, 
     return p, table, None
 
 
+def _data(pool: str | None, data: str | None, data_dir: Path | None) -> str | None:
+    """--data, else --data-dir's alpaca_eval folder (None: the shared data's); a
+    ground-truth pool carries its own labels and reads neither."""
+    from moagraph.route.gt import is_ground_truth_pool
+
+    if data is None and data_dir is not None and not (pool and is_ground_truth_pool(pool)):
+        return str(data_dir / "alpaca_eval")
+    return data
+
+
 DataOpt = Annotated[
     str | None,
     typer.Option(
@@ -87,6 +97,9 @@ def _embed_cache(new: Path | None, old: Path | None) -> Path | None:
 @route_app.command("train")
 def train(
     data: DataOpt = None,
+    data_dir: Annotated[
+        Path | None, opt("--data-dir", "--data defaults to its alpaca_eval folder.")
+    ] = None,
     pool: RouterPool = None,
     encoder: Annotated[
         str,
@@ -136,7 +149,7 @@ def train(
             raise ValueError(
                 f"--test-frac {test_frac} / --val-frac {val_frac}: each in [0, 1), sum < 1"
             )
-        p, table, gt = _pool_and_labels_any(pool, data)
+        p, table, gt = _pool_and_labels_any(pool, _data(pool, data, data_dir))
         if gt is not None:
             sp = gt.split(seed, (1.0 - val_frac - test_frac, val_frac, test_frac))
             tr, te = gt.table.subset(gt.rows(sp["train"])), gt.table.subset(gt.rows(sp["test"]))
@@ -231,6 +244,9 @@ def _read_ids(path: Path | None) -> list[str] | None:
 def evaluate(
     router: Annotated[Path, opt("--router")],
     data: DataOpt = None,
+    data_dir: Annotated[
+        Path | None, opt("--data-dir", "--data defaults to its alpaca_eval folder.")
+    ] = None,
     pool: RouterPool = None,
     ids: Annotated[
         Path | None,
@@ -274,7 +290,7 @@ def evaluate(
         from moagraph.route.replay_eval import evaluate_policies, plot_results, results_table
         from moagraph.route.scorer import Scorer
 
-        p, table, gt = _pool_and_labels_any(pool, data)
+        p, table, gt = _pool_and_labels_any(pool, _data(pool, data, data_dir))
         s = Scorer.load(router, cache_path=cache)
         names_saved = list(s.fingerprint.get("names") or [])
         if gt is not None and names_saved and set(names_saved) < set(gt.models):

@@ -33,6 +33,7 @@ def search_command(
         ),
     ] = None,
     pool: Annotated[str, opt("--pool")] = "zeroeval-gsm8k",
+    data_dir: Annotated[Path | None, opt("--data-dir")] = None,
     budget: Annotated[
         str, opt("--budget", "Here the smallest model is the smallest searched one.")
     ] = "paper:8",
@@ -314,6 +315,7 @@ def search_command(
                 stages=stages,
                 thresholds=thresholds_v,
                 updates=not no_updates,
+                data_dir=data_dir,
             )
         )
     except ValueError as e:
@@ -358,6 +360,7 @@ async def _search(
     stages: int = 1,
     thresholds: tuple[float, ...] = (1.0, 0.5),
     updates: bool = True,
+    data_dir: Path | None = None,
 ) -> None:
     """Parse-and-print around :func:`moagraph.search.prepare_search` / ``run_search``."""
     from moagraph.search import estimate_search, prepare_search, run_search
@@ -368,7 +371,7 @@ async def _search(
 
     setup = prepare_search(
         pool_name,
-        resolve_task(task_name) if ":" in task_name else task_name,
+        resolve_task(task_name, data_dir) if ":" in task_name else task_name,
         optimizer=opt_name,
         n_trials=iterations,
         budget=budget_text,
@@ -398,6 +401,7 @@ async def _search(
         stages=stages,
         thresholds=thresholds,
         updates=updates,
+        data_dir=data_dir,
         log=say,
     )
     for note in setup.notes:

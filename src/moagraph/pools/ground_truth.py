@@ -41,6 +41,8 @@ __all__ = [
     "MMLU_PRO_COT_TOKENS",
     "MMLU_PRO_PROMPT_OVERHEAD",
     "ZEROEVAL_PROMPT_OVERHEAD",
+    "ZEROEVAL_TASKS",
+    "detect_zeroeval_task",
     "ground_truth_stats",
     "import_mmlu_pro",
     "import_zeroeval",
@@ -188,10 +190,74 @@ def zeroeval_query_id(kind: str, raw_id: Any) -> str:
     return f"zeroeval-math/{s}"
 
 
-def _zeroeval_kind(d: Path, questions: list[dict[str, Any]]) -> str:
-    if questions and str(questions[0].get("id", "")).startswith("gsm8k-"):
-        return "gsm"
-    return "gsm" if d.name.startswith("gsm") else "math"
+ZEROEVAL_TASKS = ("gsm8k", "math")
+"""The tasks a ZeroEval dump can be imported as (what ``--task`` takes)."""
+
+_GSM_ID_RE = re.compile(r"gsm8k-main-test-#\d+")
+_CODE_Q_RE = re.compile(r"^\s*def \w+\(|\bassert\s+\w+\(", re.MULTILINE)
+
+
+def detect_zeroeval_task(d: Path, questions: Sequence[dict[str, Any]]) -> tuple[str | None, str]:
+    """(task, why) of a ZeroEval dump: ``gsm8k``, ``math``, another benchmark's name
+    (``cruxeval``: moagraph has no such task) or None (cannot tell), and the evidence."""
+    ids = [str(q.get("id", "")) for q in questions]
+    name = d.name.lower()
+    n = max(1, len(questions))
+    code = sum(1 for q in questions if _CODE_Q_RE.search(str(q.get("question", ""))))
+    if ids and all(_GSM_ID_RE.fullmatch(i) for i in ids):
+        return "gsm8k", "its ids are gsm8k-main-test-#N"
+    if (
+        "crux" in name
+        or any(i.lower().startswith(("crux", "sample_")) for i in ids[:50])
+        or code / n >= 0.5
+    ):
+        why = [f"folder {d.name!r}"] if "crux" in name else []
+        if ids and ids[0].lower().startswith(("crux", "sample_")):
+            why.append(f"ids like {ids[0]!r}")
+        if code:
+            why.append(f"{code} of {len(questions)} questions are Python code (def f(...))")
+        return "cruxeval", "CRUXEval-like: " + ", ".join(why)
+    ints = all(re.fullmatch(r"\d+", i) for i in ids) if ids else False
+    if name.startswith("gsm"):
+        return "gsm8k", f"folder {d.name!r}"
+    if name.startswith("math") or ints:
+        return "math", f"folder {d.name!r}" if name.startswith("math") else "numeric ids (MATH)"
+    return None, f"ids like {ids[0]!r}" if ids else "no questions"
+
+
+def _zeroeval_task(d: Path, questions: list[dict[str, Any]], task: str | None) -> str:
+    """The task to import a dump as: ``task`` (--task) if it matches what the dump looks
+    like, else the detected one; a mismatch or an unknown benchmark is refused."""
+    detected, why = detect_zeroeval_task(d, questions)
+    wanted = None
+    if task is not None:
+        wanted = {"gsm": "gsm8k", "gsm8k": "gsm8k", "math": "math"}.get(task.strip().lower())
+        if wanted is None:
+            raise ValueError(
+                f"--task {task!r}: a ZeroEval dump imports as one of: {', '.join(ZEROEVAL_TASKS)}"
+                "; for another benchmark write its questions as your own JSONL task "
+                "(docs/own-task.md: --task jsonl:PATH:GRADER) and record your models on it"
+            )
+    if detected not in ZEROEVAL_TASKS and detected is not None:
+        raise ValueError(
+            f"zeroeval data dir {d}: this looks like {detected} ({why}), not GSM8K or MATH; "
+            f"moagraph has no {detected} task, so its answers would be graded as math (e.g. "
+            "'ccwcu' and 'cwcuc' as products of symbols). Import only zeroeval/gsm or "
+            "zeroeval/math-l5; for another benchmark write its questions as your own JSONL "
+            "task (docs/own-task.md: --task jsonl:PATH:exact) and record your models on it"
+        )
+    if wanted is not None and detected is not None and wanted != detected:
+        raise ValueError(
+            f"--task {task}: zeroeval data dir {d} looks like {detected} ({why}); pass "
+            f"--task {detected}, or drop --task to use the detected one"
+        )
+    got = wanted or detected
+    if got is None:
+        raise ValueError(
+            f"zeroeval data dir {d}: cannot tell its task ({why}); pass --task gsm8k or "
+            "--task math if it is one of those"
+        )
+    return got
 
 
 def zeroeval_reference(kind: str, answer: str) -> str:
@@ -214,8 +280,14 @@ def import_zeroeval(
     keep_chars: int = 400,
     limit: int | None = None,
     tokens: str = "chars4",
+    task: str | None = None,
 ) -> Pool:
     """Import a ZeroEval folder (``gsm`` or ``math-l5``) as a ground-truth replay pool.
+
+    ``task`` (``gsm8k`` or ``math``) is checked against what the dump looks like
+    (:func:`detect_zeroeval_task`); without it the detected task is used, and a dump
+    of another benchmark (CRUXEval, ...) is refused. ``name`` defaults to the
+    output folder's name.
 
     ``full_text_max_b``: keep the full output text only for open models of at
     most that many (active) billion parameters; the others keep
@@ -238,10 +310,10 @@ def import_zeroeval(
                     f"{where}: field `{f}` is missing; need id, question, answer"
                 )
         questions.append(raw)
+    task = _zeroeval_task(d, questions, task)
     if limit is not None:
         questions = questions[:limit]
-    kind = _zeroeval_kind(d, questions)
-    task = "gsm8k" if kind == "gsm" else "math"
+    kind = "gsm" if task == "gsm8k" else "math"
     qids = {str(q["id"]): zeroeval_query_id(kind, q["id"]) for q in questions}
     header, rows = _read_csv(cpath, ["id", "answer"])
     all_models = [c for c in header if c not in ("id", "answer")]
@@ -351,7 +423,9 @@ def import_zeroeval(
         )
         for q in questions
     ]
-    pool_name = name or ("zeroeval-gsm8k" if kind == "gsm" else "zeroeval-math")
+    pool_name = (
+        name or Path(out_dir).name or ("zeroeval-gsm8k" if kind == "gsm" else "zeroeval-math")
+    )
     stats = ground_truth_stats(records, specs)
     settings = {
         "data_dir": d.name,
@@ -394,7 +468,7 @@ def import_mmlu_pro(
     data_dir: str | Path,
     out_dir: str | Path,
     *,
-    name: str = "mmlu-pro",
+    name: str | None = None,
     models: Sequence[str] | None = None,
     max_params_b: float | None = None,
     exclude_closed: bool = False,
@@ -542,6 +616,7 @@ def import_mmlu_pro(
         "ground_truth": stats,
         "limit": limit,
     }
+    name = name or Path(out_dir).name or "mmlu-pro"
     pool = write_pool_dir(
         out_dir,
         name=name,

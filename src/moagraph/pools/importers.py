@@ -251,8 +251,13 @@ def import_jsonl(
     name: str | None = None,
     field_map: dict[str, str] | None = None,
     tokens: str = "chars4",
+    task: str | None = None,
 ) -> Pool:
     """Import a user's recording into a replay pool folder.
+
+    The pool's task is ``task`` (any task name, ``jsonl:PATH:GRADER`` included) or the
+    one the records (and queries) name in their ``task`` field; records naming several
+    tasks, or one other than ``task``, are refused.
 
     Missing ``prompt_tokens`` are estimated from the query text (if a queries
     file is given, else 0), missing ``completion_tokens`` from the text,
@@ -306,6 +311,11 @@ def import_jsonl(
     if not records:
         raise ReplayFormatError(f"{rp}: no records")
     used = [m for m in models if any(r.model == m.name for r in records)]
+    pool_task = _jsonl_pool_task(rp, records, queries, task)
+    if pool_task is not None:  # every record and query names it (route reads it there)
+        records = [r if r.task else r.model_copy(update={"task": pool_task}) for r in records]
+        if queries is not None:
+            queries = [q if q.task else q.model_copy(update={"task": pool_task}) for q in queries]
     pool_name = name or Path(out_dir).name or "imported"
     return write_pool_dir(
         out_dir,
@@ -315,9 +325,42 @@ def import_jsonl(
         records=records,
         queries=queries,
         source=f"moagraph pool import jsonl {rp.name}",
-        task=next((r.task for r in records if r.task), None),
+        task=pool_task,
         settings={"tokens_method": method, "field_map": fmap},
     )
+
+
+def _jsonl_pool_task(
+    rp: Path,
+    records: list[ReplayRecord],
+    queries: list[QueryRecord] | None,
+    task: str | None,
+) -> str | None:
+    """--task, checked against the ``task`` the records and queries name (if any)."""
+    named: dict[str, str] = {}
+    for r in records:
+        if r.task:
+            named.setdefault(r.task, f"{rp.name} ({r.model}, {r.query_id})")
+    for q in queries or []:
+        if q.task:
+            named.setdefault(q.task, f"the queries file ({q.query_id})")
+    if len(named) > 1:
+        raise ReplayFormatError(
+            f"{rp}: the records name several tasks ({'; '.join(f'{t} in {w}' for t, w in named.items())}); "
+            "a pool holds one task: import each task's records apart"
+        )
+    detected = next(iter(named), None)
+    if task is None:
+        return detected
+    from moagraph.tasks.registry import get_task
+
+    resolved = get_task(task).name  # an unknown task name fails here, listing the known ones
+    if detected is not None and detected != resolved and detected != task:
+        raise ReplayFormatError(
+            f"--task {task}: the records were made on task {detected!r} (field `task` in "
+            f"{named[detected]}); pass --task {detected}, or drop --task to use it"
+        )
+    return task
 
 
 # --------------------------------------------------------------------------- AlpacaEval

@@ -42,7 +42,7 @@ def _split_key(split: str) -> str:
     return "heldout" if split == "validation" else split
 
 
-VOTABLE_KINDS = frozenset({"math", "choice", "code"})
+VOTABLE_KINDS = frozenset({"math", "choice", "code", "exact"})
 """Task kinds whose extracted answers cluster, so a vote sink is meaningful."""
 
 

@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Literal
 from moagraph.errors import ConfigError, DataError
 from moagraph.models.base import ChatMessage
 
-TaskKind = Literal["math", "choice", "code", "chat"]
+TaskKind = Literal["math", "choice", "code", "chat", "exact"]
+"""``exact``: short answers compared as strings (a JSONL task with the exact grader)."""
 
 
 class TaskDataError(FileNotFoundError, DataError):

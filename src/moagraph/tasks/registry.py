@@ -51,11 +51,17 @@ def task_class(name: str) -> type[Task]:
     try:
         return _CLASSES[key]
     except KeyError:
-        raise UnknownTaskError(f"unknown task {name!r}; use one of: {', '.join(TASKS)}") from None
+        raise UnknownTaskError(
+            f"unknown task {name!r}; use one of: {', '.join(TASKS)}, or jsonl:PATH:GRADER "
+            "for your own JSONL file"
+        ) from None
 
 
 def get_task(name: str, data_dir: str | Path | None = None) -> Task:
     """A fresh task instance; ``data_dir`` defaults to :func:`shared_data_dir`.
+
+    ``jsonl:PATH:GRADER`` is your own task: a JSONL file of ``{question, reference}``
+    rows and a grader (exact, number, math, choice, code; :mod:`moagraph.tasks.jsonl`).
 
     >>> from moagraph import get_task
     >>> task = get_task("gsm8k")
@@ -64,6 +70,10 @@ def get_task(name: str, data_dir: str | Path | None = None) -> Task:
     >>> get_task("nope")
     Traceback (most recent call last):
     ...
-    moagraph.tasks.registry.UnknownTaskError: unknown task 'nope'; use one of: gsm8k, math, mmlu, mmlu-pro, humaneval, mbpp, chat
+    moagraph.tasks.registry.UnknownTaskError: unknown task 'nope'; use one of: gsm8k, math, mmlu, mmlu-pro, humaneval, mbpp, chat, or jsonl:PATH:GRADER for your own JSONL file
     """
+    from moagraph.tasks.jsonl import JsonlTask, is_jsonl_spec
+
+    if is_jsonl_spec(name):  # your own task: jsonl:PATH:GRADER
+        return JsonlTask.from_spec(name, data_dir=data_dir)
     return task_class(name)(data_dir=data_dir)  # type: ignore[call-arg]

@@ -398,6 +398,10 @@ def equivalent(a: object, b: object) -> bool:
         return False
     if na == nb:
         return True
+    if _is_words(na) and _is_words(nb):
+        # Plain words or identifiers ("Monday", 'ccwcu'): strings, not products of
+        # symbols (math-verify would call 'ccwcu' and 'cwcuc' equal).
+        return _word_key(na) == _word_key(nb)
     fa, fb = _as_fraction(na), _as_fraction(nb)
     if fa is not None and fb is not None:
         return _numbers_equal(na, fa, nb, fb)
@@ -417,6 +421,20 @@ def equivalent(a: object, b: object) -> bool:
         return all(equivalent(p, q) for p, q in zip(ta, tb, strict=True))
     x, y = (na, nb) if na <= nb else (nb, na)
     return _symbolic_equal(x, y)
+
+
+_WORDS_RE = re.compile(r"^['\"`]?[A-Za-z]+(?:[ ,'\"`]+[A-Za-z]+)*['\"`]?$")
+_LONG_RUN_RE = re.compile(r"[A-Za-z]{2,}")
+
+
+def _is_words(s: str) -> bool:
+    """Letters only (spaces, commas, quotes between), with a run of two or more letters:
+    a word, not a product of single-letter variables like ``x y``."""
+    return bool(_WORDS_RE.match(s)) and bool(_LONG_RUN_RE.search(s))
+
+
+def _word_key(s: str) -> str:
+    return " ".join(re.sub(r"['\"`,]", " ", s).casefold().split())
 
 
 @functools.lru_cache(maxsize=65536)
