@@ -41,6 +41,7 @@ from moagraph.route import RouteMoA
 from moagraph.route.encoders import make_encoder
 from moagraph.route.evaluate import evaluate_scorer, top_k
 from moagraph.route.evaluator import (
+    DEFAULT_POLICIES,
     evaluate_router,
     fit_answer_model,
     hit_rates_with_ci,
@@ -56,18 +57,7 @@ from moagraph.route.gt_eval import bootstrap_ci, live_compare, paired_bootstrap
 from moagraph.route.scorer import Scorer
 
 console = Console(width=200)
-EVAL_POLICIES = (
-    "routemoa",
-    "routemoa-noevidence",
-    "routemoa-1r",
-    "sparse",
-    "smoa",
-    "dense",
-    "single",
-    "random",
-    "threshold",
-    "oracle",
-)
+EVAL_POLICIES = DEFAULT_POLICIES  # the same list `route eval` compares
 OUT = Path(__file__).parent / "out"
 
 
