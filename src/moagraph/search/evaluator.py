@@ -373,14 +373,6 @@ class ExactReplayEvaluator:
             n += 1
         return n
 
-    def _nodes(self, graph: Graph) -> list[tuple[str, int]]:
-        return [m for _, m in self._sink_nodes(graph)]
-
-    def _sink_nodes(self, graph: Graph) -> list[tuple[str, tuple[str, int]]]:
-        """(node id, (model, recorded sample)) of each node the sink reads, in sink order."""
-        sample_of = self._samples_of(graph)
-        return [(i, sample_of[i]) for i in graph.node(graph.sink).inputs]
-
     def _samples_of(self, graph: Graph) -> dict[str, tuple[str, int]]:
         """(model, recorded sample) per worker node, numbered per model in topological order
         (the executor's rule); refuses a node with inputs (its answer was never recorded)."""
